@@ -1,0 +1,229 @@
+"""wpfleet settings: every value comes from the environment (or ``.env``).
+
+``make up`` writes ``.env`` at the repository root on first run with
+generated secrets; the process environment overrides it.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from hosting import env as envmod
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+env = envmod.load(BASE_DIR)
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY")
+DEBUG = env.bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "sites",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hosting.urls"
+WSGI_APPLICATION = "hosting.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.database("DATABASE_URL", "sqlite:///var/wpfleet.sqlite3", base_dir=BASE_DIR)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# Bodies larger than this are refused before any parsing (a site name is 32 bytes).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("WPFLEET_MAX_BODY_BYTES", 64 * 1024, min=1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first so that anonymous API calls get 401 with a
+        # WWW-Authenticate header instead of 403.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"user": env.str("WPFLEET_API_RATE", "1200/min")},
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "sites.api.errors.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "wpfleet API",
+    "DESCRIPTION": "Create, inspect and delete isolated WordPress sites.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- wpfleet: what a site is made of -------------------------------------
+
+WPFLEET_BASE_DOMAIN = env.str("WPFLEET_BASE_DOMAIN", "wpfleet.test").lower().strip(".")
+if not re.fullmatch(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", WPFLEET_BASE_DOMAIN):
+    raise ImproperlyConfigured(f"WPFLEET_BASE_DOMAIN={WPFLEET_BASE_DOMAIN!r} is not a DNS name")
+
+# Names a site may not take because the infrastructure uses them (or they
+# would read as one of its hostnames).
+WPFLEET_RESERVED_NAMES = frozenset(
+    env.list(
+        "WPFLEET_RESERVED_NAMES",
+        ["caddy", "mariadb", "mysql", "backend", "admin", "api", "www", "mail", "localhost", "root", "wpfleet", "panel"],
+    )
+)
+# Owner label written on every Docker resource: what does not carry it is
+# never modified or removed.
+WPFLEET_OWNER = env.str("WPFLEET_OWNER", "wpfleet")
+
+# MariaDB (state-01): the panel's admin connection, and the address site
+# containers use to reach the same server.
+WPFLEET_DB_ADMIN = {
+    "host": env.str("WPFLEET_DB_ADMIN_HOST", "127.0.0.1"),
+    "port": env.int("WPFLEET_DB_ADMIN_PORT", 3306, min=1, max=65535),
+    "user": env.str("WPFLEET_DB_ADMIN_USER", "root"),
+    "password": env.str("WPFLEET_DB_ADMIN_PASSWORD", ""),
+    "connect_timeout": env.int("WPFLEET_DB_ADMIN_TIMEOUT", 5, min=1, max=120),
+}
+WPFLEET_SITE_DB_HOST = env.host_port("WPFLEET_SITE_DB_HOST", "10.10.0.20:3306")
+WPFLEET_DB_USER_HOST = env.str("WPFLEET_DB_USER_HOST", "%")
+if not re.fullmatch(r"[A-Za-z0-9.%_:\-/]{1,255}", WPFLEET_DB_USER_HOST):
+    raise ImproperlyConfigured(f"WPFLEET_DB_USER_HOST={WPFLEET_DB_USER_HOST!r} is not a MariaDB host pattern")
+WPFLEET_DB_MAX_USER_CONNECTIONS = env.int("WPFLEET_DB_MAX_USER_CONNECTIONS", 30, min=1, max=10000)
+
+# Docker host (app-01). The SDK reads DOCKER_HOST itself.
+WPFLEET_DOCKER_TIMEOUT = env.int("WPFLEET_DOCKER_TIMEOUT", 60, min=1, max=600)
+WPFLEET_PHP_IMAGE = env.str("WPFLEET_PHP_IMAGE", "wordpress:php8.2-fpm")
+WPFLEET_NGINX_IMAGE = env.str("WPFLEET_NGINX_IMAGE", "nginx:alpine")
+WPFLEET_BACKEND_NETWORK = env.str("WPFLEET_BACKEND_NETWORK", "wp_backend")
+WPFLEET_PHP_LIMITS = {
+    "memory": env.bytes("WPFLEET_PHP_MEMORY", "512m"),
+    "cpus": env.float("WPFLEET_PHP_CPUS", 1.0, min=0.01, max=64),
+    "pids": env.int("WPFLEET_PHP_PIDS", 100, min=10, max=100000),
+}
+WPFLEET_NGINX_LIMITS = {
+    "memory": env.bytes("WPFLEET_NGINX_MEMORY", "128m"),
+    "cpus": env.float("WPFLEET_NGINX_CPUS", 0.5, min=0.01, max=64),
+    "pids": env.int("WPFLEET_NGINX_PIDS", 50, min=5, max=100000),
+}
+# php-fpm process manager for each site's pool: ondemand keeps an idle site
+# at one master process.
+WPFLEET_PHP_PM = env.str("WPFLEET_PHP_PM", "ondemand", choices=("ondemand", "dynamic", "static"))
+WPFLEET_PHP_MAX_CHILDREN = env.int("WPFLEET_PHP_MAX_CHILDREN", 5, min=1, max=500)
+
+# Caddy (app-01).
+WPFLEET_CADDY_CONTAINER = env.str("WPFLEET_CADDY_CONTAINER", "caddy")
+WPFLEET_CADDY_CONFIG = env.str("WPFLEET_CADDY_CONFIG", "/etc/caddy/Caddyfile")
+WPFLEET_CADDY_SITES_DIR = env.str("WPFLEET_CADDY_SITES_DIR", "/etc/caddy/sites")
+# Where the live check (and the tests) reach Caddy's HTTP listener.
+WPFLEET_CADDY_URL = env.url("WPFLEET_CADDY_URL", "http://127.0.0.1:8080")
+
+# The operators' first superuser, created by `make up` (manage.py ensure_superuser).
+WPFLEET_ADMIN_USER = env.str("WPFLEET_ADMIN_USER", "admin")
+WPFLEET_ADMIN_PASSWORD = env.str("WPFLEET_ADMIN_PASSWORD", "")
+
+# --- jobs -----------------------------------------------------------------
+
+WPFLEET_MAX_ATTEMPTS = env.int("WPFLEET_MAX_ATTEMPTS", 3, min=1, max=20)
+WPFLEET_RETRY_BACKOFF_SECONDS = env.float("WPFLEET_RETRY_BACKOFF_SECONDS", 2.0, min=0, max=3600)
+WPFLEET_LIVE_TIMEOUT_SECONDS = env.float("WPFLEET_LIVE_TIMEOUT_SECONDS", 60.0, min=1, max=3600)
+WPFLEET_LEASE_SECONDS = env.int("WPFLEET_LEASE_SECONDS", 30, min=5, max=3600)
+WPFLEET_POLL_SECONDS = env.float("WPFLEET_POLL_SECONDS", 0.2, min=0.05, max=3.0)
+WPFLEET_WORKERS = env.int("WPFLEET_WORKERS", 4, min=1, max=64)
+WPFLEET_JOB_TIMEOUT_SECONDS = env.int("WPFLEET_JOB_TIMEOUT_SECONDS", 900, min=30, max=86400)
+
+Q_CLUSTER = {
+    "name": "wpfleet",
+    "orm": "default",
+    "workers": WPFLEET_WORKERS,
+    "poll": WPFLEET_POLL_SECONDS,
+    "timeout": WPFLEET_JOB_TIMEOUT_SECONDS,
+    # The ORM broker hands a task out again after `retry` seconds without an
+    # acknowledgement; above the timeout, only a dead worker's task comes back,
+    # and the job's own claim makes that second delivery a no-op.
+    "retry": WPFLEET_JOB_TIMEOUT_SECONDS + 60,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "label": "Task queue",
+}
+
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("WPFLEET_LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# Fault drills: names of provisioning steps after whose apply the provisioner
+# raises, to exercise rollback for real. Empty in production.
+WPFLEET_FAULTS = tuple(env.list("WPFLEET_FAULTS", []))

@@ -1,0 +1,13 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from sites.api import views
+
+urlpatterns = [
+    path("sites", views.SiteListCreate.as_view(), name="api-sites"),
+    path("sites/<str:name>", views.SiteDetail.as_view(), name="api-site"),
+    path("jobs/<int:pk>", views.JobDetail.as_view(), name="api-job"),
+    path("health", views.Health.as_view(), name="api-health"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,137 @@
+"""The shared Caddy container: per-site snippets and zero-downtime reloads."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from sites.infra.docker_host import DockerHost
+from sites.infra.errors import InfraError
+from sites.naming import SiteNames
+
+
+def owner_marker() -> str:
+    # Snippets carry no labels: this first line marks the ones that are ours.
+    return f"# wpfleet owner={settings.WPFLEET_OWNER}"
+
+
+def snippet_for(names: SiteNames) -> str:
+    # http:// because TLS is terminated in front of Caddy (as in the seed).
+    return (
+        f"{owner_marker()} site={names.site}\n"
+        f"http://{names.domain} {{\n\tencode gzip\n\treverse_proxy {names.nginx}:80\n}}\n"
+    )
+
+
+class Caddy:
+    def __init__(self, docker_host: DockerHost) -> None:
+        self.docker = docker_host
+        self.container_name = settings.WPFLEET_CADDY_CONTAINER
+        self.config = settings.WPFLEET_CADDY_CONFIG
+        self.sites_dir = settings.WPFLEET_CADDY_SITES_DIR.rstrip("/")
+        run_dir = Path(settings.VAR_DIR) / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_path = run_dir / f"caddy-reload-{self.container_name}.lock"
+        self._state_path = run_dir / f"caddy-reload-{self.container_name}.state"
+
+    def _container(self):
+        container = self.docker.container(self.container_name)
+        if container is None:
+            raise InfraError("caddy", f"container {self.container_name} does not exist")
+        if container.status != "running":
+            raise InfraError("caddy", f"container {self.container_name} is {container.status}, not running")
+        return container
+
+    def ping(self) -> None:
+        self._container()
+
+    def validate(self, site: str, content: str) -> None:
+        """Check a snippet on its own before it can reach the live config.
+
+        A bad snippet left in sites/ would make every later reload fail, for
+        every site; so it is validated from a scratch path first.
+        """
+        container = self._container()
+        check = f"/tmp/wpfleet-check-{site}.caddyfile"
+        wrapped = "{\n\tadmin off\n\tauto_https off\n}\n" + content
+        self.docker.put_files(container, "/tmp", {check.rsplit("/", 1)[1]: (wrapped.encode(), 0o644, 0, 0)})
+        try:
+            code, output = self.docker.exec(container, ["caddy", "validate", "--config", check, "--adapter", "caddyfile"])
+        finally:
+            self.docker.exec(container, ["rm", "-f", check])
+        if code != 0:
+            raise InfraError("caddy", f"snippet for {site} is invalid: {_last_line(output)}")
+
+    def install(self, site: str, content: str) -> None:
+        container = self._container()
+        self.docker.put_files(container, self.sites_dir, {f"{site}.caddy": (content.encode(), 0o644, 0, 0)})
+
+    def has_snippet(self, site: str) -> bool:
+        return self.docker.file_exists(self._container(), f"{self.sites_dir}/{site}.caddy")
+
+    def read_snippet(self, site: str) -> str | None:
+        code, output = self.docker.exec(self._container(), ["cat", f"{self.sites_dir}/{site}.caddy"])
+        return output + "\n" if code == 0 else None
+
+    def remove(self, site: str) -> bool:
+        """Remove the site's snippet; True if there was one."""
+        container = self._container()
+        path = f"{self.sites_dir}/{site}.caddy"
+        if not self.docker.file_exists(container, path):
+            return False
+        code, output = self.docker.exec(container, ["rm", "-f", path])
+        if code != 0:
+            raise InfraError("caddy", f"could not remove snippet of {site}: {_last_line(output)}")
+        return True
+
+    def snippet_sites(self) -> list[str]:
+        """Sites that have a snippet of ours (by the owner marker on its first line)."""
+        code, output = self.docker.exec(
+            self._container(), ["grep", "-rlF", "--include=*.caddy", owner_marker() + " site=", self.sites_dir]
+        )
+        if code not in (0, 1):
+            raise InfraError("caddy", f"could not list {self.sites_dir}: {_last_line(output)}")
+        return sorted(line.rsplit("/", 1)[-1][: -len(".caddy")] for line in output.splitlines() if line.endswith(".caddy"))
+
+    def reload(self) -> None:
+        code, output = self.docker.exec(
+            self._container(), ["caddy", "reload", "--config", self.config, "--adapter", "caddyfile"]
+        )
+        if code != 0:
+            raise InfraError("caddy", f"reload failed, the previous config keeps running: {_last_line(output)}")
+
+    def reload_covering(self, changed_at: float) -> bool:
+        """Make sure a reload that started after ``changed_at`` has succeeded.
+
+        Jobs that finish together queue on a file lock; the first one reloads
+        for all of them and the rest find a reload newer than their change and
+        return at once. Returns True if this call did the reload.
+        """
+        with open(self._lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if self._last_reload_started() >= changed_at:
+                    return False
+                started = time.time()
+                self.reload()
+                tmp = self._state_path.with_suffix(f".{os.getpid()}")
+                tmp.write_text(repr(started))
+                tmp.replace(self._state_path)
+                return True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _last_reload_started(self) -> float:
+        try:
+            return float(self._state_path.read_text())
+        except (OSError, ValueError):
+            return 0.0
+
+
+def _last_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "(no output)"

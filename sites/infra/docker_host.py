@@ -1,0 +1,237 @@
+"""The Docker host (app-01), through the Docker SDK only: no shell strings."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import docker
+import requests
+from django.conf import settings
+from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
+
+from sites.infra.errors import ForeignResource, InfraError
+
+
+@contextmanager
+def docker_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except InfraError:
+        raise
+    except NotFound as exc:
+        raise InfraError("docker", f"{what}: not found ({exc.explanation or exc})") from exc
+    except APIError as exc:
+        raise InfraError("docker", f"{what}: {exc.explanation or exc}") from exc
+    except (DockerException, requests.exceptions.RequestException, OSError) as exc:
+        raise InfraError("docker", f"{what}: engine unreachable ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _owned(labels: dict | None, expected: dict[str, str]) -> bool:
+    labels = labels or {}
+    return all(labels.get(key) == value for key, value in expected.items() if key != "wpfleet.role")
+
+
+def tar_of(files: dict[str, tuple[bytes, int, int, int]]) -> bytes:
+    """A tar archive of ``{name: (data, mode, uid, gid)}``, for put_archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, (data, mode, uid, gid) in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            info.uid, info.gid = uid, gid
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+class DockerHost:
+    def __init__(self) -> None:
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            with self._lock, docker_errors("connect"):
+                if self._client is None:
+                    self._client = docker.from_env(timeout=settings.WPFLEET_DOCKER_TIMEOUT)
+        return self._client
+
+    def ping(self) -> None:
+        with docker_errors("ping"):
+            self.client.ping()
+
+    # --- lookups --------------------------------------------------------------
+
+    def container(self, name: str) -> Container | None:
+        with docker_errors(f"inspect container {name}"):
+            try:
+                return self.client.containers.get(name)
+            except NotFound:
+                return None
+
+    def volume(self, name: str):
+        with docker_errors(f"inspect volume {name}"):
+            try:
+                return self.client.volumes.get(name)
+            except NotFound:
+                return None
+
+    def network(self, name: str):
+        with docker_errors(f"inspect network {name}"):
+            try:
+                return self.client.networks.get(name)
+            except NotFound:
+                return None
+
+    def owned_by_site(self, kind: str, name: str, labels: dict[str, str]) -> bool | None:
+        """True if ours, False if foreign, None if absent."""
+        found = {"container": self.container, "volume": self.volume, "network": self.network}[kind](name)
+        if found is None:
+            return None
+        return _owned(found.attrs.get("Config", {}).get("Labels") if kind == "container" else found.attrs.get("Labels"), labels)
+
+    def _refuse_foreign(self, kind: str, name: str, labels: dict | None, expected: dict[str, str]) -> None:
+        if not _owned(labels, expected):
+            raise ForeignResource(
+                "docker", f"a {kind} named {name} exists without wpfleet's labels for this site; it was left untouched"
+            )
+
+    # --- volumes ----------------------------------------------------------------
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        existing = self.volume(name)
+        if existing is not None:
+            self._refuse_foreign("volume", name, existing.attrs.get("Labels"), labels)
+            return
+        with docker_errors(f"create volume {name}"):
+            self.client.volumes.create(name=name, labels=labels)
+
+    def remove_volume(self, name: str, labels: dict[str, str]) -> str | None:
+        """Remove our volume; returns a note when something foreign was left alone."""
+        existing = self.volume(name)
+        if existing is None:
+            return None
+        if not _owned(existing.attrs.get("Labels"), labels):
+            return f"volume {name} is not ours: left untouched"
+        with docker_errors(f"remove volume {name}"):
+            try:
+                existing.remove(force=True)
+            except NotFound:
+                pass
+        return None
+
+    # --- networks ---------------------------------------------------------------
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> None:
+        existing = self.network(name)
+        if existing is not None:
+            self._refuse_foreign("network", name, existing.attrs.get("Labels"), labels)
+            return
+        with docker_errors(f"create network {name}"):
+            self.client.networks.create(name=name, driver="bridge", labels=labels)
+
+    def remove_network(self, name: str, labels: dict[str, str]) -> str | None:
+        existing = self.network(name)
+        if existing is None:
+            return None
+        if not _owned(existing.attrs.get("Labels"), labels):
+            return f"network {name} is not ours: left untouched"
+        with docker_errors(f"remove network {name}"):
+            try:
+                existing.remove()
+            except NotFound:
+                pass
+        return None
+
+    def connect(self, network: str, container: Container) -> None:
+        """Attach a container to a network unless it already is."""
+        attached = container.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
+        if network in attached:
+            return
+        with docker_errors(f"connect {container.name} to {network}"):
+            try:
+                self.client.networks.get(network).connect(container)
+            except APIError as exc:
+                if "already exists" not in str(exc.explanation or ""):
+                    raise
+
+    # --- containers -------------------------------------------------------------
+
+    def ensure_container(self, name: str, labels: dict[str, str], **create: object) -> tuple[Container, bool]:
+        """The container, created (not started) if missing; (container, created)."""
+        existing = self.container(name)
+        if existing is not None:
+            self._refuse_foreign("container", name, existing.labels, labels)
+            return existing, False
+        with docker_errors(f"create container {name}"):
+            try:
+                return self.client.containers.create(name=name, labels=labels, **create), True
+            except APIError as exc:
+                if exc.status_code != 409:
+                    raise
+        # Lost a race with another creator of the same name: judge what won.
+        existing = self.container(name)
+        if existing is None:
+            raise InfraError("docker", f"create container {name}: name conflict, then not found")
+        self._refuse_foreign("container", name, existing.labels, labels)
+        return existing, False
+
+    def start(self, container: Container) -> None:
+        with docker_errors(f"start {container.name}"):
+            container.reload()
+            if container.status != "running":
+                container.start()
+
+    def remove_container(self, name: str, labels: dict[str, str]) -> str | None:
+        existing = self.container(name)
+        if existing is None:
+            return None
+        if not _owned(existing.labels, labels):
+            return f"container {name} is not ours: left untouched"
+        with docker_errors(f"remove container {name}"):
+            try:
+                existing.remove(force=True)
+            except NotFound:
+                pass
+        return None
+
+    def put_files(self, container: Container, directory: str, files: dict[str, tuple[bytes, int, int, int]]) -> None:
+        """Write files into a container (running or only created) as one tar stream."""
+        with docker_errors(f"write into {container.name}:{directory}"):
+            if not container.put_archive(directory, tar_of(files)):
+                raise InfraError("docker", f"write into {container.name}:{directory} was refused")
+
+    def exec(self, container: Container | str, argv: list[str]) -> tuple[int, str]:
+        name = container if isinstance(container, str) else container.name
+        with docker_errors(f"exec in {name}"):
+            target = self.client.containers.get(name) if isinstance(container, str) else container
+            result = target.exec_run(argv, stdout=True, stderr=True)
+        return result.exit_code, (result.output or b"").decode("utf-8", "replace").strip()
+
+    def file_exists(self, container: Container | str, path: str) -> bool:
+        name = container if isinstance(container, str) else container.name
+        with docker_errors(f"stat {name}:{path}"):
+            try:
+                self.client.api.get_archive(name, path)
+                return True
+            except NotFound:
+                return False
+
+    def list_owned(self, kind: str, site: str | None = None) -> list:
+        filters = {"label": [f"wpfleet.owner={settings.WPFLEET_OWNER}"]}
+        if site:
+            filters["label"].append(f"wpfleet.site={site}")
+        with docker_errors(f"list {kind}s"):
+            if kind == "container":
+                return self.client.containers.list(all=True, filters=filters)
+            if kind == "volume":
+                return self.client.volumes.list(filters=filters)
+            return self.client.networks.list(filters=filters)

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import secrets
+
+from django.db import models
+from django.utils import timezone
+
+from sites.naming import SiteNames
+
+
+class InvalidTransition(Exception):
+    """A state change that the model's life cycle does not allow."""
+
+
+def _new_db_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Site(models.Model):
+    class Status(models.TextChoices):
+        PROVISIONING = "PROVISIONING", "Provisioning"
+        ACTIVE = "ACTIVE", "Active"
+        DEPROVISIONING = "DEPROVISIONING", "Deprovisioning"
+
+    name = models.CharField(max_length=32, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROVISIONING, db_index=True)
+    domain = models.CharField(max_length=255)
+    # Random per site, never derived from the name; never shown anywhere.
+    db_password = models.CharField(max_length=64, default=_new_db_password, editable=False)
+    # The job that holds the site (PENDING, PROCESSING, or FAILED awaiting a
+    # retry). Set and cleared with conditional UPDATEs: at most one job per
+    # site runs at a time.
+    current_job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    # The newest job of any status, so lists show it without a query per row.
+    last_job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    # What the last reconciliation found missing and repaired (empty: none).
+    drift = models.TextField(blank=True, editable=False)
+    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def names(self) -> SiteNames:
+        return SiteNames(self.name)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.domain}/"
+
+    @property
+    def is_zombie(self) -> bool:
+        job = self.last_job
+        return (
+            self.status == self.Status.PROVISIONING
+            and self.current_job_id is None
+            and job is not None
+            and job.status == job.Status.FAILED
+        )
+
+    def _move(self, allowed: tuple[str, ...], target: str) -> None:
+        """Change status only from an allowed state, re-checked in the UPDATE itself."""
+        if self.status not in allowed:
+            raise InvalidTransition(f"site {self.name}: {self.status} -> {target} is not allowed")
+        changed = Site.objects.filter(pk=self.pk, status__in=allowed).update(status=target, updated_at=timezone.now())
+        if changed != 1:
+            raise InvalidTransition(f"site {self.name}: status changed concurrently, {target} refused")
+        self.status = target
+
+    def mark_active(self) -> None:
+        self._move((self.Status.PROVISIONING, self.Status.ACTIVE), self.Status.ACTIVE)
+
+    def mark_deprovisioning(self) -> None:
+        self._move((self.Status.PROVISIONING, self.Status.ACTIVE, self.Status.DEPROVISIONING), self.Status.DEPROVISIONING)
+
+    def mark_provisioning(self) -> None:
+        """A deprovision that gave up leaves the site for an operator to retry."""
+        self._move((self.Status.PROVISIONING, self.Status.DEPROVISIONING), self.Status.PROVISIONING)

@@ -1,0 +1,56 @@
+"""Deterministic names of everything a site owns.
+
+Every resource is found again from the site's name alone, so any step can be
+re-applied or undone after a crash without remembering what was created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class SiteNames:
+    site: str
+
+    @property
+    def database(self) -> str:
+        return f"wp_{self.site}"
+
+    @property
+    def db_user(self) -> str:
+        return f"wp_{self.site}"
+
+    @property
+    def volume(self) -> str:
+        return f"wp_{self.site}"
+
+    @property
+    def network(self) -> str:
+        # Private network shared by the site's PHP-FPM and nginx only.
+        return f"wpnet_{self.site}"
+
+    @property
+    def php(self) -> str:
+        return f"php_{self.site}"
+
+    @property
+    def nginx(self) -> str:
+        return f"nginx_{self.site}"
+
+    @property
+    def domain(self) -> str:
+        return f"{self.site}.{settings.WPFLEET_BASE_DOMAIN}"
+
+    @property
+    def snippet(self) -> str:
+        return f"{settings.WPFLEET_CADDY_SITES_DIR.rstrip('/')}/{self.site}.caddy"
+
+    @property
+    def nginx_config(self) -> str:
+        return "/etc/nginx/conf.d/default.conf"
+
+    def labels(self, role: str) -> dict[str, str]:
+        return {"wpfleet.owner": settings.WPFLEET_OWNER, "wpfleet.site": self.site, "wpfleet.role": role}

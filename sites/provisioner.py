@@ -1,0 +1,392 @@
+"""Building and tearing down a site: an ordered list of small steps.
+
+Each step has ``apply`` and ``undo``, both idempotent and keyed on the site's
+deterministic names and owner labels, so any step can be run again after a
+crash and any undo can run whether or not its apply ever finished.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Protocol
+
+import requests
+from django.conf import settings
+
+from sites.infra.caddy import Caddy, snippet_for
+from sites.infra.docker_host import DockerHost
+from sites.infra.errors import InfraError
+from sites.infra.mariadb import MariaDBAdmin
+from sites.naming import SiteNames
+
+# Where the PHP container finds its database password: a file, not an
+# environment variable, so `docker inspect` does not show it.
+DB_PASSWORD_FILE = "/run/secrets/wordpress_db_password"
+WWW_DATA = 33  # uid/gid of www-data in the official images and Debian's
+
+
+class Infra:
+    """The adapters, created on first use and shared by the steps of a run."""
+
+    @cached_property
+    def docker(self) -> DockerHost:
+        return DockerHost()
+
+    @cached_property
+    def db(self) -> MariaDBAdmin:
+        return MariaDBAdmin()
+
+    @cached_property
+    def caddy(self) -> Caddy:
+        return Caddy(self.docker)
+
+
+@dataclass
+class Context:
+    site: str
+    db_password: str
+    infra: Infra
+    notes: list[str] = field(default_factory=list)
+    snippet_written_at: float = 0.0
+
+    @cached_property
+    def names(self) -> SiteNames:
+        return SiteNames(self.site)
+
+    def note(self, message: str | None) -> None:
+        if message:
+            self.notes.append(message)
+
+
+class Step(Protocol):
+    name: str
+
+    def apply(self, ctx: Context) -> None: ...
+
+    def undo(self, ctx: Context) -> None: ...
+
+
+# --- the steps, in the seed's order ----------------------------------------------
+
+
+class DatabaseStep:
+    name = "database"
+
+    def apply(self, ctx: Context) -> None:
+        n = ctx.names
+        ctx.infra.db.ensure_site_database(
+            ctx.site, n.database, n.db_user, settings.WPFLEET_DB_USER_HOST, ctx.db_password,
+            settings.WPFLEET_DB_MAX_USER_CONNECTIONS,
+        )
+
+    def undo(self, ctx: Context) -> None:
+        n = ctx.names
+        ctx.note(ctx.infra.db.drop_site_database(ctx.site, n.database, n.db_user, settings.WPFLEET_DB_USER_HOST))
+
+
+class VolumeStep:
+    name = "volume"
+
+    def apply(self, ctx: Context) -> None:
+        ctx.infra.docker.ensure_volume(ctx.names.volume, ctx.names.labels("volume"))
+
+    def undo(self, ctx: Context) -> None:
+        ctx.note(ctx.infra.docker.remove_volume(ctx.names.volume, ctx.names.labels("volume")))
+
+
+class NetworkStep:
+    """A network for the site's PHP-FPM and nginx only (not in the seed).
+
+    On the seed's shared wp_backend any container could speak FastCGI to any
+    site's PHP-FPM and run code as that site; here only nginx joins wp_backend.
+    """
+
+    name = "network"
+
+    def apply(self, ctx: Context) -> None:
+        ctx.infra.docker.ensure_network(ctx.names.network, ctx.names.labels("network"))
+
+    def undo(self, ctx: Context) -> None:
+        ctx.note(ctx.infra.docker.remove_network(ctx.names.network, ctx.names.labels("network")))
+
+
+def _limits(limits: dict) -> dict:
+    return {
+        "mem_limit": limits["memory"],
+        # Swap equal to memory: no swap beyond the limit.
+        "memswap_limit": limits["memory"],
+        "nano_cpus": int(limits["cpus"] * 1e9),
+        "pids_limit": limits["pids"],
+        "restart_policy": {"Name": "unless-stopped"},
+        "security_opt": ["no-new-privileges:true"],
+        "cap_drop": ["ALL"],
+        "log_config": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}},
+    }
+
+
+def php_pool_config() -> str:
+    # Appended after the image's own pool files: ondemand keeps an idle site
+    # at a single master process.
+    return (
+        "[www]\n"
+        f"pm = {settings.WPFLEET_PHP_PM}\n"
+        f"pm.max_children = {settings.WPFLEET_PHP_MAX_CHILDREN}\n"
+        "pm.start_servers = 1\npm.min_spare_servers = 1\npm.max_spare_servers = 1\n"
+        "pm.process_idle_timeout = 10s\n"
+        "pm.max_requests = 500\n"
+    )
+
+
+class PhpStep:
+    name = "php"
+
+    def apply(self, ctx: Context) -> None:
+        n = ctx.names
+        docker = ctx.infra.docker
+        container, created = docker.ensure_container(
+            n.php,
+            n.labels("php"),
+            image=settings.WPFLEET_PHP_IMAGE,
+            environment={
+                "WORDPRESS_DB_HOST": settings.WPFLEET_SITE_DB_HOST,
+                "WORDPRESS_DB_USER": n.db_user,
+                "WORDPRESS_DB_PASSWORD_FILE": DB_PASSWORD_FILE,
+                "WORDPRESS_DB_NAME": n.database,
+            },
+            volumes={n.volume: {"bind": "/var/www/html", "mode": "rw"}},
+            network=n.network,
+            hostname=n.php,
+            # The entrypoint copies WordPress in as root and hands the files to
+            # www-data; php-fpm then drops to www-data. Nothing else is needed.
+            cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"],
+            **_limits(settings.WPFLEET_PHP_LIMITS),
+        )
+        if created or container.status != "running":
+            docker.put_files(container, "/usr/local/etc/php-fpm.d", {
+                "zz-wpfleet.conf": (php_pool_config().encode(), 0o644, 0, 0),
+            })
+            docker.put_files(container, DB_PASSWORD_FILE.rsplit("/", 1)[0], {
+                DB_PASSWORD_FILE.rsplit("/", 1)[1]: (ctx.db_password.encode(), 0o400, WWW_DATA, WWW_DATA),
+            })
+        docker.start(container)
+
+    def undo(self, ctx: Context) -> None:
+        ctx.note(ctx.infra.docker.remove_container(ctx.names.php, ctx.names.labels("php")))
+
+
+class NginxStep:
+    name = "nginx"
+
+    def apply(self, ctx: Context) -> None:
+        n = ctx.names
+        docker = ctx.infra.docker
+        container, _ = docker.ensure_container(
+            n.nginx,
+            n.labels("nginx"),
+            image=settings.WPFLEET_NGINX_IMAGE,
+            environment={"NGINX_ENTRYPOINT_WORKER_PROCESSES_AUTOTUNE": "1"},
+            volumes={n.volume: {"bind": "/var/www/html", "mode": "ro"}},
+            network=n.network,
+            hostname=n.nginx,
+            cap_add=["CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID", "NET_BIND_SERVICE"],
+            **_limits(settings.WPFLEET_NGINX_LIMITS),
+        )
+        # Only nginx faces Caddy; PHP-FPM stays on the site's own network.
+        docker.connect(settings.WPFLEET_BACKEND_NETWORK, container)
+        docker.start(container)
+
+    def undo(self, ctx: Context) -> None:
+        ctx.note(ctx.infra.docker.remove_container(ctx.names.nginx, ctx.names.labels("nginx")))
+
+
+def nginx_server_block(names: SiteNames) -> str:
+    return f"""server {{
+    listen 80;
+    root /var/www/html;
+    index index.php;
+
+    location / {{
+        try_files $uri $uri/ /index.php?$args;
+    }}
+
+    location ~ \\.php$ {{
+        fastcgi_pass {names.php}:9000;
+        fastcgi_index index.php;
+        include fastcgi_params;
+        fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+        fastcgi_param HTTPS on;
+        fastcgi_param HTTP_HOST {names.domain};
+    }}
+}}
+"""
+
+
+class NginxConfigStep:
+    reversible = False  # the server block goes with the container
+    name = "nginx_config"
+
+    def apply(self, ctx: Context) -> None:
+        n = ctx.names
+        docker = ctx.infra.docker
+        container = docker.container(n.nginx)
+        if container is None:
+            raise InfraError("nginx", f"container {n.nginx} is missing")
+        directory, filename = n.nginx_config.rsplit("/", 1)
+        docker.put_files(container, directory, {filename: (nginx_server_block(n).encode(), 0o644, 0, 0)})
+        # `nginx -s reload` exits 0 even when it rejects the config: test first.
+        code, output = docker.exec(container, ["nginx", "-t"])
+        if code != 0:
+            raise InfraError("nginx", f"config rejected: {output.splitlines()[-1] if output else code}")
+        code, output = docker.exec(container, ["nginx", "-s", "reload"])
+        if code != 0:
+            raise InfraError("nginx", f"reload failed: {output[-300:]}")
+
+    def undo(self, ctx: Context) -> None:
+        """Removed with the container."""
+
+
+class CaddySnippetStep:
+    name = "caddy_snippet"
+
+    def apply(self, ctx: Context) -> None:
+        content = snippet_for(ctx.names)
+        caddy = ctx.infra.caddy
+        caddy.validate(ctx.site, content)
+        caddy.install(ctx.site, content)
+        ctx.snippet_written_at = time.time()
+
+    def undo(self, ctx: Context) -> None:
+        caddy = ctx.infra.caddy
+        if caddy.remove(ctx.site):
+            caddy.reload_covering(time.time())
+
+
+class CaddyReloadStep:
+    reversible = False
+    name = "caddy_reload"
+
+    def apply(self, ctx: Context) -> None:
+        ctx.infra.caddy.reload_covering(ctx.snippet_written_at or time.time())
+
+    def undo(self, ctx: Context) -> None:
+        """The snippet's undo reloads."""
+
+
+class LiveCheckStep:
+    """Live means verified: WordPress answers through Caddy for the site's hostname."""
+
+    reversible = False
+    name = "live_check"
+    path = "/wp-admin/install.php"
+
+    def apply(self, ctx: Context) -> None:
+        deadline = time.monotonic() + settings.WPFLEET_LIVE_TIMEOUT_SECONDS
+        last = "no answer"
+        session = requests.Session()
+        delay = 0.05
+        while True:
+            try:
+                response = session.get(
+                    settings.WPFLEET_CADDY_URL + self.path,
+                    headers={"Host": ctx.names.domain},
+                    allow_redirects=False,
+                    timeout=5,
+                )
+                if response.status_code == 200 and "WordPress" in response.text:
+                    return
+                last = f"HTTP {response.status_code}"
+            except requests.RequestException as exc:
+                last = exc.__class__.__name__
+            if time.monotonic() >= deadline:
+                raise InfraError(
+                    "site",
+                    f"{ctx.names.domain} did not answer through Caddy within "
+                    f"{settings.WPFLEET_LIVE_TIMEOUT_SECONDS:g}s (last: {last})",
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def undo(self, ctx: Context) -> None:
+        """Nothing to undo."""
+
+
+PROVISION_STEPS: tuple[Step, ...] = (
+    DatabaseStep(),
+    VolumeStep(),
+    NetworkStep(),
+    PhpStep(),
+    NginxStep(),
+    NginxConfigStep(),
+    CaddySnippetStep(),
+    CaddyReloadStep(),
+    LiveCheckStep(),
+)
+STEP_NAMES = tuple(step.name for step in PROVISION_STEPS)
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, cause: BaseException, undo_errors: list[str]):
+        self.step = step
+        self.cause = cause
+        self.undo_errors = undo_errors
+        message = f"step {step} failed: {cause}"
+        if undo_errors:
+            message += " | rollback incomplete: " + "; ".join(undo_errors)
+        super().__init__(message)
+
+
+class InjectedFault(Exception):
+    """Raised after a step's apply when WPFLEET_FAULTS names it (tests, drills)."""
+
+
+# Called as recorder(step_name, phase, outcome, error) at the start and end of
+# each apply and undo, so a job shows its progress step by step.
+Recorder = Callable[..., object]
+
+
+def _noop_recorder(*args: object, **kwargs: object) -> None:
+    return None
+
+
+class Provisioner:
+    def __init__(self, site: str, db_password: str, recorder: Recorder = _noop_recorder, infra: Infra | None = None):
+        self.ctx = Context(site=site, db_password=db_password, infra=infra or Infra())
+        self.record = recorder
+
+    def provision(self) -> None:
+        """Apply every step; on a failure, undo everything so far (the failed step too) in reverse."""
+        for index, step in enumerate(PROVISION_STEPS):
+            handle = self.record(step.name, "apply", "RUNNING", "")
+            try:
+                step.apply(self.ctx)
+                if step.name in getattr(settings, "WPFLEET_FAULTS", ()):
+                    raise InjectedFault(f"injected fault after {step.name}")
+            except Exception as exc:
+                self.record(step.name, "apply", "FAILED", str(exc), handle=handle)
+                undo_errors = self.undo(PROVISION_STEPS[: index + 1])
+                raise StepFailed(step.name, exc, undo_errors) from exc
+            self.record(step.name, "apply", "OK", "", handle=handle)
+
+    def deprovision(self) -> None:
+        """Undo every step in reverse; fails if anything could not be removed."""
+        undo_errors = self.undo(PROVISION_STEPS)
+        if undo_errors:
+            raise InfraError("rollback", "; ".join(undo_errors))
+
+    def undo(self, steps: tuple[Step, ...] | list[Step]) -> list[str]:
+        errors: list[str] = []
+        for step in reversed(steps):
+            if not getattr(step, "reversible", True):
+                continue
+            handle = self.record(step.name, "undo", "RUNNING", "")
+            before = len(self.ctx.notes)
+            try:
+                step.undo(self.ctx)
+            except Exception as exc:
+                errors.append(f"{step.name}: {exc}")
+                self.record(step.name, "undo", "UNDO_FAILED", str(exc), handle=handle)
+                continue
+            self.record(step.name, "undo", "UNDONE", "; ".join(self.ctx.notes[before:]), handle=handle)
+        return errors

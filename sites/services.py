@@ -1,0 +1,66 @@
+"""What the API and the admin do to sites: one implementation for both."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from jobs.models import Job
+from jobs.queue import enqueue
+from sites.models import Site
+from sites.naming import SiteNames
+from sites.validation import taken_message, validate_site_name
+
+
+class SiteNameTaken(Exception):
+    def __init__(self, name: str):
+        super().__init__(taken_message(name))
+
+
+class SiteBusy(Exception):
+    """Another job of the site is open (pending, running, or awaiting a retry)."""
+
+
+def _open_job(site: Site, job_type: str) -> Job:
+    job = Job.objects.create(
+        site=site, site_name=site.name, type=job_type, max_attempts=settings.WPFLEET_MAX_ATTEMPTS
+    )
+    # The conditional UPDATE is the lock: it fails if another job holds the site.
+    fields = {"current_job": job, "last_job": job}
+    if job_type == Job.Type.DEPROVISION:
+        fields["status"] = Site.Status.DEPROVISIONING
+    if Site.objects.filter(pk=site.pk, current_job__isnull=True).update(**fields) != 1:
+        raise SiteBusy(f"site {site.name} already has a job in progress")
+    transaction.on_commit(lambda: enqueue(job.pk))
+    return job
+
+
+def create_site(name: object) -> Site:
+    """Validate, insert the Site and its PROVISION job in one transaction, enqueue after commit."""
+    name = validate_site_name(name)
+    if Site.objects.filter(name=name).exists():
+        raise SiteNameTaken(name)
+    try:
+        with transaction.atomic():
+            site = Site.objects.create(name=name, domain=SiteNames(name).domain)
+            _open_job(site, Job.Type.PROVISION)
+    except IntegrityError:
+        # Lost the race to a concurrent request for the same name.
+        raise SiteNameTaken(name) from None
+    site.refresh_from_db()
+    return site
+
+
+def delete_site(site: Site) -> Job:
+    """Start deprovisioning; SiteBusy while another job of the site is open."""
+    with transaction.atomic():
+        return _open_job(site, Job.Type.DEPROVISION)
+
+
+def retry_site(site: Site) -> Job:
+    """Run the site's finally-failed job again, as a fresh job with fresh attempts."""
+    last = site.last_job
+    if last is None or not (last.status == Job.Status.FAILED and last.is_final):
+        raise SiteBusy(f"site {site.name} has no failed job to retry")
+    with transaction.atomic():
+        return _open_job(site, last.type)

@@ -1,0 +1,87 @@
+"""Clearing sites left stuck, and resources that belong to no site.
+
+A zombie is a site whose last job failed for good: PROVISIONING (or
+DEPROVISIONING) with a final FAILED job and no job holding it. Rollback
+normally leaves nothing behind; this removes what a crash or a failed undo
+left, found by label, by name and in MariaDB, and then the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db.models import Q
+
+from jobs.models import Job
+from sites.models import Site
+from sites.validation import is_valid_name
+from sites.provisioner import Infra, Provisioner
+
+
+@dataclass
+class CleanupReport:
+    dry_run: bool
+    actions: list[str] = field(default_factory=list)
+    zombies: int = 0
+    orphans: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.actions.append(("would " if self.dry_run else "") + text)
+
+
+def zombie_sites():
+    return Site.objects.filter(
+        Q(status=Site.Status.PROVISIONING) | Q(status=Site.Status.DEPROVISIONING),
+        current_job__isnull=True,
+        last_job__status=Job.Status.FAILED,
+        last_job__next_attempt_at__isnull=True,
+    )
+
+
+def _orphan_names(infra: Infra) -> set[str]:
+    """Sites that own resources but have no row (listed before the rows are read)."""
+    found: set[str] = set()
+    for kind in ("container", "volume", "network"):
+        for resource in infra.docker.list_owned(kind):
+            labels = resource.labels if kind == "container" else (resource.attrs.get("Labels") or {})
+            if labels.get("wpfleet.site"):
+                found.add(labels["wpfleet.site"])
+    found.update(infra.db.site_databases().values())
+    found.update(infra.caddy.snippet_sites())
+    existing = set(Site.objects.filter(name__in=found).values_list("name", flat=True))
+    return {name for name in found - existing if name}
+
+
+def cleanup(*, dry_run: bool = False, sites: list[Site] | None = None, include_orphans: bool = True) -> CleanupReport:
+    report = CleanupReport(dry_run=dry_run)
+    infra = Infra()
+    orphans = _orphan_names(infra) if include_orphans else set()
+    targets = list(zombie_sites() if sites is None else sites)
+    for site in targets:
+        report.zombies += 1
+        report.add(f"remove zombie site {site.name} (last job #{site.last_job_id} failed) and its resources")
+        if dry_run:
+            continue
+        try:
+            Provisioner(site.name, site.db_password, infra=infra).deprovision()
+        except Exception as exc:
+            report.errors.append(f"{site.name}: {exc}")
+            continue
+        Site.objects.filter(pk=site.pk, current_job__isnull=True).delete()
+    for name in sorted(orphans):
+        if not is_valid_name(name):
+            continue
+        report.orphans += 1
+        report.add(f"remove leftovers of deleted site {name}")
+        if dry_run:
+            continue
+        try:
+            Provisioner(name, "", infra=infra).deprovision()
+        except Exception as exc:
+            report.errors.append(f"{name}: {exc}")
+    if not report.actions:
+        report.actions.append("nothing to clean up")
+    return report
+
+
