@@ -69,6 +69,12 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.database("DATABASE_URL", "sqlite:///var/wpfleet.sqlite3", base_dir=BASE_DIR)}
+# Lets two test runs share a machine without sharing a test database.
+_test_db = env.str("DATABASE_TEST_NAME", "")
+if _test_db:
+    DATABASES["default"]["TEST"]["NAME"] = (
+        str(VAR_DIR / _test_db) if DATABASES["default"]["ENGINE"].endswith("sqlite3") else _test_db
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -225,5 +231,6 @@ LOGGING = {
 }
 
 # Fault drills: names of provisioning steps after whose apply the provisioner
-# raises, to exercise rollback for real. Empty in production.
+# raises, to exercise rollback for real ("php" every attempt, "php@1" only the
+# first). Empty in production.
 WPFLEET_FAULTS = tuple(env.list("WPFLEET_FAULTS", []))

@@ -120,7 +120,7 @@ def attempt(job: Job, *, rollback_only: bool = False) -> str:
     if site is None:
         job.mark_failed("the site no longer exists")
         return "failed"
-    provisioner = Provisioner(site.name, site.db_password, recorder=StepRecorder(job, secrets))
+    provisioner = Provisioner(site.name, site.db_password, recorder=StepRecorder(job, secrets), attempt=job.attempts)
     try:
         with Lease(job):
             if rollback_only:

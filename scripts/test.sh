@@ -13,7 +13,7 @@ case "$db" in
 esac
 # Tests label what they create with their own owner, so that they never touch
 # (nor clean up) the sites of a panel running beside them.
-export WPFLEET_OWNER=wpfleet-test
+export WPFLEET_OWNER=${WPFLEET_TEST_OWNER:-wpfleet-test}
 mkdir -p var/test-artifacts
 echo "tests: control database $db"
 exec .venv/bin/python -m pytest "$@"

@@ -338,7 +338,10 @@ class StepFailed(Exception):
 
 
 class InjectedFault(Exception):
-    """Raised after a step's apply when WPFLEET_FAULTS names it (tests, drills)."""
+    """Raised after a step's apply when WPFLEET_FAULTS names it (tests, drills).
+
+    ``php`` fails every attempt after the php step; ``php@1`` only the first.
+    """
 
 
 # Called as recorder(step_name, phase, outcome, error) at the start and end of
@@ -351,9 +354,17 @@ def _noop_recorder(*args: object, **kwargs: object) -> None:
 
 
 class Provisioner:
-    def __init__(self, site: str, db_password: str, recorder: Recorder = _noop_recorder, infra: Infra | None = None):
+    def __init__(
+        self, site: str, db_password: str, recorder: Recorder = _noop_recorder, infra: Infra | None = None,
+        attempt: int = 1,
+    ):
         self.ctx = Context(site=site, db_password=db_password, infra=infra or Infra())
         self.record = recorder
+        self.attempt = attempt
+
+    def _fault_after(self, step: str) -> bool:
+        faults = getattr(settings, "WPFLEET_FAULTS", ())
+        return step in faults or f"{step}@{self.attempt}" in faults
 
     def provision(self) -> None:
         """Apply every step; on a failure, undo everything so far (the failed step too) in reverse."""
@@ -361,7 +372,7 @@ class Provisioner:
             handle = self.record(step.name, "apply", "RUNNING", "")
             try:
                 step.apply(self.ctx)
-                if step.name in getattr(settings, "WPFLEET_FAULTS", ()):
+                if self._fault_after(step.name):
                     raise InjectedFault(f"injected fault after {step.name}")
             except Exception as exc:
                 self.record(step.name, "apply", "FAILED", str(exc), handle=handle)

@@ -1,0 +1,128 @@
+"""Fixtures for tests against the real lab: Docker engine, MariaDB, Caddy, nginx, PHP-FPM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from jobs.models import Job
+from jobs.runner import run_job
+from sites.models import Site
+from sites.provisioner import Infra, Provisioner
+from sites.services import create_site
+from tests.conftest import unique_name
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def infra() -> Infra:
+    lab = Infra()
+    # Fail loudly, never skip: these tests are the proof that the product works.
+    lab.docker.ping()
+    lab.db.ping()
+    lab.caddy.ping()
+    return lab
+
+
+def fetch(name: str, path: str = "/wp-admin/install.php", timeout: float = 10) -> requests.Response:
+    return requests.get(
+        settings.WPFLEET_CADDY_URL + path,
+        headers={"Host": f"{name}.{settings.WPFLEET_BASE_DOMAIN}"},
+        allow_redirects=False,
+        timeout=timeout,
+    )
+
+
+def leftovers(infra: Infra, name: str) -> list[str]:
+    """Everything of a site that still exists, by name, whoever owns it."""
+    names = Site(name=name).names
+    found = []
+    if infra.db.database_exists(names.database):
+        found.append(f"database {names.database}")
+    if infra.db.user_exists(names.db_user, settings.WPFLEET_DB_USER_HOST):
+        found.append(f"db user {names.db_user}")
+    for kind, resource in (("volume", names.volume), ("network", names.network)):
+        if getattr(infra.docker, kind)(resource) is not None:
+            found.append(f"{kind} {resource}")
+    for container in (names.php, names.nginx):
+        if infra.docker.container(container) is not None:
+            found.append(f"container {container}")
+    if infra.caddy.has_snippet(name):
+        found.append(f"caddy snippet {name}.caddy")
+    return found
+
+
+def force_remove(infra: Infra, name: str) -> None:
+    """Last-resort cleanup so that one failing test leaks nothing into the next."""
+    try:
+        Provisioner(name, "", infra=infra).deprovision()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def make_site(infra, transactional_db):
+    """Create a site through the service and run its job in this process, as a worker would."""
+    created: list[str] = []
+
+    def make(name: str | None = None, *, run: bool = True, max_attempts: int | None = None) -> Site:
+        name = name or unique_name()
+        created.append(name)
+        site = create_site(name)
+        if max_attempts is not None:
+            Job.objects.filter(pk=site.current_job_id).update(max_attempts=max_attempts)
+        if run:
+            run_job(site.current_job_id)
+            site.refresh_from_db()
+        return site
+
+    yield make
+    for name in created:
+        force_remove(infra, name)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    return f"mysql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture
+def worker_cluster(transactional_db, infra):
+    """The real django-q2 cluster (manage.py run_worker) working on the test database."""
+    log = REPO / "var" / "log" / "test-worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DATABASE_URL": _database_url(), "WPFLEET_WORKERS": os.environ.get("WPFLEET_WORKERS", "2")}
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_worker"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    yield process
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

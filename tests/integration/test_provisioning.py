@@ -1,0 +1,222 @@
+"""The provisioning flow end to end, on the real lab."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from jobs.models import Job
+from jobs.runner import run_job
+from sites.models import Site
+from sites.provisioner import STEP_NAMES
+from sites.services import delete_site
+from tests.conftest import unique_name
+from tests.integration.conftest import fetch, leftovers, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def test_post_to_active_serves_wordpress_through_caddy_then_delete_leaves_nothing(api, infra, worker_cluster):
+    name = unique_name("e2e")
+    started = time.monotonic()
+    response = api.post("/api/sites", {"site": name})
+    assert response.status_code == 202, response.content
+
+    def active():
+        body = api.get(f"/api/sites/{name}").json()
+        assert body["job"]["status"] != "FAILED" or body["job"]["attempts"] < body["job"]["max_attempts"], body
+        return body["status"] == "ACTIVE" and body
+
+    body = wait_for(active, timeout=180, message=f"{name} ACTIVE")
+    elapsed = time.monotonic() - started
+    print(f"\nPOST to ACTIVE for {name}: {elapsed:.2f}s")
+    assert body["job"]["status"] == "DONE"
+
+    install = fetch(name)
+    assert install.status_code == 200
+    assert "WordPress" in install.text
+    css = fetch(name, "/wp-includes/css/dashicons.min.css")
+    assert css.status_code == 200
+    assert css.headers["Content-Type"].startswith("text/css")
+    # nginx answered the static file itself: PHP-FPM would have no reason to.
+    assert "nginx" in css.headers.get("Server", "")
+
+    job = api.get(f"/api/jobs/{body['job']['id']}").json()
+    assert [step["name"] for step in job["steps"]] == list(STEP_NAMES)
+    assert all(step["outcome"] == "OK" for step in job["steps"])
+
+    assert api.delete(f"/api/sites/{name}").status_code == 202
+    wait_for(lambda: api.get(f"/api/sites/{name}").status_code == 404, timeout=120, message=f"{name} deleted")
+    assert leftovers(infra, name) == []
+    assert fetch(name).status_code == 404
+    assert Job.objects.filter(site_name=name, type=Job.Type.DEPROVISION, status=Job.Status.DONE).count() == 1
+
+
+def test_site_resources_follow_the_seed(make_site, infra):
+    site = make_site()
+    assert site.status == Site.Status.ACTIVE, site.last_job.error
+    names = site.names
+    php = infra.docker.container(names.php)
+    nginx = infra.docker.container(names.nginx)
+    php_host, nginx_host = php.attrs["HostConfig"], nginx.attrs["HostConfig"]
+
+    assert php.attrs["Config"]["Image"] == settings.WPFLEET_PHP_IMAGE
+    assert (php_host["Memory"], php_host["NanoCpus"], php_host["PidsLimit"]) == (512 * 1024**2, 10**9, 100)
+    assert (nginx_host["Memory"], nginx_host["NanoCpus"], nginx_host["PidsLimit"]) == (128 * 1024**2, 5 * 10**8, 50)
+    assert php_host["MemorySwap"] == php_host["Memory"] and nginx_host["MemorySwap"] == nginx_host["Memory"]
+    assert php_host["RestartPolicy"]["Name"] == nginx_host["RestartPolicy"]["Name"] == "unless-stopped"
+    assert "no-new-privileges:true" in php_host["SecurityOpt"]
+    mounts = {c.name: {m["Name"]: m["RW"] for m in c.attrs["Mounts"]} for c in (php, nginx)}
+    assert mounts == {names.php: {names.volume: True}, names.nginx: {names.volume: False}}
+    # PHP-FPM only on the site's own network; nginx also faces Caddy.
+    assert set(php.attrs["NetworkSettings"]["Networks"]) == {names.network}
+    assert set(nginx.attrs["NetworkSettings"]["Networks"]) == {names.network, settings.WPFLEET_BACKEND_NETWORK}
+    for container in (php, nginx):
+        assert container.labels["wpfleet.site"] == site.name
+        assert container.labels["wpfleet.owner"] == settings.WPFLEET_OWNER
+    env = dict(item.split("=", 1) for item in php.attrs["Config"]["Env"])
+    assert env["WORDPRESS_DB_USER"] == env["WORDPRESS_DB_NAME"] == names.database
+    assert env["WORDPRESS_DB_HOST"] == settings.WPFLEET_SITE_DB_HOST
+    # The password reaches WordPress through a file, never the environment.
+    assert site.db_password not in " ".join(php.attrs["Config"]["Env"])
+    assert "WORDPRESS_DB_PASSWORD" not in env
+    snippet = infra.caddy.read_snippet(site.name)
+    assert f"http://{site.domain} {{" in snippet and f"reverse_proxy {names.nginx}:80" in snippet
+
+
+@pytest.fixture
+def bystander(make_site):
+    """An ACTIVE site that must keep answering while others are built, broken and removed."""
+    site = make_site(unique_name("by"))
+    assert site.status == Site.Status.ACTIVE, site.last_job.error
+    return site
+
+
+class Prober(threading.Thread):
+    """Requests a site through Caddy in a loop and counts what did not answer 200."""
+
+    def __init__(self, name: str):
+        super().__init__(daemon=True)
+        self.name_ = name
+        self.stop = threading.Event()
+        self.requests = 0
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status = fetch(self.name_, timeout=5).status_code
+                if status != 200:
+                    self.failures.append(f"HTTP {status}")
+            except Exception as exc:
+                self.failures.append(exc.__class__.__name__)
+            self.requests += 1
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join(10)
+
+
+@pytest.mark.parametrize("step", STEP_NAMES)
+def test_a_fault_at_each_step_leaves_nothing_and_the_bystander_keeps_serving(step, make_site, bystander, infra, settings):
+    settings.WPFLEET_FAULTS = (step,)
+    with Prober(bystander.name) as prober:
+        site = make_site(max_attempts=1)
+    assert site.status == Site.Status.PROVISIONING
+    job = site.last_job
+    assert job.status == Job.Status.FAILED and job.is_final
+    assert f"step {step} failed: injected fault after {step}" in job.error
+    assert job.traceback and "InjectedFault" in job.traceback
+    assert site.is_zombie
+    assert leftovers(infra, site.name) == []
+    assert prober.requests > 0 and prober.failures == []
+    assert fetch(bystander.name).status_code == 200
+
+
+def test_failed_attempts_are_retried_and_a_later_attempt_succeeds(make_site, settings):
+    settings.WPFLEET_FAULTS = ("nginx@1",)
+    settings.WPFLEET_RETRY_BACKOFF_SECONDS = 0.1
+    site = make_site(max_attempts=3)
+    assert site.status == Site.Status.ACTIVE
+    job = site.last_job
+    assert job.status == Job.Status.DONE and job.attempts == 2
+    first = job.steps.filter(attempt=1)
+    assert first.filter(name="nginx", phase="apply", outcome="FAILED").exists()
+    assert first.filter(name="database", phase="undo", outcome="UNDONE").exists()
+    assert fetch(site.name).status_code == 200
+
+
+def test_after_max_attempts_the_site_is_a_zombie_that_cleanup_clears(make_site, infra, settings, capsys):
+    settings.WPFLEET_FAULTS = ("live_check",)
+    settings.WPFLEET_RETRY_BACKOFF_SECONDS = 0.1
+    site = make_site(max_attempts=2)
+    assert site.is_zombie and site.last_job.attempts == 2
+    call_command("cleanup_zombies", "--dry-run")
+    assert f"would remove zombie site {site.name}" in capsys.readouterr().out
+    assert Site.objects.filter(pk=site.pk).exists()
+    call_command("cleanup_zombies")
+    assert f"remove zombie site {site.name}" in capsys.readouterr().out
+    assert not Site.objects.filter(pk=site.pk).exists()
+    assert leftovers(infra, site.name) == []
+
+
+def test_cleanup_removes_leftovers_of_sites_that_have_no_row(make_site, infra, capsys):
+    site = make_site()
+    assert site.status == Site.Status.ACTIVE
+    Site.objects.filter(pk=site.pk).delete()  # as if the control database had lost it
+    call_command("cleanup_zombies")
+    assert f"remove leftovers of deleted site {site.name}" in capsys.readouterr().out
+    assert leftovers(infra, site.name) == []
+
+
+def test_a_foreign_container_with_our_name_is_left_untouched(make_site, infra, settings):
+    name = unique_name("fx")
+    foreign = infra.docker.client.containers.create(
+        settings.WPFLEET_NGINX_IMAGE, name=f"nginx_{name}", labels={"someone": "else"}
+    )
+    try:
+        site = make_site(name, max_attempts=1)
+        job = site.last_job
+        assert job.status == Job.Status.FAILED
+        assert f"nginx_{name}" in job.error and "left untouched" in job.error
+        foreign.reload()
+        assert foreign.labels == {"someone": "else"}
+        assert leftovers(infra, name) == [f"container nginx_{name}"]
+    finally:
+        foreign.remove(force=True)
+
+
+def test_one_sites_php_cannot_reach_another_sites_php_fpm(make_site, infra):
+    a, b = make_site(), make_site()
+    assert a.status == b.status == Site.Status.ACTIVE
+    php_b = infra.docker.container(b.names.php)
+    ip_b = php_b.attrs["NetworkSettings"]["Networks"][b.names.network]["IPAddress"]
+    php_a = infra.docker.container(a.names.php)
+    probe = (
+        "foreach ($argv as $i => $h) { if ($i == 0) continue;"
+        " $s = @fsockopen($h, 9000, $no, $err, 2); echo $h, ($s ? ' open' : ' closed'), PHP_EOL; }"
+    )
+    code, output = infra.docker.exec(php_a, ["php", "-r", probe, "--", b.names.php, ip_b, a.names.php])
+    assert f"{b.names.php} closed" in output
+    assert f"{ip_b} closed" in output
+    # The probe itself works: the site's own PHP-FPM answers by name.
+    assert f"{a.names.php} open" in output, output
+
+
+def test_delete_through_the_service_removes_everything(make_site, infra):
+    site = make_site()
+    job = delete_site(site)
+    run_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.DONE
+    assert not Site.objects.filter(pk=site.pk).exists()
+    assert leftovers(infra, site.name) == []
