@@ -167,8 +167,8 @@ class PhpStep:
             docker.put_files(container, "/usr/local/etc/php-fpm.d", {
                 "zz-wpfleet.conf": (php_pool_config().encode(), 0o644, 0, 0),
             })
-            docker.put_files(container, DB_PASSWORD_FILE.rsplit("/", 1)[0], {
-                DB_PASSWORD_FILE.rsplit("/", 1)[1]: (ctx.db_password.encode(), 0o400, WWW_DATA, WWW_DATA),
+            docker.put_files(container, "/run", {
+                DB_PASSWORD_FILE.removeprefix("/run/"): (ctx.db_password.encode(), 0o400, WWW_DATA, WWW_DATA),
             })
         docker.start(container)
 

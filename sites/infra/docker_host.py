@@ -38,9 +38,23 @@ def _owned(labels: dict | None, expected: dict[str, str]) -> bool:
 
 
 def tar_of(files: dict[str, tuple[bytes, int, int, int]]) -> bytes:
-    """A tar archive of ``{name: (data, mode, uid, gid)}``, for put_archive."""
+    """A tar archive of ``{name: (data, mode, uid, gid)}``, for put_archive.
+
+    Names may contain sub-directories; they are created (put_archive needs an
+    existing target directory, but creates what the archive contains).
+    """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+        made: set[str] = set()
+        for name in files:
+            parts = name.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in made:
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                    tar.addfile(info)
+                    made.add(directory)
         for name, (data, mode, uid, gid) in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -188,8 +188,9 @@ def test_a_foreign_container_with_our_name_is_left_untouched(make_site, infra, s
         job = site.last_job
         assert job.status == Job.Status.FAILED
         assert f"nginx_{name}" in job.error and "left untouched" in job.error
-        foreign.reload()
-        assert foreign.labels == {"someone": "else"}
+        foreign.reload()  # raises if it was removed
+        assert foreign.labels["someone"] == "else" and "wpfleet.owner" not in foreign.labels
+        assert foreign.status == "created"
         assert leftovers(infra, name) == [f"container nginx_{name}"]
     finally:
         foreign.remove(force=True)
