@@ -1,9 +1,10 @@
 """What the cluster does at start and every minute: recover jobs of dead workers.
 
-A job whose worker died (SIGKILL, OOM, power) stays PROCESSING with a lease
-that nobody renews. Once the lease has expired the job is taken over: a
-PROVISION job is rolled back (every undo is idempotent and label-guarded) and
-retried; a DEPROVISION job is simply run again.
+A job whose worker died (SIGKILL, OOM, a restart) stays PROCESSING with a
+lease that nobody renews. Once the lease has expired the job is taken over
+and resumed from the first step: every apply is idempotent, so what the dead
+worker built is found and kept, and what it did not is built now. If the
+resumed attempt fails, the usual rollback and retry follow.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def reap_expired_leases() -> list[int]:
         if job is None:
             continue
         log.warning("job %s: worker %s lost; recovering", job.pk, job.worker)
-        outcome = attempt(job, rollback_only=job.type == Job.Type.PROVISION)
+        outcome = attempt(job)
         if outcome == "retry":
             enqueue(job.pk)
         recovered.append(job.pk)

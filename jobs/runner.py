@@ -112,7 +112,7 @@ def run_job(job_id: int) -> str:
             return outcome
 
 
-def attempt(job: Job, *, rollback_only: bool = False) -> str:
+def attempt(job: Job) -> str:
     """One attempt at a claimed job. Returns 'done', 'retry' or 'failed'."""
     secrets = _secrets_of(job)
     site = job.site
@@ -123,9 +123,6 @@ def attempt(job: Job, *, rollback_only: bool = False) -> str:
     provisioner = Provisioner(site.name, site.db_password, recorder=StepRecorder(job, secrets), attempt=job.attempts)
     try:
         with Lease(job):
-            if rollback_only:
-                provisioner.deprovision()
-                raise RuntimeError("the worker running this job was lost; everything it built was rolled back")
             if job.type == Job.Type.PROVISION:
                 provisioner.provision()
             else:

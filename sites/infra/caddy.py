@@ -14,6 +14,10 @@ from sites.infra.errors import InfraError
 from sites.naming import SiteNames
 
 
+# A staged snippet: in sites/, but not matched by the Caddyfile's *.caddy import.
+PENDING = ".caddy.pending"
+
+
 def owner_marker() -> str:
     # Snippets carry no labels: this first line marks the ones that are ours.
     return f"# wpfleet owner={settings.WPFLEET_OWNER}"
@@ -49,26 +53,29 @@ class Caddy:
     def ping(self) -> None:
         self._container()
 
-    def validate(self, site: str, content: str) -> None:
-        """Check a snippet on its own before it can reach the live config.
+    def _path(self, site: str, suffix: str = ".caddy") -> str:
+        return f"{self.sites_dir}/{site}{suffix}"
 
-        A bad snippet left in sites/ would make every later reload fail, for
-        every site; so it is validated from a scratch path first.
+    def stage(self, site: str, content: str) -> None:
+        """Write the snippet beside the live ones, where the import glob does not see it, and check it.
+
+        A bad snippet in sites/ would make every later reload fail, for every
+        site; so it is parsed on its own first. Staging in the same directory
+        lets `install` publish it with an atomic rename: a concurrent reload by
+        another job never reads half a file.
         """
         container = self._container()
-        check = f"/tmp/wpfleet-check-{site}.caddyfile"
-        wrapped = "{\n\tadmin off\n\tauto_https off\n}\n" + content
-        self.docker.put_files(container, "/tmp", {check.rsplit("/", 1)[1]: (wrapped.encode(), 0o644, 0, 0)})
-        try:
-            code, output = self.docker.exec(container, ["caddy", "validate", "--config", check, "--adapter", "caddyfile"])
-        finally:
-            self.docker.exec(container, ["rm", "-f", check])
+        pending = self._path(site, PENDING)
+        self.docker.put_files(container, self.sites_dir, {pending.rsplit("/", 1)[1]: (content.encode(), 0o644, 0, 0)})
+        code, output = self.docker.exec(container, ["caddy", "adapt", "--config", pending, "--adapter", "caddyfile"])
         if code != 0:
+            self.docker.exec(container, ["rm", "-f", pending])
             raise InfraError("caddy", f"snippet for {site} is invalid: {_last_line(output)}")
 
-    def install(self, site: str, content: str) -> None:
-        container = self._container()
-        self.docker.put_files(container, self.sites_dir, {f"{site}.caddy": (content.encode(), 0o644, 0, 0)})
+    def install(self, site: str) -> None:
+        code, output = self.docker.exec(self._container(), ["mv", "-f", self._path(site, PENDING), self._path(site)])
+        if code != 0:
+            raise InfraError("caddy", f"could not install snippet of {site}: {_last_line(output)}")
 
     def has_snippet(self, site: str) -> bool:
         return self.docker.file_exists(self._container(), f"{self.sites_dir}/{site}.caddy")
@@ -78,15 +85,12 @@ class Caddy:
         return output + "\n" if code == 0 else None
 
     def remove(self, site: str) -> bool:
-        """Remove the site's snippet; True if there was one."""
-        container = self._container()
-        path = f"{self.sites_dir}/{site}.caddy"
-        if not self.docker.file_exists(container, path):
-            return False
-        code, output = self.docker.exec(container, ["rm", "-f", path])
+        """Remove the site's snippet (and a staged one); True if a live snippet was removed."""
+        live = self._path(site)
+        code, output = self.docker.exec(self._container(), ["rm", "-fv", live, self._path(site, PENDING)])
         if code != 0:
             raise InfraError("caddy", f"could not remove snippet of {site}: {_last_line(output)}")
-        return True
+        return live in output
 
     def snippet_sites(self) -> list[str]:
         """Sites that have a snippet of ours (by the owner marker on its first line)."""

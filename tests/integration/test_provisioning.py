@@ -46,7 +46,7 @@ def test_post_to_active_serves_wordpress_through_caddy_then_delete_leaves_nothin
     assert "nginx" in css.headers.get("Server", "")
 
     job = api.get(f"/api/jobs/{body['job']['id']}").json()
-    assert [step["name"] for step in job["steps"]] == list(STEP_NAMES)
+    assert sorted(step["name"] for step in job["steps"]) == sorted(STEP_NAMES)
     assert all(step["outcome"] == "OK" for step in job["steps"])
 
     assert api.delete(f"/api/sites/{name}").status_code == 202
@@ -70,8 +70,9 @@ def test_site_resources_follow_the_seed(make_site, infra):
     assert php_host["MemorySwap"] == php_host["Memory"] and nginx_host["MemorySwap"] == nginx_host["Memory"]
     assert php_host["RestartPolicy"]["Name"] == nginx_host["RestartPolicy"]["Name"] == "unless-stopped"
     assert "no-new-privileges:true" in php_host["SecurityOpt"]
-    mounts = {c.name: {m["Name"]: m["RW"] for m in c.attrs["Mounts"]} for c in (php, nginx)}
-    assert mounts == {names.php: {names.volume: True}, names.nginx: {names.volume: False}}
+    mounts = {c.name: {(m["Name"], m["Destination"], m["RW"]) for m in c.attrs["Mounts"]} for c in (php, nginx)}
+    assert (names.volume, "/var/www/html", True) in mounts[names.php]
+    assert mounts[names.nginx] == {(names.volume, "/var/www/html", False)}
     # PHP-FPM only on the site's own network; nginx also faces Caddy.
     assert set(php.attrs["NetworkSettings"]["Networks"]) == {names.network}
     assert set(nginx.attrs["NetworkSettings"]["Networks"]) == {names.network, settings.WPFLEET_BACKEND_NETWORK}

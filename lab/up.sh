@@ -1,0 +1,435 @@
+#!/usr/bin/env bash
+# lab/up.sh - bring the wpfleet lab up (idempotent; fast when all is there).
+#
+# The lab is a stand-in for a production host: a Docker engine, the images
+# the provisioner uses (built offline from Debian packages, since no registry
+# is reachable here), a shared MariaDB "DB host" and the Caddy front proxy.
+# Every step checks first and only does what is missing:
+#   1. host packages (apt), 2. dockerd, 3. .env, 4. images,
+#   5. network wp_backend, 6. wpfleet-mariadb, 7. caddy.
+# Run as root. Exits non-zero with a message on the first failure.
+set -euo pipefail
+
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# die() explains expected failures; this names the step of any other one.
+STEP=start
+# shellcheck disable=SC2154 # rc is assigned inside the trap
+trap 'rc=$?; if ((rc != 0)); then printf "lab: ERROR: up.sh failed during: %s (exit %s)\n" "$STEP" "$rc" >&2; fi' EXIT
+
+HOST_PACKAGES=(docker.io debootstrap iptables iproute2 curl openssl chromium
+	default-libmysqlclient-dev pkg-config)
+DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
+# Docker's default pools allow only ~30 user networks (one per site here);
+# /28 networks from 10.200/16 allow 4096. docker0 gets a fixed, conventional
+# address so the sites' DB host (WPFLEET_SITE_DB_HOST) stays stable.
+# shellcheck disable=SC2054 # the commas belong to one argument
+DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1/16)
+# wp_backend joins Caddy and every site's nginx: it gets a /16 of its own,
+# outside the pool (a network from the pool is a /28: 13 containers).
+BACKEND_SUBNET=10.201.0.0/16
+ENGINE_TIMEOUT=60
+DB_TIMEOUT=120
+CADDY_TIMEOUT=30
+CADDY_PUBLISH=127.0.0.1:8080
+
+# --- 1. host packages ---------------------------------------------------------
+
+ensure_packages() {
+	local p missing=()
+	for p in "${HOST_PACKAGES[@]}"; do
+		if [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) != installed ]]; then
+			missing+=("$p")
+		fi
+	done
+	[[ ${#missing[@]} -eq 0 ]] && return 0
+	log "installing ${missing[*]} (log: $VAR_DIR/log/apt.log)"
+	{
+		apt-get update -qq &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	} >"$VAR_DIR/log/apt.log" 2>&1 || {
+		tail -n 20 "$VAR_DIR/log/apt.log" >&2
+		die "apt-get failed to install: ${missing[*]}"
+	}
+}
+
+# --- 2. Docker engine -----------------------------------------------------------
+
+# Is the process named in pid file FILE alive and called NAME? A zombie
+# (killed, not yet reaped) or a reused pid counts as dead.
+pid_alive() {
+	local file=$1 name=$2 pid stat
+	[[ -f $file ]] || return 1
+	pid=$(<"$file")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
+	# /proc/PID/stat is "PID (COMM) STATE ..."
+	[[ $stat == "$pid ($name) "* && $stat != "$pid ($name) Z"* ]]
+}
+
+# A stale pid file (dockerd killed, machine restarted) makes the daemon
+# refuse to start; a stale containerd.pid makes it wait for a dead containerd.
+remove_stale_pidfiles() {
+	local file name
+	for file in /var/run/docker.pid:dockerd /var/run/docker/containerd/containerd.pid:containerd; do
+		name=${file##*:}
+		file=${file%:*}
+		if [[ -f $file ]] && ! pid_alive "$file" "$name"; then
+			log "removing stale $file"
+			rm -f "$file"
+		fi
+	done
+}
+
+ensure_engine() {
+	engine_up && return 0
+	[[ -x /usr/sbin/dockerd ]] || die "/usr/sbin/dockerd missing (package docker.io)"
+	local i started=''
+	for ((i = 0; i < ENGINE_TIMEOUT * 2; i++)); do
+		engine_up && return 0
+		if [[ -z $started ]]; then
+			if pid_alive /var/run/docker.pid dockerd; then
+				((i % 10 == 0)) && log "dockerd (pid $(</var/run/docker.pid)) is running but not answering yet; waiting"
+			else
+				remove_stale_pidfiles
+				log "starting dockerd (log: $DOCKERD_LOG)"
+				# setsid: the engine must outlive this script and its terminal
+				# 9>&-: the daemon (and its container shims) must not inherit the lock.
+				setsid /usr/sbin/dockerd "${DOCKERD_ARGS[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
+				started=yes
+			fi
+		fi
+		sleep 0.5
+	done
+	tail -n 20 "$DOCKERD_LOG" >&2 || true
+	die "the Docker engine did not answer within ${ENGINE_TIMEOUT}s (see $DOCKERD_LOG)"
+}
+
+# --- 3. .env ----------------------------------------------------------------------
+
+rand_hex() { openssl rand -hex "$1"; }
+
+# KEY VALUE lines for every key the project reads; secrets are fresh each
+# call but only used for keys missing from .env.
+env_defaults() {
+	local gw=$1
+	cat <<-EOF
+		DJANGO_SECRET_KEY $(rand_hex 25)
+		WPFLEET_BASE_DOMAIN wpfleet.test
+		WPFLEET_DB_ADMIN_HOST 127.0.0.1
+		WPFLEET_DB_ADMIN_PORT 3306
+		WPFLEET_DB_ADMIN_USER root
+		WPFLEET_DB_ADMIN_PASSWORD $(rand_hex 24)
+		WPFLEET_SITE_DB_HOST $gw:3306
+		WPFLEET_CONTROL_DB_PASSWORD $(rand_hex 24)
+		WPFLEET_PHP_IMAGE $IMG_WORDPRESS
+		WPFLEET_NGINX_IMAGE $IMG_NGINX
+		WPFLEET_CADDY_CONTAINER $CADDY_CONTAINER
+		WPFLEET_BACKEND_NETWORK $BACKEND_NETWORK
+		WPFLEET_CADDY_URL http://$CADDY_PUBLISH
+		WPFLEET_ADMIN_USER admin
+		WPFLEET_ADMIN_PASSWORD $(rand_hex 16)
+	EOF
+}
+
+# Create .env or append the keys it lacks; existing values are never touched.
+ensure_env() {
+	local gw=$1 key value defaults added=()
+	# (a failure inside <(...) would go unnoticed: generate first)
+	defaults=$(env_defaults "$gw")
+	if [[ ! -f $ENV_FILE ]]; then
+		(umask 077 && : >"$ENV_FILE")
+	fi
+	# appending after a last line without newline would glue two keys
+	if [[ -s $ENV_FILE && -n $(tail -c 1 "$ENV_FILE") ]]; then echo >>"$ENV_FILE"; fi
+	while read -r key value; do
+		grep -q "^$key=" "$ENV_FILE" && continue
+		printf '%s=%s\n' "$key" "$value" >>"$ENV_FILE"
+		added+=("$key")
+	done <<<"$defaults"
+	if [[ ${#added[@]} -gt 0 ]]; then log ".env: added ${added[*]}"; fi
+	if [[ $(env_get WPFLEET_SITE_DB_HOST) != "$gw:3306" ]]; then
+		warn ".env has WPFLEET_SITE_DB_HOST=$(env_get WPFLEET_SITE_DB_HOST) but docker0's gateway is $gw (MariaDB listens on $gw:3306)"
+	fi
+}
+
+# --- 4. images --------------------------------------------------------------------
+
+# Short hash of every file of a recipe directory (plus extra text, e.g. the
+# base image's hash, so derived images follow a rebuilt base).
+recipe_hash() {
+	local dir=$1 extra=${2:-}
+	{
+		(cd "$dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+		printf '%s\n' "$extra"
+	} | sha256sum | cut -c1-16
+}
+
+image_recipe() {
+	dk image inspect -f '{{index .Config.Labels "wpfleet.recipe"}}' "$1" 2>/dev/null || true
+}
+
+build_base() {
+	local hash=$1 tar="$VAR_DIR/lab/base-$1.tar"
+	if [[ ! -s $tar ]]; then
+		rm -f "$VAR_DIR"/lab/base-*.tar
+		log "building the base rootfs (debootstrap + apt; log: $VAR_DIR/log/lab-build-base.log)"
+		"$LAB_DIR/images/base/build-rootfs.sh" "$tar" "$VAR_DIR/lab" >"$VAR_DIR/log/lab-build-base.log" 2>&1 || {
+			tail -n 20 "$VAR_DIR/log/lab-build-base.log" >&2
+			die "building the base rootfs failed"
+		}
+	fi
+	log "importing $IMG_BASE"
+	dk import \
+		--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+		--change 'CMD ["bash"]' \
+		--change "LABEL wpfleet.recipe=$hash" \
+		"$tar" "$IMG_BASE" >/dev/null
+}
+
+build_derived() {
+	local name=$1 tag=$2 hash=$3 logf="$VAR_DIR/log/lab-build-$1.log"
+	log "building $tag"
+	dk build --label "wpfleet.recipe=$hash" -t "$tag" "$LAB_DIR/images/$name" >"$logf" 2>&1 || {
+		tail -n 20 "$logf" >&2
+		die "building $tag failed (log: $logf)"
+	}
+}
+
+ensure_images() {
+	local base_hash hash name tag
+	base_hash=$(recipe_hash "$LAB_DIR/images/base")
+	if [[ $(image_recipe "$IMG_BASE") != "$base_hash" ]]; then build_base "$base_hash"; fi
+	for name in wordpress nginx caddy mariadb; do
+		case $name in
+		wordpress) tag=$IMG_WORDPRESS ;;
+		nginx) tag=$IMG_NGINX ;;
+		caddy) tag=$IMG_CADDY ;;
+		mariadb) tag=$IMG_MARIADB ;;
+		esac
+		hash=$(recipe_hash "$LAB_DIR/images/$name" "$base_hash")
+		if [[ $(image_recipe "$tag") != "$hash" ]]; then build_derived "$name" "$tag" "$hash"; fi
+	done
+	# images replaced by a rebuild are left untagged: drop them
+	dk image prune -f --filter label=wpfleet.recipe >/dev/null
+}
+
+# --- 5-7. infrastructure ----------------------------------------------------------
+
+ensure_network() {
+	local subnet
+	if subnet=$(dk network inspect "$BACKEND_NETWORK" -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' 2>/dev/null); then
+		[[ $subnet == "$BACKEND_SUBNET" ]] || migrate_backend_network "$subnet"
+		return 0
+	fi
+	log "creating network $BACKEND_NETWORK ($BACKEND_SUBNET)"
+	create_backend_network
+}
+
+create_backend_network() {
+	dk network create --driver bridge --subnet "$BACKEND_SUBNET" \
+		--label wpfleet.lab=infra "$BACKEND_NETWORK" >/dev/null
+}
+
+# A wp_backend made by an older lab/up.sh has a /28: re-create it and move
+# its containers (the sites' nginx) over with their aliases. Caddy is not
+# moved: it is re-created by ensure_caddy, since its published port belongs
+# to this network (its spec includes the network's ID).
+migrate_backend_network() {
+	local old=$1 name alias members=() args
+	for name in $(dk network inspect "$BACKEND_NETWORK" -f '{{range .Containers}}{{.Name}} {{end}}'); do
+		[[ $name == "$CADDY_CONTAINER" ]] || members+=("$name")
+	done
+	log "re-creating network $BACKEND_NETWORK: $old -> $BACKEND_SUBNET (moving ${#members[@]} containers)"
+	local -A aliases=()
+	for name in "${members[@]}"; do
+		aliases[$name]=$(dk container inspect -f \
+			"{{range (index .NetworkSettings.Networks \"$BACKEND_NETWORK\").Aliases}}{{.}} {{end}}" "$name")
+	done
+	for name in $(dk network inspect "$BACKEND_NETWORK" -f '{{range .Containers}}{{.Name}} {{end}}'); do
+		dk network disconnect -f "$BACKEND_NETWORK" "$name"
+	done
+	dk network rm "$BACKEND_NETWORK" >/dev/null
+	create_backend_network
+	for name in "${members[@]}"; do
+		args=()
+		for alias in ${aliases[$name]}; do
+			# Docker adds the short container ID itself
+			[[ $(dk container inspect -f '{{.Id}}' "$name") == "$alias"* ]] || args+=(--alias "$alias")
+		done
+		dk network connect "${args[@]}" "$BACKEND_NETWORK" "$name"
+	done
+}
+
+# ensure_container NAME IMAGE EXTRA DOCKER-RUN-ARGS...
+# Create NAME when missing, start it when stopped (after a crash of dockerd
+# even --restart unless-stopped containers come back Exited), and recreate it
+# when its image or run arguments changed (label wpfleet.lab.spec), which is
+# safe because all their state lives in named volumes. EXTRA is more text
+# that should trigger a recreation when it changes (e.g. a bind-mounted
+# file's content, since a bind mount keeps pointing at the old inode).
+ensure_container() {
+	local name=$1 image=$2 extra=$3 spec state
+	shift 3
+	spec=$({
+		printf '%s\n' "$@" "$extra"
+		dk image inspect -f '{{.Id}}' "$image"
+	} | sha256sum | cut -c1-16)
+	state=$(container_state "$name")
+	if [[ $state != missing ]]; then
+		local current
+		current=$(dk container inspect -f '{{index .Config.Labels "wpfleet.lab.spec"}}' "$name")
+		if [[ $current != "$spec" ]]; then
+			log "recreating $name (image or settings changed)"
+			dk rm -f "$name" >/dev/null
+			state=missing
+		fi
+	fi
+	case $state in
+	missing)
+		log "creating $name"
+		dk run -d --name "$name" --label wpfleet.lab=infra --label "wpfleet.lab.spec=$spec" \
+			"$@" "$image" >/dev/null
+		;;
+	running) ;;
+	*)
+		log "starting $name (was $state)"
+		dk start "$name" >/dev/null
+		;;
+	esac
+}
+
+# MariaDB stands in for a separate DB host: host networking, so site
+# containers reach it through the host's docker0 address like they would
+# reach another machine, not as a peer on their own network. It listens on
+# loopback (Django, the provisioner) and docker0 (sites), never on 0.0.0.0.
+ensure_mariadb() {
+	local gw=$1
+	ensure_container "$MARIADB_CONTAINER" "$IMG_MARIADB" "" \
+		--network host --restart unless-stopped --stop-timeout 30 \
+		-v wpfleet_mariadb:/var/lib/mysql \
+		-e "MARIADB_ROOT_PASSWORD=$(env_get WPFLEET_DB_ADMIN_PASSWORD)" \
+		-e MARIADB_DATABASE=wpfleet -e MARIADB_USER=wpfleet \
+		-e "MARIADB_PASSWORD=$(env_get WPFLEET_CONTROL_DB_PASSWORD)" \
+		-e "MARIADB_BIND_ADDRESS=127.0.0.1,$gw"
+	wait_for_mariadb
+	ensure_control_db
+}
+
+# Run SQL from stdin as root over TCP (the server only has TCP once it is
+# fully up: the entrypoint's init server runs without networking).
+mariadb_root() {
+	dk exec -i -e "MYSQL_PWD=$(env_get WPFLEET_DB_ADMIN_PASSWORD)" "$MARIADB_CONTAINER" \
+		mariadb --protocol=tcp -h127.0.0.1 -uroot -N "$@"
+}
+
+wait_for_mariadb() {
+	local i out
+	for ((i = 0; i < DB_TIMEOUT * 2; i++)); do
+		if out=$(mariadb_root -e 'SELECT 1' 2>&1 </dev/null); then return 0; fi
+		if [[ $out == *"Access denied"* ]]; then
+			die "MariaDB rejects WPFLEET_DB_ADMIN_PASSWORD from .env: volume wpfleet_mariadb was initialised with another root password. Restore the old .env value, or drop the data: docker rm -f $MARIADB_CONTAINER && docker volume rm wpfleet_mariadb"
+		fi
+		sleep 0.5
+	done
+	dk logs --tail 20 "$MARIADB_CONTAINER" >&2 || true
+	die "MariaDB did not accept connections within ${DB_TIMEOUT}s (is port 3306 already taken on the host?)"
+}
+
+# The entrypoint creates the control DB only when it initialises the
+# datadir; re-assert it every run so .env stays the source of truth.
+ensure_control_db() {
+	local pw
+	pw=$(env_get WPFLEET_CONTROL_DB_PASSWORD)
+	[[ $pw =~ ^[A-Za-z0-9_.,:+=/-]+$ ]] || die "WPFLEET_CONTROL_DB_PASSWORD must be non-empty and free of quotes/spaces"
+	mariadb_root <<-SQL
+		CREATE DATABASE IF NOT EXISTS \`wpfleet\` CHARACTER SET utf8mb4;
+		CREATE USER IF NOT EXISTS 'wpfleet'@'%' IDENTIFIED BY '$pw';
+		ALTER USER 'wpfleet'@'%' IDENTIFIED BY '$pw';
+		GRANT ALL ON \`wpfleet\`.* TO 'wpfleet'@'%';
+		GRANT ALL ON \`test\\_wpfleet%\`.* TO 'wpfleet'@'%';
+	SQL
+}
+
+# MariaDB must listen only where intended; and a container on a user
+# network must reach it at the gateway: Docker's isolation rules live in the
+# FORWARD chain, while traffic to a host address goes through INPUT.
+check_mariadb_reachability() {
+	local gw=$1 listening
+	listening=$(ss -Hltn 'sport = :3306' | awk '{print $4}' | sort | tr '\n' ' ')
+	case " $listening" in
+	*" 0.0.0.0:"* | *" *:"* | *" [::]:"*)
+		die "MariaDB listens on all interfaces ($listening); expected 127.0.0.1 and $gw only"
+		;;
+	esac
+	dk run --rm --network "$BACKEND_NETWORK" --entrypoint bash "$IMG_BASE" \
+		-c "timeout 5 bash -c '</dev/tcp/$gw/3306'" >/dev/null 2>&1 ||
+		die "a container on $BACKEND_NETWORK cannot reach MariaDB at $gw:3306 (host firewall INPUT rules?)"
+}
+
+ensure_caddy() {
+	local caddyfile="$LAB_DIR/caddy/Caddyfile"
+	ensure_container "$CADDY_CONTAINER" "$IMG_CADDY" \
+		"$(sha256sum <"$caddyfile") $(dk network inspect -f '{{.Id}}' "$BACKEND_NETWORK")" \
+		--network "$BACKEND_NETWORK" -p "$CADDY_PUBLISH:80" --restart unless-stopped \
+		-v "$caddyfile:/etc/caddy/Caddyfile:ro" \
+		-v wpfleet_caddy_sites:/etc/caddy/sites \
+		-v wpfleet_caddy_data:/data
+	# ready = the catch-all answers 404 for a host without a snippet
+	local i code
+	for ((i = 0; i < CADDY_TIMEOUT * 2; i++)); do
+		code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: lab-probe.invalid' "http://$CADDY_PUBLISH/" || true)
+		[[ $code == 404 ]] && return 0
+		sleep 0.5
+	done
+	dk logs --tail 20 "$CADDY_CONTAINER" >&2 || true
+	die "Caddy did not answer on http://$CADDY_PUBLISH within ${CADDY_TIMEOUT}s (last status: $code)"
+}
+
+summary() {
+	local gw=$1
+	cat <<-EOF
+		lab: up. Engine: $(dk version -f '{{.Server.Version}}') (dockerd log: $DOCKERD_LOG)
+		lab:   images     $IMG_WORDPRESS, $IMG_NGINX, $IMG_CADDY, $IMG_MARIADB
+		lab:   network    $BACKEND_NETWORK
+		lab:   mariadb    $MARIADB_CONTAINER on 127.0.0.1:3306 and $gw:3306 (sites), control DB wpfleet
+		lab:   caddy      $CADDY_CONTAINER on http://$CADDY_PUBLISH (sites: /etc/caddy/sites/*.caddy)
+		lab:   config     $ENV_FILE
+		lab: stop with lab/down.sh, inspect with lab/status.sh
+	EOF
+}
+
+# step LABEL FUNCTION ARGS...: run one step, timed, remembered for errors.
+step() {
+	STEP=$2
+	timed "$@"
+}
+
+main() {
+	[[ $(id -u) == 0 ]] || die "run as root (apt-get, dockerd, debootstrap)"
+	mkdir -p "$VAR_DIR/log" "$VAR_DIR/lab"
+	# `make test` and a person may run this at the same time: one at a time
+	exec 9>"$VAR_DIR/lab/up.lock.d"
+	if ! flock -n 9; then
+		log "another lab/up.sh is running; waiting for it"
+		flock -w 900 9 || die "timed out waiting for the other lab/up.sh"
+	fi
+	local t0 gw
+	t0=$(date +%s.%N)
+	step "host packages ready" ensure_packages
+	step "engine ready" ensure_engine
+	gw=$(bridge_gateway)
+	[[ -n $gw ]] || die "cannot determine the docker0 gateway address"
+	# before MariaDB's first start: .env holds its root password
+	step ".env ready" ensure_env "$gw"
+	step "images ready" ensure_images
+	step "network ready" ensure_network
+	step "mariadb ready" ensure_mariadb "$gw"
+	step "mariadb reachable from $BACKEND_NETWORK" check_mariadb_reachability "$gw"
+	step "caddy ready" ensure_caddy
+	STEP=summary
+	summary "$gw"
+	log "$(awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN { printf "done (%.1fs)", e - s }')"
+}
+
+main "$@"
