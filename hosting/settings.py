@@ -177,6 +177,13 @@ WPFLEET_NGINX_LIMITS = {
     "cpus": env.float("WPFLEET_NGINX_CPUS", 0.5, min=0.01, max=64),
     "pids": env.int("WPFLEET_NGINX_PIDS", 50, min=5, max=100000),
 }
+# Where the PHP image keeps the WordPress sources its entrypoint copies into
+# an empty /var/www/html (the official image's /usr/src/wordpress). The site's
+# volume is mounted there too, so that Docker seeds it at create; empty: let
+# the entrypoint copy.
+WPFLEET_PHP_SEED_FROM = env.str("WPFLEET_PHP_SEED_FROM", "/usr/src/wordpress", allow_empty=True)
+if WPFLEET_PHP_SEED_FROM and not WPFLEET_PHP_SEED_FROM.startswith("/"):
+    raise ImproperlyConfigured(f"WPFLEET_PHP_SEED_FROM={WPFLEET_PHP_SEED_FROM!r} must be an absolute path or empty")
 # php-fpm process manager for each site's pool: ondemand keeps an idle site
 # at one master process.
 WPFLEET_PHP_PM = env.str("WPFLEET_PHP_PM", "ondemand", choices=("ondemand", "dynamic", "static"))
