@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import RequestDataTooBig
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.http import Http404
 from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -24,6 +28,20 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(
             {"detail": "Request body too large.", "code": "too_large"}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
         )
+    if isinstance(exc, SuspiciousOperation):
+        # Raised while Django parses the body (too many form fields, ...).
+        # Left alone, Django would answer with its HTML 400 page; log it where
+        # Django logs these, and answer in JSON like every other API error.
+        logging.getLogger(f"django.security.{exc.__class__.__name__}").warning("%s", exc)
+        if isinstance(exc, TooManyFieldsSent):
+            return Response({"detail": "Too many fields in the request.", "code": "too_many_fields"}, status=400)
+        return Response({"detail": "Bad request.", "code": "bad_request"}, status=status.HTTP_400_BAD_REQUEST)
+    # DRF turns these two into its own exceptions only inside its handler; do
+    # it first so that they get a code like every other error.
+    if isinstance(exc, Http404):
+        exc = NotFound(str(exc) or None)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = PermissionDenied(str(exc) or None)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

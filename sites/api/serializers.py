@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
 from jobs.models import Job, JobStep
@@ -47,7 +48,28 @@ class SiteSerializer(serializers.ModelSerializer):
 
 
 class SiteCreateSerializer(serializers.Serializer):
-    site = serializers.CharField(
-        max_length=None, trim_whitespace=False, allow_blank=True,
+    # Documents the request body only: the view validates with
+    # validate_site_name, the one validator, whose rule the pattern states.
+    site = serializers.RegexField(
+        r"^[a-z0-9]{1,32}$", min_length=1, max_length=32, trim_whitespace=False,
         help_text=NAME_RULE + " Must not be taken or reserved.",
+    )
+
+
+class SiteCreateSchema(OpenApiSerializerExtension):
+    # The view refuses any field but 'site'; say so in the schema.
+    target_class = SiteCreateSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every API error."""
+
+    detail = serializers.CharField(help_text="What went wrong, for a person to read.")
+    code = serializers.CharField(
+        help_text="A stable code for programs: invalid, reserved, required, unknown_field, taken, busy, not_found, "
+        "parse_error, unsupported_media_type, too_large, not_authenticated, throttled, ..."
     )

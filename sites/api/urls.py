@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from sites.api import views
@@ -10,4 +10,7 @@ urlpatterns = [
     path("health", views.Health.as_view(), name="api-health"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Anything else under sites/ or jobs/ (a name with a "/", a job id that is
+    # not a number) gets the API's JSON 404 rather than Django's HTML page.
+    re_path(r"^(?:sites|jobs)/(?s:.*)\Z", views.NoSuchResource.as_view()),
 ]

@@ -3,9 +3,10 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,7 +14,8 @@ from rest_framework.views import APIView
 
 from jobs.models import Job, JobStep
 from sites import health
-from sites.api.serializers import JobSerializer, SiteCreateSerializer, SiteSerializer
+from sites.api.parsers import BoundedMultiPartParser, StrictJSONParser
+from sites.api.serializers import ErrorSerializer, JobSerializer, SiteCreateSerializer, SiteSerializer
 from sites.models import Site
 from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site
 
@@ -22,16 +24,28 @@ def _error(message: str, code: str, http_status: int) -> Response:
     return Response({"detail": message, "code": code}, status=http_status)
 
 
+def _errors(described: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
+    """Schema entries for error statuses, each with the error body; 401 and 429 can answer any call."""
+    described = {401: "No or invalid credentials", 429: "Too many requests for this token", **(described or {})}
+    return {code: OpenApiResponse(ErrorSerializer, description=text) for code, text in described.items()}
+
+
+@extend_schema_view(get=extend_schema(responses={200: SiteSerializer(many=True), **_errors()}))
 class SiteListCreate(generics.ListAPIView):
     serializer_class = SiteSerializer
     queryset = Site.objects.select_related("last_job").order_by("name")
+    parser_classes = [StrictJSONParser, FormParser, BoundedMultiPartParser]
 
     @extend_schema(
         request=SiteCreateSerializer,
         responses={
             202: SiteSerializer,
-            400: OpenApiResponse(description="Invalid or reserved name"),
-            409: OpenApiResponse(description="Name already taken"),
+            **_errors({
+                400: "Invalid or reserved name; malformed body; missing, repeated or unknown field",
+                409: "Name already taken",
+                413: "Body larger than the limit",
+                415: "Body neither JSON nor form data",
+            }),
         },
     )
     def post(self, request: Request) -> Response:
@@ -40,6 +54,16 @@ class SiteListCreate(generics.ListAPIView):
             raise ParseError("Expected a JSON object or form fields with a 'site' field.")
         if "site" not in data:
             return _error("The field 'site' is required.", "required", status.HTTP_400_BAD_REQUEST)
+        # A client that sends more than the name is confused (a typo, or fields
+        # such as status or domain it expects us to honour): say so, act on nothing.
+        unknown = [key for key in data if key != "site"]
+        if unknown:
+            listed = ", ".join(repr(str(key)[:64]) for key in unknown[:5])
+            return _error(
+                f"Unknown field(s): {listed}. The only field is 'site'.", "unknown_field", status.HTTP_400_BAD_REQUEST
+            )
+        if hasattr(data, "getlist") and len(data.getlist("site")) > 1:
+            return _error("The field 'site' is given more than once.", "duplicate_field", status.HTTP_400_BAD_REQUEST)
         try:
             site = create_site(data.get("site"))
         except DjangoValidationError as exc:
@@ -55,10 +79,13 @@ class SiteDetail(APIView):
     def _site(self, name: str) -> Site:
         return get_object_or_404(Site.objects.select_related("last_job"), name=name)
 
+    @extend_schema(responses={200: SiteSerializer, **_errors({404: "No such site"})})
     def get(self, request: Request, name: str) -> Response:
         return Response(SiteSerializer(self._site(name)).data)
 
-    @extend_schema(responses={202: SiteSerializer, 404: OpenApiResponse(), 409: OpenApiResponse()})
+    @extend_schema(
+        responses={202: SiteSerializer, **_errors({404: "No such site", 409: "Another job of the site is open"})}
+    )
     def delete(self, request: Request, name: str) -> Response:
         site = self._site(name)
         try:
@@ -68,6 +95,7 @@ class SiteDetail(APIView):
         return Response(SiteSerializer(self._site(name)).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema_view(get=extend_schema(responses={200: JobSerializer, **_errors({404: "No such job"})}))
 class JobDetail(generics.RetrieveAPIView):
     serializer_class = JobSerializer
     queryset = Job.objects.prefetch_related(Prefetch("steps", queryset=JobStep.objects.order_by("id")))
@@ -88,3 +116,14 @@ class Health(APIView):
         if not ok:
             body["failing"] = [name for name, item in report.items() if not item["ok"]]
         return Response(body, status=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+class NoSuchResource(APIView):
+    """A JSON 404 for URLs under the API that name nothing."""
+
+    schema = None
+
+    def _not_found(self, request: Request, *args, **kwargs) -> Response:
+        raise NotFound("No such resource.")
+
+    get = post = put = patch = delete = _not_found
