@@ -106,6 +106,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every answer, errors included, is JSON; people browse the API at /api/docs/.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
@@ -162,7 +164,9 @@ if not re.fullmatch(r"[A-Za-z0-9.%_:\-/]{1,255}", WPFLEET_DB_USER_HOST):
     raise ImproperlyConfigured(f"WPFLEET_DB_USER_HOST={WPFLEET_DB_USER_HOST!r} is not a MariaDB host pattern")
 WPFLEET_DB_MAX_USER_CONNECTIONS = env.int("WPFLEET_DB_MAX_USER_CONNECTIONS", 30, min=1, max=10000)
 
-# Docker host (app-01). The SDK reads DOCKER_HOST itself.
+# Docker host (app-01): empty means the SDK's own defaults (DOCKER_HOST, the
+# local socket).
+WPFLEET_DOCKER_HOST = env.str("WPFLEET_DOCKER_HOST", "", allow_empty=True)
 WPFLEET_DOCKER_TIMEOUT = env.int("WPFLEET_DOCKER_TIMEOUT", 60, min=1, max=600)
 WPFLEET_PHP_IMAGE = env.str("WPFLEET_PHP_IMAGE", "wordpress:php8.2-fpm")
 WPFLEET_NGINX_IMAGE = env.str("WPFLEET_NGINX_IMAGE", "nginx:alpine")
@@ -195,6 +199,9 @@ WPFLEET_CADDY_CONFIG = env.str("WPFLEET_CADDY_CONFIG", "/etc/caddy/Caddyfile")
 WPFLEET_CADDY_SITES_DIR = env.str("WPFLEET_CADDY_SITES_DIR", "/etc/caddy/sites")
 # Where the live check (and the tests) reach Caddy's HTTP listener.
 WPFLEET_CADDY_URL = env.url("WPFLEET_CADDY_URL", "http://127.0.0.1:8080")
+# Scheme of the links to live sites in the admin: https in production (TLS is
+# terminated in front of Caddy); the lab has no TLS, so it uses http.
+WPFLEET_SITE_URL_SCHEME = env.str("WPFLEET_SITE_URL_SCHEME", "https", choices=("http", "https"))
 
 # The operators' first superuser, created by `make up` (manage.py ensure_superuser).
 WPFLEET_ADMIN_USER = env.str("WPFLEET_ADMIN_USER", "admin")

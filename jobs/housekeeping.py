@@ -17,6 +17,7 @@ from django.utils import timezone
 from jobs.models import Job
 from jobs.queue import enqueue
 from jobs.runner import attempt, worker_id
+from sites.reconcile import reconcile_all
 
 log = logging.getLogger("wpfleet.housekeeping")
 
@@ -55,6 +56,10 @@ def requeue_stranded() -> list[int]:
 def housekeeping() -> dict:
     """Run by the cluster at start (manage.py run_worker) and every minute (a django-q2 schedule)."""
     report = {"recovered": reap_expired_leases(), "requeued": requeue_stranded()}
-    if report["recovered"] or report["requeued"]:
+    try:
+        report["repaired"] = reconcile_all()
+    except Exception as exc:  # a dependency down: the next run repairs
+        report["repaired"] = f"not checked: {exc}"
+    if report["recovered"] or report["requeued"] or report["repaired"]:
         log.info("housekeeping: %s", report)
     return report

@@ -53,6 +53,16 @@ class Caddy:
     def ping(self) -> None:
         self._container()
 
+    def ensure_running(self) -> bool:
+        """Start the Caddy container if it is stopped (after an engine crash); True if it was."""
+        container = self.docker.container(self.container_name)
+        if container is None:
+            raise InfraError("caddy", f"container {self.container_name} does not exist")
+        if container.status == "running":
+            return False
+        self.docker.start(container)
+        return True
+
     def _path(self, site: str, suffix: str = ".caddy") -> str:
         return f"{self.sites_dir}/{site}{suffix}"
 

@@ -75,7 +75,12 @@ class DockerHost:
         if self._client is None:
             with self._lock, docker_errors("connect"):
                 if self._client is None:
-                    self._client = docker.from_env(timeout=settings.WPFLEET_DOCKER_TIMEOUT)
+                    if settings.WPFLEET_DOCKER_HOST:
+                        self._client = docker.DockerClient(
+                            base_url=settings.WPFLEET_DOCKER_HOST, version="auto", timeout=settings.WPFLEET_DOCKER_TIMEOUT
+                        )
+                    else:
+                        self._client = docker.from_env(version="auto", timeout=settings.WPFLEET_DOCKER_TIMEOUT)
         return self._client
 
     def ping(self) -> None:

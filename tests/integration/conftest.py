@@ -108,21 +108,41 @@ def _database_url() -> str:
     return f"mysql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-@pytest.fixture
-def worker_cluster(transactional_db, infra):
-    """The real django-q2 cluster (manage.py run_worker) working on the test database."""
-    log = REPO / "var" / "log" / "test-worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DATABASE_URL": _database_url(), "WPFLEET_WORKERS": os.environ.get("WPFLEET_WORKERS", "2")}
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
+WORKER_LOG = REPO / "var" / "log" / "test-worker.log"
+
+
+def start_cluster(**env_overrides: str) -> subprocess.Popen:
+    """Start `manage.py run_worker` (housekeeping, then the django-q2 cluster) on the test database."""
+    WORKER_LOG.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "WPFLEET_WORKERS": os.environ.get("WPFLEET_WORKERS", "2"),
+        **env_overrides,
+    }
+    with open(WORKER_LOG, "ab") as out:
+        return subprocess.Popen(
             [sys.executable, "manage.py", "run_worker"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    yield process
-    os.killpg(process.pid, signal.SIGTERM)
+
+
+def stop_cluster(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Signal the whole process group (the cluster and its worker processes)."""
     try:
-        process.wait(timeout=30)
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+@pytest.fixture
+def worker_cluster(transactional_db, infra):
+    """The real django-q2 cluster (manage.py run_worker) working on the test database."""
+    process = start_cluster()
+    yield process
+    stop_cluster(process)
