@@ -14,4 +14,5 @@ class Command(BaseCommand):
             defaults={"func": "jobs.housekeeping.housekeeping", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
         )
         self.stdout.write(f"housekeeping at start: {housekeeping()}")
+        self.stdout.flush()
         call_command("qcluster")
