@@ -1,12 +1,396 @@
-from django.contrib import admin
+"""The operators' console for sites: add one, watch it being built, act on it.
 
+Everything that changes a site goes through sites.services (the API's code),
+so the admin can never do what the API would refuse. Nothing here shows the
+site's database password: it is in no form, field, column or log entry.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import escape, format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from jobs.models import Job
+from jobs.runner import redact
+from sites import admin_views as views
 from sites.models import Site
+from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site, retry_site
+from sites.validation import NAME_RULE, taken_message, validate_site_name
+from sites.zombies import cleanup, zombie_sites
+
+
+class SiteNameField(forms.Field):
+    """Hands the submitted text to validate_site_name as it came: no stripping,
+    no length or null-character checks of its own, so every message is the API's."""
+
+    def to_python(self, value: object) -> object:
+        return "" if value is None else value
+
+
+class SiteAddForm(forms.ModelForm):
+    name = SiteNameField(
+        required=False,
+        label="Name",
+        widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    class Meta:
+        model = Site
+        fields = ["name"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # The admin renders help texts as HTML.
+        self.fields["name"].help_text = escape(
+            f"{NAME_RULE} A site named “blog” is served as blog.{settings.WPFLEET_BASE_DOMAIN}."
+        )
+
+    def clean_name(self) -> str:
+        name = validate_site_name(self.cleaned_data.get("name"))
+        if Site.objects.filter(name=name).exists():
+            raise ValidationError(taken_message(name), code="taken")
+        return name
+
+    def validate_unique(self) -> None:
+        """create_site checks the name again under the unique constraint; the
+        model's own "Site with this Name already exists." would differ from the API."""
+
+
+class ZombieFilter(admin.SimpleListFilter):
+    title = "zombie"
+    parameter_name = "zombie"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Zombies (last job failed for good)"), ("no", "Not zombies")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        # The cleanup's own definition, so the filter lists what it would remove.
+        if self.value() == "yes":
+            return queryset.filter(pk__in=zombie_sites().values("pk"))
+        if self.value() == "no":
+            return queryset.exclude(pk__in=zombie_sites().values("pk"))
+        return queryset
+
+
+def _safe_next(request: HttpRequest) -> HttpResponseRedirect | None:
+    """Back to the page an action was started from (the site's page), if it is ours."""
+    target = request.POST.get("_next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return HttpResponseRedirect(target)
+    return None
 
 
 @admin.register(Site)
 class SiteAdmin(admin.ModelAdmin):
-    list_display = ["name", "status", "domain", "created_at"]
-    list_filter = ["status"]
+    form = SiteAddForm
+    list_display = ["name", "status_badge", "domain_link", "last_job_summary", "attempts", "created_at"]
+    list_select_related = ["last_job"]
+    list_filter = ["status", ZombieFilter]
     search_fields = ["name"]
-    readonly_fields = ["status", "domain", "created_at", "updated_at"]
-    exclude = ["db_password"]
+    list_per_page = 50
+    actions = ["retry_failed_jobs", "deprovision_sites", "cleanup_zombies"]
+    readonly_fields = [
+        "name", "status_badge", "domain_link", "current_job_link", "created_at", "updated_at", "checked_at", "drift",
+    ]
+    change_form_template = "admin/sites/site/change_form.html"
+
+    class Media:
+        css = {"all": ["wpfleet/admin.css"]}
+        js = ["wpfleet/live.js"]
+
+    # --- permissions: changes go through services, deletion through deprovisioning ---
+
+    def has_change_permission(self, request: HttpRequest, obj: Site | None = None) -> bool:
+        # A site's page is a view: every field is the system's. The list keeps
+        # the change permission for the actions (retry).
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Site | None = None) -> bool:
+        # A row deleted by the ORM would leave containers, database and route
+        # running: deletion is the deprovision action, never the stock one.
+        return False
+
+    def has_deprovision_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.delete_{self.opts.model_name}")
+
+    # --- the add form ----------------------------------------------------------------
+
+    def get_fieldsets(self, request: HttpRequest, obj: Site | None = None):
+        if obj is None:
+            return [(None, {"fields": ["name"]})]
+        return [
+            (None, {"fields": ["name", "status_badge", "domain_link", "current_job_link", "checked_at", "drift"]}),
+            ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+        ]
+
+    def get_form(self, request: HttpRequest, obj: Site | None = None, change: bool = False, **kwargs):
+        # The name form is for adding only; a site's page has nothing to edit.
+        kwargs["form"] = SiteAddForm if obj is None else forms.ModelForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Site | None = None):
+        return [] if obj is None else self.readonly_fields
+
+    def save_form(self, request: HttpRequest, form: SiteAddForm, change: bool) -> Site:
+        if change:
+            return super().save_form(request, form, change)
+        # The site and its PROVISION job are written by the service, in one
+        # transaction, exactly as for the API; the job is queued on commit.
+        return create_site(form.cleaned_data["name"])
+
+    def save_model(self, request: HttpRequest, obj: Site, form: SiteAddForm, change: bool) -> None:
+        """Saved by create_site in save_form; nothing on a site is edited here."""
+
+    def save_related(self, request: HttpRequest, form: SiteAddForm, formsets, change: bool) -> None:
+        """A site has no related objects to save from a form."""
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        context = {"show_save_and_continue": False, **(extra_context or {})}
+        try:
+            return super().add_view(request, form_url, context)
+        except SiteNameTaken as exc:
+            # Lost a race for the name after the form's check: same message as the API's 409.
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def response_add(self, request: HttpRequest, obj: Site, post_url_continue: str | None = None) -> HttpResponse:
+        if IS_POPUP_VAR in request.POST or "_addanother" in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        self.message_user(
+            request, f"The site “{obj.name}” is being built; this page shows its job’s progress.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(reverse("admin:sites_site_change", args=[obj.pk]))
+
+    # --- columns -----------------------------------------------------------------------
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, site: Site) -> str:
+        return views.site_status_badge(site)
+
+    @admin.display(description="domain", ordering="domain")
+    def domain_link(self, site: Site) -> str:
+        if site.status != Site.Status.ACTIVE:
+            return format_html('<span class="wpf-muted" title="not live">{}</span>', site.domain)
+        return format_html(
+            '<a class="wpf-domain" href="{}" target="_blank" rel="noopener noreferrer">{}</a>', views.site_url(site),
+            site.domain,
+        )
+
+    @admin.display(description="latest job", ordering="last_job__status")
+    def last_job_summary(self, site: Site) -> str:
+        job = site.last_job
+        if job is None:
+            return "—"
+        html = format_html(
+            '<a href="{}">{}</a> {}', views.job_url(job), job.get_type_display(), views.job_status_badge(job)
+        )
+        if job.error:
+            html += format_html('<div class="wpf-error" title="{}">{}</div>', job.error, views.truncate(job.error, 70))
+        return html
+
+    @admin.display(description="attempts", ordering="last_job__attempts")
+    def attempts(self, site: Site) -> str:
+        job = site.last_job
+        return "—" if job is None else f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="job holding the site")
+    def current_job_link(self, site: Site) -> str:
+        if site.current_job_id is None:
+            return "none"
+        return format_html('<a href="{}">#{}</a>', reverse("admin:jobs_job_change", args=[site.current_job_id]),
+                           site.current_job_id)
+
+    # --- the site's page: live resources, jobs, progress --------------------------------
+
+    def get_urls(self):
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("progress/", self.admin_site.admin_view(self.list_progress_view), name=f"{prefix}_list_progress"),
+            path("<path:object_id>/progress/", self.admin_site.admin_view(self.progress_view), name=f"{prefix}_progress"),
+            *super().get_urls(),
+        ]
+
+    def list_progress_view(self, request: HttpRequest) -> JsonResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        ids = [int(value) for value in request.GET.get("ids", "").split(",")[: self.list_per_page] if value.isdigit()]
+        return JsonResponse(views.sites_progress(ids))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        response = super().changelist_view(request, {"title": "Sites", **(extra_context or {})})
+        context = getattr(response, "context_data", None) or {}
+        changelist = context.get("cl")
+        if changelist is not None:
+            ids = [site.pk for site in changelist.result_list]
+            building = sum(1 for site in changelist.result_list if site.current_job_id is not None)
+            if building:
+                # Rendered lazily: the marker joins the context before the template runs.
+                context["wpfleet_live"] = {
+                    "url": reverse("admin:sites_site_list_progress") + "?ids=" + ",".join(map(str, ids)),
+                    "fingerprint": views.sites_progress(ids)["fingerprint"],
+                    "gone_url": request.get_full_path(),
+                    "keep_selection": True,
+                    "text": f"{views.plural(building, 'site')} on this page {'has' if building == 1 else 'have'} "
+                    "a job running: this list updates itself.",
+                }
+        return response
+
+    def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        site = self.get_object(request, unquote(object_id))
+        if site is None:
+            return JsonResponse({"gone": True}, status=404)
+        if not self.has_view_or_change_permission(request, site):
+            raise PermissionDenied
+        return JsonResponse(views.site_progress(site))
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        site = self.get_object(request, unquote(object_id))
+        if site is not None and self.has_view_or_change_permission(request, site):
+            progress = views.site_progress(site)
+            context["wpfleet_panels"] = [
+                ("Resources, live from the infrastructure", views.render_resources(site)),
+                ("Jobs", views.render_jobs(site)),
+            ]
+            if progress["open"]:
+                context["wpfleet_live"] = {
+                    "url": reverse("admin:sites_site_progress", args=[site.pk]),
+                    "fingerprint": progress["fingerprint"],
+                    "gone_url": reverse("admin:sites_site_changelist"),
+                }
+            last = site.last_job
+            can_retry = last is not None and last.status == Job.Status.FAILED and last.is_final
+            context["wpfleet_tools"] = {
+                "changelist": reverse("admin:sites_site_changelist"),
+                "pk": site.pk,
+                "retry": can_retry and self.has_change_permission(request),
+                "deprovision": site.current_job_id is None and self.has_deprovision_permission(request),
+            }
+        return super().change_view(request, object_id, form_url, context)
+
+    # --- actions ---------------------------------------------------------------------
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        # Gone already through has_delete_permission; removed by name too so
+        # that a permission change can never bring the ORM delete back.
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.action(description="Retry the failed job of the selected sites", permissions=["change"])
+    def retry_failed_jobs(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        tally = views.Tally()
+        for site in queryset.select_related("last_job").order_by("name"):
+            job = site.last_job
+            if job is None or not (job.status == Job.Status.FAILED and job.is_final):
+                tally.skip(site.name, "job in progress" if site.current_job_id else "no failed job")
+                continue
+            try:
+                retry_site(site)
+            except SiteBusy:
+                tally.skip(site.name, "job in progress")
+                continue
+            tally.done.append(site.name)
+            self.log_change(request, site, f"Retried its failed {job.get_type_display().lower()} job #{job.pk}.")
+        views.report(self, request, tally, "site", "queued for retry")
+        return _safe_next(request)
+
+    @admin.action(description="Delete (deprovision) the selected sites…", permissions=["deprovision"])
+    def deprovision_sites(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        if request.POST.get("post") != "yes":
+            return self._confirm(
+                request, queryset, action="deprovision_sites", title="Delete sites?",
+                verb="delete", verb_past="deleted",
+                consequence=(
+                    "Each site's containers, network, volume (all its uploaded files), database and "
+                    "database user, and its Caddy route are removed by a deprovision job. This cannot be undone."
+                ),
+                skip=lambda site: "job in progress" if site.current_job_id else "",
+                button="Yes, delete",
+            )
+        tally = views.Tally()
+        for site in queryset.order_by("name"):
+            try:
+                delete_site(site)
+            except SiteBusy:
+                tally.skip(site.name, "job in progress")
+                continue
+            tally.done.append(site.name)
+            self.log_change(request, site, "Deletion requested: a deprovision job removes it and its resources.")
+        views.report(self, request, tally, "site", "queued for deletion")
+        return _safe_next(request)
+
+    @admin.action(description="Clean up the selected zombie sites…", permissions=["deprovision"])
+    def cleanup_zombies(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        zombies = list(zombie_sites().filter(pk__in=queryset.values("pk")).select_related("last_job"))
+        zombie_ids = {site.pk for site in zombies}
+        if request.POST.get("post") != "yes":
+            return self._confirm(
+                request, queryset, action="cleanup_zombies", title="Clean up zombie sites?",
+                verb="clean up", verb_past="cleaned up",
+                consequence=(
+                    "Whatever each zombie site's failed jobs left behind (containers, network, volume, "
+                    "database, Caddy route) is removed now, then the site's record. Sites that are not "
+                    "zombies are left alone."
+                ),
+                skip=lambda site: "" if site.pk in zombie_ids else "not a zombie",
+                button="Yes, clean up",
+            )
+        tally = views.Tally()
+        for site in queryset.order_by("name"):
+            if site.pk not in zombie_ids:
+                tally.skip(site.name, "not a zombie")
+        # The code of manage.py cleanup_zombies, limited to the selection.
+        result = cleanup(sites=zombies, include_orphans=False)
+        failed = {line.split(":", 1)[0] for line in result.errors}
+        secrets = views.secrets_of(None) + [site.db_password for site in zombies]
+        tally.failed = [redact(line, secrets) for line in result.errors]
+        for site in zombies:
+            if site.name in failed:
+                continue
+            tally.done.append(site.name)
+            self.log_change(request, site, "Cleaned up as a zombie: its leftovers and its record were removed.")
+        views.report(self, request, tally, "zombie site", "cleaned up")
+        return _safe_next(request)
+
+    def _confirm(
+        self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str, verb: str, verb_past: str,
+        consequence: str, skip, button: str,
+    ) -> TemplateResponse:
+        sites = list(queryset.select_related("last_job").order_by("name"))
+        rows = [{"site": site, "skip": skip(site), "badge": views.site_status_badge(site)} for site in sites]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "opts": self.opts,
+            "rows": rows,
+            "acting": sum(1 for row in rows if not row["skip"]),
+            "action": action,
+            "verb": verb,
+            "verb_past": verb_past,
+            "consequence": consequence,
+            "button": button,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "next": request.POST.get("_next", ""),
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "wpfleet/confirm_action.html", context)
