@@ -128,16 +128,23 @@ def start_cluster(**env_overrides: str) -> subprocess.Popen:
 
 
 def stop_cluster(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Signal the whole process group (the cluster and its worker processes)."""
+    """Stop the cluster: SIGTERM to its main process stops it gracefully, as `make down` does;
+    SIGKILL goes to the whole process group (the cluster and its workers), like a crash."""
     try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
+        if sig == signal.SIGKILL:
+            os.killpg(process.pid, sig)
+        else:
+            os.kill(process.pid, sig)
         process.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 @pytest.fixture
