@@ -17,7 +17,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@mkdir -p var/log && $(PY) -m pip install -q -e '.[dev]' >var/log/pip-install.log 2>&1 || { cat var/log/pip-install.log; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## create .venv and install the Python dependencies

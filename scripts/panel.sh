@@ -42,7 +42,7 @@ up() {
     echo $! >"$RUN/worker.pid"
   fi
   for _ in $(seq 100); do
-    curl -fsS -o /dev/null "http://$WEB_BIND/admin/login/" && break
+    curl -fs -o /dev/null "http://$WEB_BIND/admin/login/" && break
     sleep 0.2
   done
   curl -fsS -o /dev/null "http://$WEB_BIND/admin/login/" || { echo "panel: web did not answer; see $LOG/web.log"; exit 1; }
