@@ -110,7 +110,18 @@ if [[ $1 == mariadbd || $1 == mysqld ]]; then
 	install -d -o mysql -g mysql /run/mysqld
 	# a fresh volume may be root-owned
 	if [[ $(stat -c %U "$DATADIR") != mysql ]]; then chown mysql:mysql "$DATADIR"; fi
-	if [[ ! -d $DATADIR/mysql ]]; then init_datadir; fi
+	if [[ ! -d $DATADIR/mysql ]]; then
+		init_datadir
+	elif [[ -n $MARIADB_ROOT_PASSWORD ]]; then
+		# Unlike the official image, a lab datadir outlives the checkout that
+		# created it (a fresh clone writes a new .env): the password in the
+		# environment wins at every start.
+		install -m 0600 -o mysql -g mysql /dev/null /run/mysqld/init.sql
+		rootpw=$(sql_string "$MARIADB_ROOT_PASSWORD")
+		printf "ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY '%s';\nALTER USER IF EXISTS 'root'@'%%' IDENTIFIED BY '%s';\n" \
+			"$rootpw" "$rootpw" >/run/mysqld/init.sql
+		set -- "$@" --init-file=/run/mysqld/init.sql
+	fi
 	# secrets are not needed by the server itself
 	unset MARIADB_ROOT_PASSWORD MARIADB_PASSWORD
 	set -- "$@" --user=mysql --bind-address="${MARIADB_BIND_ADDRESS:-127.0.0.1}"
