@@ -83,6 +83,19 @@ class ZombieFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DriftFilter(admin.SimpleListFilter):
+    title = "last check"
+    parameter_name = "drifted"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Found drift (repaired)"), ("no", "No drift")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(drifted=self.value() == "yes")
+        return queryset
+
+
 def _safe_next(request: HttpRequest) -> HttpResponseRedirect | None:
     """Back to the page an action was started from (the site's page), if it is ours."""
     target = request.POST.get("_next", "")
@@ -98,7 +111,7 @@ class SiteAdmin(admin.ModelAdmin):
     form = SiteAddForm
     list_display = ["name", "status_badge", "domain_link", "last_job_summary", "attempts", "created_at"]
     list_select_related = ["last_job"]
-    list_filter = ["status", ZombieFilter]
+    list_filter = ["status", ZombieFilter, DriftFilter]
     search_fields = ["name"]
     list_per_page = 50
     actions = ["retry_failed_jobs", "deprovision_sites", "cleanup_zombies"]

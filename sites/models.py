@@ -37,8 +37,10 @@ class Site(models.Model):
     last_job = models.ForeignKey(
         "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
-    # What the last reconciliation found missing and repaired (empty: none).
+    # The last drift the reconciler found and repaired (kept as a record), and
+    # whether its latest check found any.
     drift = models.TextField(blank=True, editable=False)
+    drifted = models.BooleanField(default=False, editable=False, db_index=True)
     checked_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

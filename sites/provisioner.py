@@ -179,8 +179,9 @@ class PhpStep:
             network=n.network,
             hostname=n.php,
             # The entrypoint copies WordPress in as root and hands the files to
-            # www-data; php-fpm then drops to www-data. Nothing else is needed.
-            cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"],
+            # www-data; php-fpm then drops to www-data, and its master (root)
+            # signals those children: KILL, or ondemand never reaps idle ones.
+            cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"],
             **_limits(settings.WPFLEET_PHP_LIMITS),
         )
         if created or container.status != "running":

@@ -101,7 +101,7 @@ def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
             drift, needs_reload = [f"repair failed: {exc}"], False
             log.warning("reconcile %s: %s", site.name, exc)
         reload_needed |= needs_reload
-        fields = {"checked_at": now}
+        fields = {"checked_at": now, "drifted": bool(drift)}
         if drift:
             repaired[site.name] = drift
             fields["drift"] = f"{now:%Y-%m-%d %H:%M:%S} UTC: " + "; ".join(drift)

@@ -66,3 +66,14 @@ def test_active_sites_serve_again_after_the_engine_restarts(how, make_site, infr
 
 def test_report_engine_crashes():
     print(f"\nengine restarts injected: {len(ENGINE_CRASHES)} ({', '.join(ENGINE_CRASHES)})")
+
+
+def test_the_admin_lists_sites_whose_last_check_found_drift(make_site, infra, admin_client):
+    site = make_site()
+    infra.docker.container(site.names.nginx).stop(timeout=1)
+    assert site.name in reconcile_all()
+    listed = admin_client.get("/admin/sites/site/?drifted=yes").content.decode()
+    assert site.name in listed
+    assert fetch(site.name).status_code == 200
+    reconcile_all()
+    assert site.name not in admin_client.get("/admin/sites/site/?drifted=yes").content.decode()
