@@ -15,7 +15,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from jobs.models import Job, JobStep
-from sites.models import Site
+from sites.models import Site, known_secrets
 from sites.provisioner import Provisioner
 
 log = logging.getLogger("wpfleet.jobs")
@@ -30,13 +30,6 @@ def redact(text: str, secrets: list[str]) -> str:
         if secret:
             text = text.replace(secret, "[redacted]")
     return text
-
-
-def _secrets_of(job: Job) -> list[str]:
-    secrets = [settings.WPFLEET_DB_ADMIN["password"], settings.SECRET_KEY]
-    if job.site is not None:
-        secrets.append(job.site.db_password)
-    return secrets
 
 
 class StepRecorder:
@@ -114,7 +107,7 @@ def run_job(job_id: int) -> str:
 
 def attempt(job: Job) -> str:
     """One attempt at a claimed job. Returns 'done', 'retry' or 'failed'."""
-    secrets = _secrets_of(job)
+    secrets = job.site.secrets() if job.site is not None else known_secrets()
     site = job.site
     log.info("job %s: %s %s attempt %s/%s", job.pk, job.type, job.site_name, job.attempts, job.max_attempts)
     if site is None:

@@ -24,7 +24,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from jobs.models import Job
 from jobs.runner import redact
 from sites import admin_views as views
-from sites.models import Site
+from sites.models import Site, known_secrets
 from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site, retry_site
 from sites.validation import NAME_RULE, taken_message, validate_site_name
 from sites.zombies import cleanup, zombie_sites
@@ -200,7 +200,7 @@ class SiteAdmin(admin.ModelAdmin):
         if site.status != Site.Status.ACTIVE:
             return format_html('<span class="wpf-muted" title="not live">{}</span>', site.domain)
         return format_html(
-            '<a class="wpf-domain" href="{}" target="_blank" rel="noopener noreferrer">{}</a>', views.site_url(site),
+            '<a class="wpf-domain" href="{}" target="_blank" rel="noopener noreferrer">{}</a>', site.url,
             site.domain,
         )
 
@@ -373,7 +373,7 @@ class SiteAdmin(admin.ModelAdmin):
         # The code of manage.py cleanup_zombies, limited to the selection.
         result = cleanup(sites=zombies, include_orphans=False)
         failed = {line.split(":", 1)[0] for line in result.errors}
-        secrets = views.secrets_of(None) + [site.db_password for site in zombies]
+        secrets = known_secrets() + [site.db_password for site in zombies]
         tally.failed = [redact(line, secrets) for line in result.errors]
         for site in zombies:
             if site.name in failed:

@@ -35,36 +35,12 @@ from sites.infra.caddy import Caddy
 from sites.infra.docker_host import DockerHost, docker_errors
 from sites.infra.errors import InfraError
 from sites.infra.mariadb import MariaDBAdmin, owner_comment
-from sites.models import Site
+from sites.models import Site, known_secrets
 from sites.naming import SiteNames
 
 # The whole page waits for the slowest probe: past this, a dependency is
 # reported as not answering instead of holding the operator's page.
 PROBE_BUDGET_SECONDS = 4.0
-
-
-def site_url(site: Site) -> str:
-    # Site.url is always https; the lab has no TLS in front of Caddy.
-    return f"{settings.WPFLEET_SITE_URL_SCHEME}://{site.domain}/"
-
-
-def is_zombie(site: Site) -> bool:
-    """sites.zombies.zombie_sites() for one row already in memory (last_job selected)."""
-    job = site.last_job
-    return (
-        site.status in (Site.Status.PROVISIONING, Site.Status.DEPROVISIONING)
-        and site.current_job_id is None
-        and job is not None
-        and job.status == Job.Status.FAILED
-        and job.next_attempt_at is None
-    )
-
-
-def secrets_of(site: Site | None) -> list[str]:
-    found = [settings.WPFLEET_DB_ADMIN["password"], settings.SECRET_KEY]
-    if site is not None:
-        found.append(site.db_password)
-    return found
 
 
 # --- badges and durations ---------------------------------------------------------
@@ -76,7 +52,7 @@ def badge(label: str, css: str, title: str = "") -> SafeString:
 
 def site_status_badge(site: Site) -> SafeString:
     html = badge(site.get_status_display(), site.status.lower())
-    if is_zombie(site):
+    if site.is_zombie:
         html += format_html(" {}", badge("Zombie", "zombie", "Its last job failed for good; retry it or clean it up."))
     return html
 
@@ -130,7 +106,7 @@ def _reason(exc: BaseException, dependency: str, site: Site) -> str:
         text = f"{exc.__class__.__name__}: {text}"
     if not text.startswith(f"{dependency}:"):
         text = f"{dependency}: {text}"
-    return redact(truncate(text, 300), secrets_of(site))
+    return redact(truncate(text, 300), site.secrets() if site is not None else known_secrets())
 
 
 def _probe_mariadb(site: Site, names: SiteNames) -> list[ResourceState]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -57,17 +58,25 @@ class Site(models.Model):
 
     @property
     def url(self) -> str:
-        return f"https://{self.domain}/"
+        # https in production (TLS is terminated in front of Caddy); the lab has none.
+        return f"{settings.WPFLEET_SITE_URL_SCHEME}://{self.domain}/"
 
     @property
     def is_zombie(self) -> bool:
+        """sites.zombies.zombie_sites() for one row in memory: stuck, its last job failed for good."""
         job = self.last_job
         return (
-            self.status == self.Status.PROVISIONING
+            self.status in (self.Status.PROVISIONING, self.Status.DEPROVISIONING)
             and self.current_job_id is None
             and job is not None
             and job.status == job.Status.FAILED
+            and job.next_attempt_at is None
         )
+
+    def secrets(self) -> list[str]:
+        """Every secret text that could reach an error about this site; redacted before display."""
+        return known_secrets() + [self.db_password]
+
 
     def _move(self, allowed: tuple[str, ...], target: str) -> None:
         """Change status only from an allowed state, re-checked in the UPDATE itself."""
@@ -81,9 +90,7 @@ class Site(models.Model):
     def mark_active(self) -> None:
         self._move((self.Status.PROVISIONING, self.Status.ACTIVE), self.Status.ACTIVE)
 
-    def mark_deprovisioning(self) -> None:
-        self._move((self.Status.PROVISIONING, self.Status.ACTIVE, self.Status.DEPROVISIONING), self.Status.DEPROVISIONING)
 
-    def mark_provisioning(self) -> None:
-        """A deprovision that gave up leaves the site for an operator to retry."""
-        self._move((self.Status.PROVISIONING, self.Status.DEPROVISIONING), self.Status.PROVISIONING)
+def known_secrets() -> list[str]:
+    """Secrets of the panel itself that must never be shown."""
+    return [settings.WPFLEET_DB_ADMIN["password"], settings.SECRET_KEY]

@@ -25,7 +25,8 @@ def _open_job(site: Site, job_type: str) -> Job:
     job = Job.objects.create(
         site=site, site_name=site.name, type=job_type, max_attempts=settings.WPFLEET_MAX_ATTEMPTS
     )
-    # The conditional UPDATE is the lock: it fails if another job holds the site.
+    # The conditional UPDATE is the lock: it fails if another job holds the
+    # site. A deprovision moves the site to DEPROVISIONING in the same UPDATE.
     fields = {"current_job": job, "last_job": job}
     if job_type == Job.Type.DEPROVISION:
         fields["status"] = Site.Status.DEPROVISIONING
