@@ -192,6 +192,9 @@ if WPFLEET_PHP_SEED_FROM and not WPFLEET_PHP_SEED_FROM.startswith("/"):
 # at one master process.
 WPFLEET_PHP_PM = env.str("WPFLEET_PHP_PM", "ondemand", choices=("ondemand", "dynamic", "static"))
 WPFLEET_PHP_MAX_CHILDREN = env.int("WPFLEET_PHP_MAX_CHILDREN", 5, min=1, max=500)
+# Where opcache keeps compiled scripts: "file" (page cache, reclaimable) or
+# "shm" (the image's default: shared memory, about 20 MB per visited site).
+WPFLEET_PHP_OPCACHE = env.str("WPFLEET_PHP_OPCACHE", "file", choices=("file", "shm"))
 
 # Caddy (app-01).
 WPFLEET_CADDY_CONTAINER = env.str("WPFLEET_CADDY_CONTAINER", "caddy")
