@@ -39,8 +39,8 @@ def zombie_sites():
     )
 
 
-def _orphan_names(infra: Infra) -> set[str]:
-    """Sites that own resources but have no row (listed before the rows are read)."""
+def sites_with_resources(infra: Infra) -> set[str]:
+    """Names of the sites that own anything of this owner's: by label, by database comment, by snippet marker."""
     found: set[str] = set()
     for kind in ("container", "volume", "network"):
         for resource in infra.docker.list_owned(kind):
@@ -49,6 +49,12 @@ def _orphan_names(infra: Infra) -> set[str]:
                 found.add(labels["wpfleet.site"])
     found.update(infra.db.site_databases().values())
     found.update(infra.caddy.snippet_sites())
+    return found
+
+
+def _orphan_names(infra: Infra) -> set[str]:
+    """Sites that own resources but have no row (listed before the rows are read)."""
+    found = sites_with_resources(infra)
     existing = set(Site.objects.filter(name__in=found).values_list("name", flat=True))
     return {name for name in found - existing if name}
 

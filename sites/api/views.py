@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -30,9 +31,19 @@ def _errors(described: dict[int, str] | None = None) -> dict[int, OpenApiRespons
     return {code: OpenApiResponse(ErrorSerializer, description=text) for code, text in described.items()}
 
 
-@extend_schema_view(get=extend_schema(responses={200: SiteSerializer(many=True), **_errors()}))
+class SitePagination(PageNumberPagination):
+    # A host holds thousands of sites: one page is a bounded response.
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+@extend_schema_view(
+    get=extend_schema(responses={200: SiteSerializer(many=True), **_errors({404: "No such page"})})
+)
 class SiteListCreate(generics.ListAPIView):
     serializer_class = SiteSerializer
+    pagination_class = SitePagination
     queryset = Site.objects.select_related("last_job").order_by("name")
     parser_classes = [StrictJSONParser, FormParser, BoundedMultiPartParser]
 

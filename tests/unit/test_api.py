@@ -68,8 +68,9 @@ def test_get_lists_sites_with_their_latest_job(api):
     api.post("/api/sites", {"site": "one"})
     api.post("/api/sites", {"site": "two"})
     body = api.get("/api/sites").json()
-    assert [site["name"] for site in body] == ["one", "two"]
-    assert all(site["job"]["type"] == "PROVISION" for site in body)
+    assert body["count"] == 2
+    assert [site["name"] for site in body["results"]] == ["one", "two"]
+    assert all(site["job"]["type"] == "PROVISION" for site in body["results"])
     detail = api.get("/api/sites/one").json()
     assert detail["job"]["status"] == "PENDING"
     assert api.get("/api/sites/nothere").status_code == 404
@@ -109,3 +110,11 @@ def test_openapi_schema_and_docs_are_served(api):
     assert schema.status_code == 200
     assert b"/api/sites" in schema.content
     assert api.get("/api/docs/").status_code == 200
+
+
+def test_the_site_list_is_paginated(api):
+    for name in ["p1", "p2", "p3"]:
+        api.post("/api/sites", {"site": name})
+    page = api.get("/api/sites?page_size=2").json()
+    assert page["count"] == 3 and [s["name"] for s in page["results"]] == ["p1", "p2"] and page["next"]
+    assert [s["name"] for s in api.get("/api/sites?page_size=2&page=2").json()["results"]] == ["p3"]

@@ -1,0 +1,90 @@
+"""Removing what the bench created: its sites, their rows, the filler snippets.
+
+The normal path deletes sites through the API (the workers deprovision them).
+This module is the other path, for what is left after a failure or a Ctrl-C:
+it runs the provisioner's own undo in this process, keyed on the site names
+and on the bench's owner label, so it can never touch a site of a panel or a
+test run (they carry other owners).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from bench import config
+
+# Names of the sites this run has posted and not yet seen deleted.
+REGISTRY: set[str] = set()
+
+FILLER_MARKER = f"# wpfleet owner={config.FILLER_OWNER} site=fill"
+
+
+def force_remove(names: list[str] | set[str]) -> dict:
+    """Undo every step of each site in this process (four at a time), then drop its row."""
+    from sites.models import Site
+    from sites.provisioner import Infra, Provisioner
+
+    infra = Infra()
+    errors: dict[str, str] = {}
+
+    def remove(name: str) -> None:
+        try:
+            Provisioner(name, "", infra=infra).deprovision()
+        except Exception as exc:  # keep going: one stuck site must not leak the others
+            errors[name] = str(exc)[:300]
+
+    names = sorted(names)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(remove, names))
+    removed = [name for name in names if name not in errors]
+    Site.objects.filter(name__in=removed).delete()
+    REGISTRY.difference_update(removed)
+    return {"removed": removed, "errors": errors}
+
+
+def owned_site_names() -> set[str]:
+    """Sites with anything labelled or commented as the bench's: containers, volumes, networks, databases, snippets."""
+    from sites.provisioner import Infra
+    from sites.zombies import sites_with_resources
+
+    return sites_with_resources(Infra())
+
+
+def remove_fillers() -> int:
+    """Delete the filler snippets (one exec; only files carrying the filler marker). Returns how many."""
+    from sites.provisioner import Infra
+
+    caddy = Infra().caddy
+    # Only files that carry the filler marker: a real site may well be named fill-something.
+    script = (
+        f"files=$(find {caddy.sites_dir} -maxdepth 1 -name 'fill*.caddy' -exec grep -lF -- \"$1\" {{}} +); "
+        "[ -z \"$files\" ] || echo \"$files\" | xargs rm -f; echo \"$files\""
+    )
+    code, output = caddy.docker.exec(caddy.container_name, ["sh", "-c", script, "sh", FILLER_MARKER])
+    if code != 0:
+        raise RuntimeError(f"removing filler snippets failed ({code}): {output[-300:]}")
+    return len([line for line in output.splitlines() if line.endswith(".caddy")])
+
+
+def sweep(reason: str) -> dict:
+    """Everything of the bench's, whatever state it is in: fillers, then every owned site, then rows."""
+    from sites.models import Site
+    from sites.provisioner import Infra
+
+    report: dict = {"reason": reason}
+    try:
+        report["fillers_removed"] = remove_fillers()
+        if report["fillers_removed"]:
+            Infra().caddy.reload()
+    except Exception as exc:
+        report["fillers_error"] = str(exc)[:300]
+    try:
+        names = owned_site_names() | REGISTRY | set(Site.objects.values_list("name", flat=True))
+    except Exception as exc:
+        report["discovery_error"] = str(exc)[:300]
+        names = set(REGISTRY)
+    report["sites"] = len(names)
+    if names:
+        report.update(force_remove(names))
+    Site.objects.all().delete()
+    return report

@@ -1,0 +1,371 @@
+"""latest.json (merged when one section is rerun), latest.md, the console summary, and the targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Issue #5's targets.
+TARGETS = {
+    "sequential_p50_s": 2.5,
+    "sequential_p95_s": 4.0,
+    "concurrent_n": 20,
+    "concurrent_workers": 4,
+    "concurrent_min_per_min": 20.0,
+    "fill_level": 1000,
+    "fill_added_s": 0.5,
+    "density_mb": 25.0,
+}
+
+
+# --- results file -------------------------------------------------------------------
+
+
+def merge(previous: dict | None, meta: dict, sections: dict, only: list[str] | None) -> dict:
+    """This run's sections; with --only, on top of the previous results' other sections."""
+    merged = {"meta": meta, "sections": {}}
+    if only and previous:
+        kept = {name: body for name, body in previous.get("sections", {}).items() if name not in sections}
+        merged["sections"].update(kept)
+        meta["sections_from_earlier_runs"] = {
+            name: {"started_at": body.get("meta", {}).get("started_at"),
+                   "git_commit": previous.get("meta", {}).get("git", {}).get("commit")}
+            for name, body in kept.items()
+        }
+    merged["sections"].update(sections)
+    merged["targets"] = evaluate(merged["sections"])
+    return merged
+
+
+def load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, results: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+# --- targets ------------------------------------------------------------------------
+
+
+def _target(what: str, target: str, measured: str, ok: bool | None, note: str = "") -> dict:
+    return {"what": what, "target": target, "measured": measured, "pass": ok, "note": note}
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker" + ("" if n == 1 else "s")
+
+
+def _fmt(x: float | None, unit: str = " s", digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}{unit}"
+
+
+def pick_concurrent(runs: list[dict]) -> tuple[dict | None, str]:
+    """The run the throughput target is judged on: N=20 with 4 workers, else the nearest there is."""
+    wanted = [r for r in runs if r["n"] == TARGETS["concurrent_n"] and r["workers"] == TARGETS["concurrent_workers"]]
+    if wanted:
+        return wanted[0], ""
+    if not runs:
+        return None, ""
+    run = max(runs, key=lambda r: (r["n"], r["workers"]))
+    return run, f"indicative only: N={run['n']}, {_workers(run['workers'])} (quick run)"
+
+
+def evaluate(sections: dict) -> list[dict]:
+    rows = []
+    seq = sections.get("sequential", {})
+    summary = seq.get("summary")
+    if summary:
+        p2a = summary["post_to_active_s"]
+        all_ok = summary["active"] == summary["n"]
+        note = f"N={summary['n']}" + ("" if all_ok else f", only {summary['active']} ACTIVE")
+        rows.append(_target("POST→ACTIVE p50, one at a time", f"≤ {TARGETS['sequential_p50_s']} s",
+                            _fmt(p2a.get("p50")), all_ok and p2a.get("p50") is not None
+                            and p2a["p50"] <= TARGETS["sequential_p50_s"], note))
+        rows.append(_target("POST→ACTIVE p95, one at a time", f"≤ {TARGETS['sequential_p95_s']} s",
+                            _fmt(p2a.get("p95")), all_ok and p2a.get("p95") is not None
+                            and p2a["p95"] <= TARGETS["sequential_p95_s"], note))
+    run, note = pick_concurrent(sections.get("concurrent", {}).get("runs", []))
+    if run:
+        s = run["summary"]
+        rate = s.get("sites_per_min")
+        ok = s["active"] == s["n"] and rate is not None and rate >= TARGETS["concurrent_min_per_min"]
+        rows.append(_target(f"{TARGETS['concurrent_n']} at once: all ACTIVE, throughput",
+                            f"all, ≥ {TARGETS['concurrent_min_per_min']:g} sites/min",
+                            f"{s['active']}/{s['n']}, {_fmt(rate, ' /min', 1)}", ok, note))
+    levels = sections.get("fill", {}).get("levels", [])
+    measured_levels = [lv for lv in levels if lv["existing"] > 0 and "added_post_to_active_s" in lv]
+    if measured_levels:
+        top = max(measured_levels, key=lambda lv: lv["existing"])
+        note = "" if top["existing"] >= TARGETS["fill_level"] else f"indicative only: at {top['existing']} existing"
+        added = top["added_post_to_active_s"]
+        # The reload is what grows with the host; POST→ACTIVE differences of a few sites are mostly noise.
+        mechanism = f"caddy reload {top.get('added_reload_s', 0):+.3f} s, {top['post_to_active'].get('n')} sites/level"
+        rows.append(_target(f"added POST→ACTIVE at {TARGETS['fill_level']:,} existing sites (p50 vs 0)",
+                            f"< {TARGETS['fill_added_s']} s", _fmt(added, " s", 3),
+                            added < TARGETS["fill_added_s"], ", ".join(filter(None, [note, mechanism]))))
+    idle = sections.get("density", {}).get("summary_idle", {})
+    density = idle.get("unreclaimable_mb")
+    if density and density.get("n"):
+        stats_view = idle.get("no_cache_docker_stats_mb", {}).get("mean")
+        rows.append(_target("idle memory per site, php+nginx (mean, unreclaimable)", f"≤ {TARGETS['density_mb']:g} MB",
+                            _fmt(density["mean"], " MB", 1), density["mean"] <= TARGETS["density_mb"],
+                            f"{density['n']} sites, max {density['max']} MB; docker stats view "
+                            f"{_fmt(stats_view, ' MB', 1)} (reclaimable page cache included)"))
+    return rows
+
+
+# --- console summary ------------------------------------------------------------------
+
+
+def _steps_line(summary: dict, top: int = 4) -> str:
+    parts = [f"{name} {sec:.2f}" for name, sec in list(summary.get("critical_path_mean_s", {}).items())[:top]]
+    return ", ".join(parts) + " s" if parts else "–"
+
+
+def _dist_line(d: dict, keys=("p50", "p95", "max"), unit=" s", digits=2) -> str:
+    if not d or not d.get("n"):
+        return "–"
+    return " / ".join(_fmt(d.get(k), "", digits) for k in keys) + unit
+
+
+def summary_rows(results: dict) -> list[tuple[str, str, str]]:
+    """(section, measure, value) rows: the compact table printed at the end and put atop latest.md."""
+    sections = results["sections"]
+    rows: list[tuple[str, str, str]] = []
+    seq = sections.get("sequential", {})
+    if "summary" in seq:
+        s = seq["summary"]
+        rows.append(("sequential", f"POST→ACTIVE p50/p95/max (N={seq['n']}, {_workers(seq['workers'])})",
+                     _dist_line(s["post_to_active_s"]) + f"  [{s['active']}/{s['n']} ACTIVE]"))
+        rows.append(("", "queue wait / wall / critical path p50",
+                     " / ".join(_fmt(s[k].get("p50")) for k in ("queue_wait_s", "wall_s", "critical_path_s"))))
+        rows.append(("", "critical path, mean s per step", _steps_line(s)))
+    for run in sections.get("concurrent", {}).get("runs", []):
+        s = run["summary"]
+        rows.append(("concurrent", f"N={run['n']} at once, {_workers(run['workers'])}: p50/p95/max",
+                     _dist_line(s["post_to_active_s"]) + f"  [{s['active']}/{s['n']}, "
+                     f"{_fmt(s.get('sites_per_min'), ' sites/min', 1)}]"))
+    runs = [r for r in sections.get("concurrent", {}).get("runs", []) if r["n"] == TARGETS["concurrent_n"]]
+    if len(runs) > 1:
+        rows.append(("", f"throughput N={TARGETS['concurrent_n']} by workers",
+                     ", ".join(f"{r['workers']}: {_fmt(r['summary'].get('sites_per_min'), '', 1)}" for r in runs)
+                     + " sites/min"))
+    api = sections.get("api", {})
+    if "post" in api:
+        for verb, key in (("POST", "post"), ("GET", "get")):
+            d = api[key]
+            extra = f", {api['sites_listed']} sites listed" if key == "get" else ""
+            alone = api.get("alone", {}).get(key, {}).get("latency_s", {}).get("p50")
+            extra += f"; 1 client alone p50 {_fmt(alone, ' s', 3)}" if alone is not None else ""
+            rows.append(("api" if key == "post" else "", f"{verb} /api/sites p50/p99/max ({api['clients']} clients)",
+                         _dist_line(d["latency_s"], ("p50", "p99", "max"), " s", 3)
+                         + f"  [{d['ok']}/{d['requests']} ok, {d['requests_per_s']} req/s{extra}]"))
+    levels = sections.get("fill", {}).get("levels", [])
+    if levels:
+        names = "/".join(str(lv["existing"]) for lv in levels)
+        rows.append(("fill", f"caddy reload p50 at {names} existing",
+                     " / ".join(_fmt(lv["reload"].get("p50"), "", 3) for lv in levels) + " s"))
+        rows.append(("", f"POST→ACTIVE p50 at {names} existing",
+                     " / ".join(_fmt(lv["post_to_active"].get("p50"), "") for lv in levels) + " s"))
+    dens = sections.get("density", {})
+    if dens.get("summary_idle"):
+        s = dens["summary_idle"]
+        rows.append(("density", f"idle php+nginx per site, {dens['sites']} sites: unreclaimable p50/max",
+                     _dist_line(s.get("unreclaimable_mb", {}), ("p50", "max"), " MB", 1)
+                     + f"  (docker stats {_dist_line(s['no_cache_docker_stats_mb'], ('p50', 'max'), ' MB', 1)},"
+                     + f" raw {_dist_line(s['usage_mb'], ('p50', 'max'), ' MB', 1)})"))
+    return rows
+
+
+def _disturbance(disturbed: dict) -> str:
+    parts = []
+    if "infra_after" in disturbed:
+        parts.append("the shared Caddy/MariaDB restarted during it (engine or lab restart)")
+    if "code_changed" in disturbed:
+        parts.append("the product's code changed during it")
+    return "; ".join(parts)
+
+
+def _verdict(ok: bool | None) -> str:
+    return {True: "PASS", False: "FAIL", None: "n/a"}[ok]
+
+
+def console_summary(results: dict) -> str:
+    meta = results["meta"]
+    git = meta.get("git", {})
+    machine = meta.get("machine", {})
+    lines = [
+        f"wpfleet bench{' (QUICK)' if meta.get('quick') else ''}: commit {git.get('commit', '?')[:10]}"
+        f"{' + ' + str(git['dirty_files']) + ' uncommitted files' if git.get('dirty_files') else ''}, "
+        f"{machine.get('nproc')} CPUs, load {machine.get('loadavg_at_start')} → {meta.get('loadavg_at_end')}, "
+        f"{meta.get('seconds')} s",
+    ]
+    rows = summary_rows(results)
+    if rows:
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        lines += [f"  {a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+    if results.get("targets"):
+        lines.append("  targets:")
+        for t in results["targets"]:
+            note = f"  ({t['note']})" if t["note"] else ""
+            lines.append(f"    {_verdict(t['pass']):<4}  {t['what']}: {t['measured']} (target {t['target']}){note}")
+    for name, body in results["sections"].items():
+        if body.get("error"):
+            lines.append(f"  ERROR in {name}: {body['error']}")
+        if body.get("meta", {}).get("disturbed"):
+            lines.append(f"  WARNING: {name} was disturbed: {_disturbance(body['meta']['disturbed'])}")
+    return "\n".join(lines)
+
+
+# --- markdown ------------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def _batches(sections: dict) -> list[tuple[str, dict]]:
+    batches = []
+    if "summary" in sections.get("sequential", {}):
+        seq = sections["sequential"]
+        batches.append((f"one at a time N={seq['n']} ({seq['workers']}w)", seq["summary"]))
+    for run in sections.get("concurrent", {}).get("runs", []):
+        batches.append((f"at once N={run['n']} ({run['workers']}w)", run["summary"]))
+    return batches
+
+
+def _pp(d: dict, digits: int = 2) -> str:
+    if not d or not d.get("n"):
+        return "–"
+    return f"{_fmt(d['p50'], '', digits)} / {_fmt(d['p95'], '', digits)}"
+
+
+def markdown(results: dict, plots: list[str]) -> str:
+    meta, sections = results["meta"], results["sections"]
+    git, machine, settings = meta.get("git", {}), meta.get("machine", {}), meta.get("settings", {})
+    docker = machine.get("docker", {})
+    dirty = f" with {git['dirty_files']} uncommitted files" if git.get("dirty_files") else ""
+    opcache_mode = settings.get("all_wpfleet", {}).get("WPFLEET_PHP_OPCACHE")
+    opcache = f", PHP opcache {opcache_mode}" if opcache_mode else ""
+    md = [
+        "# wpfleet bench results",
+        "",
+        f"Generated {meta.get('finished_at')} by `python -m bench{' --quick' if meta.get('quick') else ''}"
+        f"{' --only ' + ','.join(meta['only']) if meta.get('only') else ''}` in {meta.get('seconds')} s. "
+        f"Commit `{git.get('commit', '?')[:12]}`{dirty}.",
+        "",
+        f"Machine: {machine.get('nproc')} CPUs ({machine.get('cpu_model')}), {machine.get('memory_mb')} MB, "
+        f"kernel {machine.get('kernel')}, Docker {docker.get('version')} (cgroup v{docker.get('cgroup_version')}, "
+        f"{docker.get('storage_driver')}). Load average at start {machine.get('loadavg_at_start')}, at end "
+        f"{meta.get('loadavg_at_end')}: other work shared the machine, see each section's load in latest.json.",
+        "",
+        f"Settings: control DB {settings.get('control_db')}, poll {settings.get('poll_seconds')} s, "
+        f"PHP seed from `{settings.get('php_seed_from')}`, pm={settings.get('php_pm')}, web "
+        f"{settings.get('web', {}).get('gunicorn_workers')}×{settings.get('web', {}).get('threads')} gunicorn, "
+        f"API rate {settings.get('api_rate')}"
+        f"{opcache}.",
+        "",
+    ]
+    if meta.get("sections_from_earlier_runs"):
+        md += [f"Sections kept from earlier runs: "
+               + ", ".join(f"{k} ({v['started_at']})" for k, v in meta["sections_from_earlier_runs"].items()), ""]
+    md += ["## Summary", ""]
+    md += _table(["section", "measure", "value"], [list(r) for r in summary_rows(results)])
+    if results.get("targets"):
+        md += ["## Targets", ""]
+        md += _table(["", "what", "target", "measured", "note"],
+                     [[_verdict(t["pass"]), t["what"], t["target"], t["measured"], t["note"]]
+                      for t in results["targets"]])
+    batches = _batches(sections)
+    if batches:
+        md += ["## 1–2. POST → ACTIVE", "",
+               "Seconds, p50 / p95. Steps overlap (independent ones run in parallel), so they do not add up; "
+               "*wall* is the job's claim to done, *critical path* the chain of steps that decided it.", ""]
+        step_names = []
+        for _, s in batches:
+            step_names += [n for n in s["steps"] if n not in step_names]
+        rows = [["POST→ACTIVE"] + [_pp(s["post_to_active_s"]) for _, s in batches],
+                ["POST request"] + [_pp(s["post_latency_s"], 3) for _, s in batches],
+                ["queue wait"] + [_pp(s["queue_wait_s"]) for _, s in batches]]
+        rows += [[f"step `{n}`"] + [_pp(s["steps"].get(n, {})) for _, s in batches] for n in step_names]
+        rows += [["wall (claim→done)"] + [_pp(s["wall_s"]) for _, s in batches],
+                 ["critical path"] + [_pp(s["critical_path_s"]) for _, s in batches],
+                 ["overhead (wall − path)"] + [_pp(s["overhead_s"], 3) for _, s in batches],
+                 ["ACTIVE / posted"] + [f"{s['active']}/{s['n']}" for _, s in batches],
+                 ["sites/min"] + [_fmt(s.get("sites_per_min"), "", 1) for _, s in batches]]
+        md += _table(["measure"] + [name for name, _ in batches], rows)
+        md += ["Mean seconds each step adds to the critical path (what dominates):", ""]
+        md += _table(["batch", "critical path (mean s per step)", "most common chain"],
+                     [[name, _steps_line(s, top=9), next(iter(s.get("critical_paths", {})), "–")]
+                      for name, s in batches])
+    api = sections.get("api", {})
+    if "post" in api:
+        md += [f"## 3. API latency, {api['clients']} concurrent clients, no workers", "",
+               f"Each client (own user and token) sends {api['requests_per_client']} requests back to back; "
+               f"GET lists all {api['sites_listed']} sites the POSTs created (the list is not paginated).", ""]
+        alone = api.get("alone", {})
+        md += _table(["request", "ok/sent", "p50 s", "p99 s", "max s", "req/s", "statuses", "one client alone p50 s"],
+                     [[verb, f"{api[k]['ok']}/{api[k]['requests']}", _fmt(api[k]["latency_s"].get("p50"), "", 3),
+                       _fmt(api[k]["latency_s"].get("p99"), "", 3), _fmt(api[k]["latency_s"].get("max"), "", 3),
+                       api[k]["requests_per_s"], json.dumps(api[k]["status"]),
+                       _fmt(alone.get(k, {}).get("latency_s", {}).get("p50"), "", 3)]
+                      for verb, k in (("POST /api/sites", "post"), ("GET /api/sites", "get"))])
+    levels = sections.get("fill", {}).get("levels", [])
+    if levels:
+        md += ["## 4. Cost as the host fills up", "",
+               "Existing sites are filler snippets routed to one unresolved upstream (Caddy resolves per request: "
+               "a filler host answers 502, an unknown host 404). Reload = `docker exec caddy caddy reload`, "
+               "timed from here; the exec round trip alone (`docker exec caddy true`) is shown beside it.", ""]
+        md += _table(["existing", "reload p50 (min–max) s", "exec alone p50 s", "caddy_reload step p50 s",
+                      "POST→ACTIVE p50 s", "added vs 0 s", "routed"],
+                     [[f"{lv['existing']:,}",
+                       f"{_fmt(lv['reload'].get('p50'), '', 3)} ({_fmt(lv['reload'].get('min'), '', 3)}–"
+                       f"{_fmt(lv['reload'].get('max'), '', 3)})",
+                       _fmt(_median(lv["exec_baseline_s"]), "", 3),
+                       _fmt(lv["caddy_reload_step"].get("p50"), "", 3),
+                       _fmt(lv["post_to_active"].get("p50"), "", 2),
+                       _fmt(lv.get("added_post_to_active_s"), "", 3),
+                       {True: "yes", False: "NO"}.get(lv["verify"].get("routed"), "–")]
+                      for lv in levels])
+    dens = sections.get("density", {})
+    if dens.get("summary_idle"):
+        md += ["## 5. Idle memory per site", "",
+               f"{dens['sites']} ACTIVE sites, read {dens['idle_s_before_reading']} s after the last became ACTIVE "
+               "(php-fpm ondemand reaps idle children after 10 s), from each container's memory cgroup. "
+               "*No cache* = usage − total_inactive_file (what `docker stats` shows); "
+               "*− total_cache* removes all page cache; *unreclaimable* removes only file-backed page cache "
+               "(shared memory such as an opcache in SHM stays).", ""]
+        keys = [("php+nginx raw usage", "usage_mb"), ("php+nginx no cache (docker stats)", "no_cache_docker_stats_mb"),
+                ("php+nginx usage − total_cache", "no_cache_total_cache_mb"),
+                ("php+nginx unreclaimable", "unreclaimable_mb"), ("php+nginx rss", "rss_mb"),
+                ("php+nginx shmem (opcache; part of cache)", "shmem_mb"),
+                ("php no cache", "php_no_cache_mb"), ("nginx no cache", "nginx_no_cache_mb")]
+        rows = []
+        for label, key in keys:
+            idle, fresh = dens["summary_idle"].get(key, {}), dens["summary_fresh"].get(key, {})
+            rows.append([label] + [_fmt(idle.get(k), "", 1) for k in ("p50", "mean", "max")]
+                        + [_fmt(fresh.get("p50"), "", 1)])
+        md += _table(["MB per site", "idle p50", "idle mean", "idle max", "once all ACTIVE p50"], rows)
+    errors = [(n, b["error"]) for n, b in sections.items() if b.get("error")]
+    errors += [(n, "disturbed: " + _disturbance(b["meta"]["disturbed"]))
+               for n, b in sections.items() if b.get("meta", {}).get("disturbed")]
+    if errors:
+        md += ["## Errors and warnings", ""] + [f"- **{n}**: {e}" for n, e in errors] + [""]
+    if plots:
+        md += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(md)
+
+
+def _median(values: list[float]) -> float | None:
+    from bench.stats import percentile
+
+    return percentile(values, 50)
