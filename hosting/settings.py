@@ -212,6 +212,9 @@ WPFLEET_ADMIN_PASSWORD = env.str("WPFLEET_ADMIN_PASSWORD", "")
 
 # --- jobs -----------------------------------------------------------------
 
+# Provisioning steps that do not depend on each other run side by side, up to
+# this many at once; 1 runs them one after another in the seed's order.
+WPFLEET_STEP_THREADS = env.int("WPFLEET_STEP_THREADS", 4, min=1, max=16)
 WPFLEET_MAX_ATTEMPTS = env.int("WPFLEET_MAX_ATTEMPTS", 3, min=1, max=20)
 WPFLEET_RETRY_BACKOFF_SECONDS = env.float("WPFLEET_RETRY_BACKOFF_SECONDS", 2.0, min=0, max=3600)
 WPFLEET_LIVE_TIMEOUT_SECONDS = env.float("WPFLEET_LIVE_TIMEOUT_SECONDS", 60.0, min=1, max=3600)

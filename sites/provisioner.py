@@ -438,7 +438,8 @@ class Provisioner:
         started: list[Step] = []
         pending = list(steps)
         failure: tuple[Step, BaseException] | None = None
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"provision-{self.ctx.site}") as pool:
+        threads = settings.WPFLEET_STEP_THREADS
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"provision-{self.ctx.site}") as pool:
             running: dict[Future, tuple[Step, object]] = {}
             while True:
                 if failure is None:
