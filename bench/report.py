@@ -254,7 +254,7 @@ def markdown(results: dict, plots: list[str]) -> str:
     git, machine, settings = meta.get("git", {}), meta.get("machine", {}), meta.get("settings", {})
     docker = machine.get("docker", {})
     dirty = f" with {git['dirty_files']} uncommitted files" if git.get("dirty_files") else ""
-    opcache_mode = settings.get("php_opcache") or settings.get("all_wpfleet", {}).get("WPFLEET_PHP_OPCACHE")
+    opcache_mode = settings.get("all_wpfleet", {}).get("WPFLEET_PHP_OPCACHE")
     opcache = f", PHP opcache {opcache_mode}" if opcache_mode else ""
     md = [
         "# wpfleet bench results",
@@ -269,7 +269,7 @@ def markdown(results: dict, plots: list[str]) -> str:
         f"{meta.get('loadavg_at_end')}: other work shared the machine, see each section's load in latest.json.",
         "",
         f"Settings: control DB {settings.get('control_db')}, poll {settings.get('poll_seconds')} s, "
-        f"step threads {settings.get('step_threads')}, pm={settings.get('php_pm')}, web "
+        f"PHP seed from `{settings.get('php_seed_from')}`, pm={settings.get('php_pm')}, web "
         f"{settings.get('web', {}).get('gunicorn_workers')}×{settings.get('web', {}).get('threads')} gunicorn, "
         f"API rate {settings.get('api_rate')}"
         f"{opcache}.",

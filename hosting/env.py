@@ -54,8 +54,12 @@ class Env:
             return self._environ[name]
         return self._dotenv.get(name)
 
-    def str(self, name: str, default: str | None = None, *, choices: tuple[str, ...] = ()) -> str:
+    def str(
+        self, name: str, default: str | None = None, *, choices: tuple[str, ...] = (), allow_empty: bool = False
+    ) -> str:
         value = self.raw(name)
+        if value == "" and allow_empty:
+            return value
         if value is None or value == "":
             if default is None:
                 raise ImproperlyConfigured(f"{name} is required but not set")

@@ -166,7 +166,7 @@ WPFLEET_DB_MAX_USER_CONNECTIONS = env.int("WPFLEET_DB_MAX_USER_CONNECTIONS", 30,
 
 # Docker host (app-01): empty means the SDK's own defaults (DOCKER_HOST, the
 # local socket).
-WPFLEET_DOCKER_HOST = env.str("WPFLEET_DOCKER_HOST", "")
+WPFLEET_DOCKER_HOST = env.str("WPFLEET_DOCKER_HOST", "", allow_empty=True)
 WPFLEET_DOCKER_TIMEOUT = env.int("WPFLEET_DOCKER_TIMEOUT", 60, min=1, max=600)
 WPFLEET_PHP_IMAGE = env.str("WPFLEET_PHP_IMAGE", "wordpress:php8.2-fpm")
 WPFLEET_NGINX_IMAGE = env.str("WPFLEET_NGINX_IMAGE", "nginx:alpine")
@@ -181,6 +181,13 @@ WPFLEET_NGINX_LIMITS = {
     "cpus": env.float("WPFLEET_NGINX_CPUS", 0.5, min=0.01, max=64),
     "pids": env.int("WPFLEET_NGINX_PIDS", 50, min=5, max=100000),
 }
+# Where the PHP image keeps the WordPress sources its entrypoint copies into
+# an empty /var/www/html (the official image's /usr/src/wordpress). The site's
+# volume is mounted there too, so that Docker seeds it at create; empty: let
+# the entrypoint copy.
+WPFLEET_PHP_SEED_FROM = env.str("WPFLEET_PHP_SEED_FROM", "/usr/src/wordpress", allow_empty=True)
+if WPFLEET_PHP_SEED_FROM and not WPFLEET_PHP_SEED_FROM.startswith("/"):
+    raise ImproperlyConfigured(f"WPFLEET_PHP_SEED_FROM={WPFLEET_PHP_SEED_FROM!r} must be an absolute path or empty")
 # php-fpm process manager for each site's pool: ondemand keeps an idle site
 # at one master process.
 WPFLEET_PHP_PM = env.str("WPFLEET_PHP_PM", "ondemand", choices=("ondemand", "dynamic", "static"))

@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 
 import requests
 from django.conf import settings
+from docker.types import Mount
 
 from sites.infra.caddy import Caddy, snippet_for
 from sites.infra.docker_host import DockerHost
@@ -155,6 +156,18 @@ def php_ini() -> str:
     return "opcache.file_cache = /tmp\nopcache.file_cache_only = 1\n"
 
 
+def php_mounts(volume: str) -> list[Mount]:
+    mounts = [Mount(target="/var/www/html", source=volume, type="volume")]
+    if settings.WPFLEET_PHP_SEED_FROM:
+        # Docker fills an empty named volume from the image's content at the
+        # mount point when the container is created. Mounting the site's
+        # volume over the image's WordPress sources too lets the engine copy
+        # WordPress in (about twice as fast here as the entrypoint's tar pipe);
+        # the entrypoint then finds WordPress in place and skips its own copy.
+        mounts.append(Mount(target=settings.WPFLEET_PHP_SEED_FROM, source=volume, type="volume"))
+    return mounts
+
+
 class PhpStep:
     name = "php"
     needs = ("volume", "network")
@@ -172,7 +185,7 @@ class PhpStep:
                 "WORDPRESS_DB_PASSWORD_FILE": DB_PASSWORD_FILE,
                 "WORDPRESS_DB_NAME": n.database,
             },
-            volumes={n.volume: {"bind": "/var/www/html", "mode": "rw"}},
+            mounts=php_mounts(n.volume),
             network=n.network,
             hostname=n.php,
             # The entrypoint copies WordPress in as root and hands the files to

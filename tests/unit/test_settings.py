@@ -115,3 +115,7 @@ def test_a_bad_setting_stops_manage_py_with_a_message_naming_it():
     assert result.returncode != 0
     assert "WPFLEET_MAX_ATTEMPTS='lots' is not a whole number" in result.stderr
 
+
+def test_an_explicitly_empty_value_is_kept_only_where_allowed():
+    assert env(SEED="").str("SEED", "/usr/src/wordpress", allow_empty=True) == ""
+    assert env(SEED="").str("SEED", "/usr/src/wordpress") == "/usr/src/wordpress"
