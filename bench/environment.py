@@ -97,6 +97,8 @@ def settings_info(plan: config.Plan) -> dict:
         "workers_default": plan.workers,
         "poll_seconds": settings.WPFLEET_POLL_SECONDS,
         "php_seed_from": settings.WPFLEET_PHP_SEED_FROM,
+        "php_opcache": settings.WPFLEET_PHP_OPCACHE,
+        "step_threads": settings.WPFLEET_STEP_THREADS,
         "php_pm": settings.WPFLEET_PHP_PM,
         "php_image": settings.WPFLEET_PHP_IMAGE,
         "nginx_image": settings.WPFLEET_NGINX_IMAGE,

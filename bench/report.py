@@ -269,7 +269,8 @@ def markdown(results: dict, plots: list[str]) -> str:
         f"{meta.get('loadavg_at_end')}: other work shared the machine, see each section's load in latest.json.",
         "",
         f"Settings: control DB {settings.get('control_db')}, poll {settings.get('poll_seconds')} s, "
-        f"PHP seed from `{settings.get('php_seed_from')}`, pm={settings.get('php_pm')}, web "
+        f"PHP seed from `{settings.get('php_seed_from')}`, step threads {settings.get('step_threads')}, "
+        f"pm={settings.get('php_pm')}, web "
         f"{settings.get('web', {}).get('gunicorn_workers')}×{settings.get('web', {}).get('threads')} gunicorn, "
         f"API rate {settings.get('api_rate')}"
         f"{opcache}.",

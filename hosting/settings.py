@@ -183,8 +183,9 @@ WPFLEET_NGINX_LIMITS = {
 }
 # Where the PHP image keeps the WordPress sources its entrypoint copies into
 # an empty /var/www/html (the official image's /usr/src/wordpress). The site's
-# volume is mounted there too, so that Docker seeds it at create; empty: let
-# the entrypoint copy.
+# volume is mounted there too, so that Docker seeds it at create (denser:
+# the copy is not charged to the site); empty: let the entrypoint copy
+# (about 0.3 s faster per site).
 WPFLEET_PHP_SEED_FROM = env.str("WPFLEET_PHP_SEED_FROM", "/usr/src/wordpress", allow_empty=True)
 if WPFLEET_PHP_SEED_FROM and not WPFLEET_PHP_SEED_FROM.startswith("/"):
     raise ImproperlyConfigured(f"WPFLEET_PHP_SEED_FROM={WPFLEET_PHP_SEED_FROM!r} must be an absolute path or empty")
