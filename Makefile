@@ -36,7 +36,7 @@ status: ## show what is running
 	@lab/status.sh || true
 	@scripts/panel.sh status
 
-test: lab venv ## run every test (unit, integration, browser) on DB=sqlite (default) or DB=mariadb
+test: lab venv ## run every test (unit, integration, reliability, browser) on DB=sqlite (default) or DB=mariadb
 	@scripts/test.sh $(DB) $(PYTEST_ARGS)
 
 test-unit: venv ## run only the tests that need no lab
