@@ -43,6 +43,9 @@ class Site(models.Model):
     drift = models.TextField(blank=True, editable=False)
     drifted = models.BooleanField(default=False, editable=False, db_index=True)
     checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set while the reconciler repairs the site: no job may open meanwhile, so
+    # a repair never rebuilds what a concurrent deprovision just removed.
+    repairing_since = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

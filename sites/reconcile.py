@@ -95,11 +95,19 @@ def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
     reload_needed = False
     now = timezone.now()
     for site in sites:
+        # The same conditional UPDATE as a job's: skip a site a job has just taken.
+        claimed = Site.objects.filter(
+            pk=site.pk, status=Site.Status.ACTIVE, current_job__isnull=True, repairing_since__isnull=True
+        ).update(repairing_since=timezone.now())
+        if claimed != 1:
+            continue
         try:
             drift, needs_reload = reconcile_site(site, inventory, infra)
         except Exception as exc:  # one broken site must not stop the others' repair
             drift, needs_reload = [f"repair failed: {exc}"], False
             log.warning("reconcile %s: %s", site.name, exc)
+        finally:
+            Site.objects.filter(pk=site.pk).update(repairing_since=None)
         reload_needed |= needs_reload
         fields = {"checked_at": now, "drifted": bool(drift)}
         if drift:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from django.conf import settings
+import datetime as dt
+
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from jobs.models import Job
 from jobs.queue import enqueue
 from sites.models import Site
 from sites.naming import SiteNames
 from sites.validation import taken_message, validate_site_name
+
+
+# A repair that has not finished after this long died with its worker.
+REPAIR_LEASE = dt.timedelta(minutes=5)
 
 
 class SiteNameTaken(Exception):
@@ -30,8 +38,11 @@ def _open_job(site: Site, job_type: str) -> Job:
     fields = {"current_job": job, "last_job": job}
     if job_type == Job.Type.DEPROVISION:
         fields["status"] = Site.Status.DEPROVISIONING
-    if Site.objects.filter(pk=site.pk, current_job__isnull=True).update(**fields) != 1:
-        raise SiteBusy(f"site {site.name} already has a job in progress")
+    idle = Site.objects.filter(pk=site.pk, current_job__isnull=True).filter(
+        Q(repairing_since__isnull=True) | Q(repairing_since__lt=timezone.now() - REPAIR_LEASE)
+    )
+    if idle.update(**fields) != 1:
+        raise SiteBusy(f"site {site.name} already has a job in progress (or is being repaired)")
     transaction.on_commit(lambda: enqueue(job.pk))
     return job
 

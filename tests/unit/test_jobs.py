@@ -100,3 +100,31 @@ def test_job_history_survives_the_site():
     site.delete()
     job.refresh_from_db()
     assert job.site is None and job.site_name == "gone"
+
+
+def test_no_job_opens_while_the_reconciler_repairs_the_site():
+    from django.utils import timezone
+
+    site, job = make_site("repairing")
+    job = Job.claim(job.pk, "w")
+    site.mark_active()
+    job.mark_done()
+    Site.objects.filter(pk=site.pk).update(current_job=None, repairing_since=timezone.now())
+    site.refresh_from_db()
+    with pytest.raises(SiteBusy):
+        delete_site(site)
+    Site.objects.filter(pk=site.pk).update(repairing_since=None)
+    assert delete_site(site).type == Job.Type.DEPROVISION
+
+
+def test_a_repair_that_died_does_not_block_the_site_for_ever():
+    import datetime as dt
+
+    from django.utils import timezone
+
+    site, job = make_site("stalerepair")
+    Site.objects.filter(pk=site.pk).update(
+        current_job=None, status=Site.Status.ACTIVE, repairing_since=timezone.now() - dt.timedelta(hours=1)
+    )
+    site.refresh_from_db()
+    assert delete_site(site).type == Job.Type.DEPROVISION
