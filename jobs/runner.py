@@ -122,7 +122,12 @@ def attempt(job: Job) -> str:
                 provisioner.deprovision()
     except Exception as exc:
         error = redact(str(exc), secrets)
-        retry_in = backoff_seconds(job.attempts) if job.attempts < job.max_attempts else None
+        # A name held by someone else, or a configuration the infrastructure
+        # refuses, fails the same way every time: no retry.
+        permanent = bool(getattr(getattr(exc, "cause", exc), "permanent", False))
+        if permanent:
+            error = f"{error} (permanent: not retried)"
+        retry_in = backoff_seconds(job.attempts) if job.attempts < job.max_attempts and not permanent else None
         with transaction.atomic():
             job.mark_failed(error, redact(traceback.format_exc(), secrets), retry_in=retry_in)
             if job.is_final:

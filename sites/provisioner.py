@@ -83,7 +83,7 @@ class DatabaseStep:
         n = ctx.names
         ctx.infra.db.ensure_site_database(
             ctx.site, n.database, n.db_user, settings.WPFLEET_DB_USER_HOST, ctx.db_password,
-            settings.WPFLEET_DB_MAX_USER_CONNECTIONS,
+            settings.WPFLEET_DB_MAX_USER_CONNECTIONS, settings.WPFLEET_DB_MAX_STATEMENT_SECONDS,
         )
 
     def undo(self, ctx: Context) -> None:
@@ -304,13 +304,18 @@ class CaddySnippetStep:
     def apply(self, ctx: Context) -> None:
         content = snippet_for(ctx.names)
         caddy = ctx.infra.caddy
+        # Staging and installing overwrite: a file of that name that someone
+        # else wrote must never be replaced.
+        caddy.check_not_foreign(ctx.site)
         caddy.stage(ctx.site, content)
         caddy.install(ctx.site)
         ctx.snippet_written_at = time.time()
 
     def undo(self, ctx: Context) -> None:
         caddy = ctx.infra.caddy
-        if caddy.remove(ctx.site):
+        removed, note = caddy.remove(ctx.site)
+        ctx.note(note)
+        if removed:
             caddy.reload_covering(time.time())
 
 

@@ -16,6 +16,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
+from jobs.runner import redact
 from sites.models import Site
 from sites.provisioner import (
     CaddySnippetStep,
@@ -42,9 +43,7 @@ class Inventory:
         self.networks = {n.name for n in docker.list_owned("network")}
         self.databases = set(infra.db.site_databases())
         self.snippets = set(infra.caddy.snippet_sites())
-        with infra.db.cursor() as cur:
-            cur.execute("SELECT User FROM mysql.user WHERE Host = %s", (settings.WPFLEET_DB_USER_HOST,))
-            self.db_users = {row[0] for row in cur.fetchall()}
+        self.db_users = infra.db.users_at(settings.WPFLEET_DB_USER_HOST)
 
 
 def reconcile_site(site: Site, inventory: Inventory, infra: Infra) -> tuple[list[str], bool]:
@@ -104,13 +103,15 @@ def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
         try:
             drift, needs_reload = reconcile_site(site, inventory, infra)
         except Exception as exc:  # one broken site must not stop the others' repair
-            drift, needs_reload = [f"repair failed: {exc}"], False
-            log.warning("reconcile %s: %s", site.name, exc)
+            # Redacted like a job's error: an adapter's message may quote a secret.
+            drift, needs_reload = [f"repair failed: {redact(str(exc), site.secrets())}"], False
+            log.warning("reconcile %s: %s", site.name, drift[0])
         finally:
             Site.objects.filter(pk=site.pk).update(repairing_since=None)
         reload_needed |= needs_reload
         fields = {"checked_at": now, "drifted": bool(drift)}
         if drift:
+            drift = [redact(line, site.secrets()) for line in drift]
             repaired[site.name] = drift
             fields["drift"] = f"{now:%Y-%m-%d %H:%M:%S} UTC: " + "; ".join(drift)
         Site.objects.filter(pk=site.pk).update(**fields)

@@ -48,6 +48,7 @@ def sites_with_resources(infra: Infra) -> set[str]:
             if labels.get("wpfleet.site"):
                 found.add(labels["wpfleet.site"])
     found.update(infra.db.site_databases().values())
+    found.update(infra.db.owned_users().values())
     found.update(infra.caddy.snippet_sites())
     return found
 

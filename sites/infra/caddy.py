@@ -10,7 +10,7 @@ from pathlib import Path
 from django.conf import settings
 
 from sites.infra.docker_host import DockerHost
-from sites.infra.errors import InfraError
+from sites.infra.errors import ForeignResource, InfraError
 from sites.naming import SiteNames
 
 
@@ -87,20 +87,44 @@ class Caddy:
         if code != 0:
             raise InfraError("caddy", f"could not install snippet of {site}: {_last_line(output)}")
 
+    def is_ours(self, site: str, content: str | None) -> bool:
+        return content is not None and content.split("\n", 1)[0] == f"{owner_marker()} site={site}"
+
+    def _read(self, path: str) -> str | None:
+        code, output = self.docker.exec(self._container(), ["cat", path])
+        return output + "\n" if code == 0 else None
+
+    def check_not_foreign(self, site: str) -> None:
+        """Refuse (permanently) when a snippet with this site's file name exists and is not ours."""
+        for path in (self._path(site), self._path(site, PENDING)):
+            content = self._read(path)
+            if content is not None and not self.is_ours(site, content):
+                raise ForeignResource("caddy", f"{path} exists and is not wpfleet's; it was left untouched")
+
     def has_snippet(self, site: str) -> bool:
         return self.docker.file_exists(self._container(), f"{self.sites_dir}/{site}.caddy")
 
     def read_snippet(self, site: str) -> str | None:
-        code, output = self.docker.exec(self._container(), ["cat", f"{self.sites_dir}/{site}.caddy"])
-        return output + "\n" if code == 0 else None
+        return self._read(self._path(site))
 
-    def remove(self, site: str) -> bool:
-        """Remove the site's snippet (and a staged one); True if a live snippet was removed."""
-        live = self._path(site)
-        code, output = self.docker.exec(self._container(), ["rm", "-fv", live, self._path(site, PENDING)])
-        if code != 0:
-            raise InfraError("caddy", f"could not remove snippet of {site}: {_last_line(output)}")
-        return live in output
+    def remove(self, site: str) -> tuple[bool, str | None]:
+        """Remove the site's snippet (and a staged one) if ours.
+
+        Returns (whether a live snippet was removed, a note naming a file left
+        because it is not ours).
+        """
+        live, pending = self._path(site), self._path(site, PENDING)
+        ours, foreign = [], []
+        for path in (live, pending):
+            content = self._read(path)
+            if content is not None:
+                (ours if self.is_ours(site, content) else foreign).append(path)
+        if ours:
+            code, output = self.docker.exec(self._container(), ["rm", "-fv", *ours])
+            if code != 0:
+                raise InfraError("caddy", f"could not remove snippet of {site}: {_last_line(output)}")
+        note = f"{', '.join(foreign)} not wpfleet's: left untouched" if foreign else None
+        return live in ours, note
 
     def snippet_sites(self) -> list[str]:
         """Sites that have a snippet of ours (by the owner marker on its first line)."""

@@ -1,5 +1,11 @@
 class InfraError(Exception):
-    """An external system (docker, mariadb, caddy, nginx, site) refused or failed."""
+    """An external system (docker, mariadb, caddy, nginx, site) refused or failed.
+
+    ``permanent`` says whether running the job again could help: a dependency
+    that is down may come back, a name held by someone else will not.
+    """
+
+    permanent = False
 
     def __init__(self, dependency: str, message: str):
         super().__init__(f"{dependency}: {message}")
@@ -10,5 +16,7 @@ class InfraError(Exception):
 class ForeignResource(InfraError):
     """A resource with one of our deterministic names exists but is not ours.
 
-    It is never modified or removed; the job fails and names it.
+    It is never modified or removed; the job fails for good and names it.
     """
+
+    permanent = True

@@ -88,46 +88,141 @@ class MariaDBAdmin:
         return self.database_comment(database) is not None
 
     def user_exists(self, user: str, host: str) -> bool:
+        # The panel may read only these two columns of the account table,
+        # never the password hashes beside them (docs/deploy.md).
         with self.cursor() as cur:
-            cur.execute("SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s", (user, host))
+            cur.execute("SELECT 1 FROM mysql.global_priv WHERE User = %s AND Host = %s", (user, host))
             return cur.fetchone() is not None
 
+    def users_at(self, host: str) -> set[str]:
+        with self.cursor() as cur:
+            cur.execute("SELECT User FROM mysql.global_priv WHERE Host = %s", (host,))
+            return {row[0] for row in cur.fetchall()}
+
+    # --- ownership of users -------------------------------------------------------------
+    #
+    # MariaDB has no comment on an account, so the accounts wpfleet creates are
+    # recorded in a table of its own schema. The record is written *before*
+    # CREATE USER: a crash between the two leaves a record without an account
+    # (harmless: the next attempt creates it), never an account of ours
+    # without a record (which would look foreign forever). An account that
+    # exists without a record was made by someone else and is never touched.
+
+    def _ensure_meta(self, cur) -> None:
+        schema = quote_ident(settings.WPFLEET_DB_META_SCHEMA)
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {schema} CHARACTER SET utf8mb4")
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {schema}.owned_users ("
+            " user VARCHAR(128) NOT NULL, host VARCHAR(255) NOT NULL,"
+            " owner VARCHAR(64) NOT NULL, site VARCHAR(64) NOT NULL,"
+            " created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,"
+            " PRIMARY KEY (user, host)) ENGINE=InnoDB"
+        )
+
+    def user_owner(self, user: str, host: str) -> tuple[str, str] | None:
+        """(owner, site) recorded for the account, or None when wpfleet never claimed it."""
+        with self.cursor() as cur:
+            self._ensure_meta(cur)
+            cur.execute(
+                f"SELECT owner, site FROM {quote_ident(settings.WPFLEET_DB_META_SCHEMA)}.owned_users"
+                " WHERE user = %s AND host = %s",
+                (user, host),
+            )
+            row = cur.fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def owned_users(self) -> dict[tuple[str, str], str]:
+        """{(user, host): site} of every account recorded for this owner."""
+        with self.cursor() as cur:
+            self._ensure_meta(cur)
+            cur.execute(
+                f"SELECT user, host, site FROM {quote_ident(settings.WPFLEET_DB_META_SCHEMA)}.owned_users"
+                " WHERE owner = %s",
+                (settings.WPFLEET_OWNER,),
+            )
+            return {(user, host): site for user, host, site in cur.fetchall()}
+
+    def _claim_user(self, cur, site: str, user: str, host: str) -> bool:
+        """Record the account as this site's; False if it is recorded for someone else."""
+        table = f"{quote_ident(settings.WPFLEET_DB_META_SCHEMA)}.owned_users"
+        cur.execute(
+            f"INSERT IGNORE INTO {table} (user, host, owner, site) VALUES (%s, %s, %s, %s)",
+            (user, host, settings.WPFLEET_OWNER, site),
+        )
+        cur.execute(f"SELECT owner, site FROM {table} WHERE user = %s AND host = %s", (user, host))
+        return tuple(cur.fetchone() or ()) == (settings.WPFLEET_OWNER, site)
+
+    def _release_user(self, cur, site: str, user: str, host: str) -> None:
+        cur.execute(
+            f"DELETE FROM {quote_ident(settings.WPFLEET_DB_META_SCHEMA)}.owned_users"
+            " WHERE user = %s AND host = %s AND owner = %s AND site = %s",
+            (user, host, settings.WPFLEET_OWNER, site),
+        )
+
     def ensure_site_database(
-        self, site: str, database: str, user: str, host: str, password: str, max_connections: int
+        self, site: str, database: str, user: str, host: str, password: str, max_connections: int,
+        max_statement_seconds: float = 0,
     ) -> None:
+        import MySQLdb
+
         comment = owner_comment(site)
         existing = self.database_comment(database)
         if existing is not None and existing != comment:
             raise ForeignResource("mariadb", f"database {database} exists and is not wpfleet's; it was left untouched")
+        limits = f"MAX_USER_CONNECTIONS {int(max_connections)}"
+        if max_statement_seconds:
+            # MariaDB's per-account statement timeout: a runaway query of one
+            # tenant cannot hold the shared server.
+            limits += f" MAX_STATEMENT_TIME {float(max_statement_seconds):g}"
         with self.cursor() as cur:
+            self._ensure_meta(cur)
+            recorded = self.user_owner(user, host)
+            if recorded is None and self.user_exists(user, host):
+                raise ForeignResource(
+                    "mariadb", f"database user {user}@{host} exists and is not wpfleet's; it was left untouched"
+                )
+            if recorded is not None and recorded != (settings.WPFLEET_OWNER, site):
+                raise ForeignResource(
+                    "mariadb", f"database user {user}@{host} belongs to another owner or site; it was left untouched"
+                )
+            if not self._claim_user(cur, site, user, host):
+                raise ForeignResource("mariadb", f"database user {user}@{host} was claimed concurrently; left untouched")
             cur.execute(
                 f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)} "
                 "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci COMMENT %s",
                 (comment,),
             )
-            limit = int(max_connections)
-            cur.execute(
-                f"CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS {limit}",
-                (user, host, password),
-            )
-            # A user left by an earlier attempt gets this attempt's password.
-            cur.execute(
-                f"ALTER USER %s@%s IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS {limit}", (user, host, password)
-            )
+            try:
+                cur.execute(f"CREATE USER %s@%s IDENTIFIED BY %s WITH {limits}", (user, host, password))
+            except MySQLdb.DatabaseError as exc:
+                if not exc.args or exc.args[0] != 1396:  # ER_CANNOT_USER: the account exists
+                    raise
+                if recorded is None:
+                    # Created by someone else between our check and our
+                    # CREATE: theirs. Drop only our claim.
+                    self._release_user(cur, site, user, host)
+                    raise ForeignResource(
+                        "mariadb", f"database user {user}@{host} appeared concurrently and is not wpfleet's"
+                    ) from None
+                # Ours, left by an earlier attempt: this attempt's password.
+                cur.execute(f"ALTER USER %s@%s IDENTIFIED BY %s WITH {limits}", (user, host, password))
             cur.execute(f"GRANT ALL PRIVILEGES ON {grant_pattern(database)}.* TO %s@%s", (user, host))
 
     def drop_site_database(self, site: str, database: str, user: str, host: str) -> str | None:
-        note = None
-        with self.cursor() as cur:
-            cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
+        notes = []
+        if self.user_owner(user, host) == (settings.WPFLEET_OWNER, site):
+            with self.cursor() as cur:
+                cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
+                self._release_user(cur, site, user, host)
+        elif self.user_exists(user, host):
+            notes.append(f"database user {user}@{host} is not wpfleet's: left untouched")
         comment = self.database_comment(database)
-        if comment is None:
-            return None
-        if comment != owner_comment(site):
-            return f"database {database} is not wpfleet's: left untouched"
-        with self.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
-        return note
+        if comment is not None and comment != owner_comment(site):
+            notes.append(f"database {database} is not wpfleet's: left untouched")
+        elif comment is not None:
+            with self.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
+        return "; ".join(notes) or None
 
     def site_databases(self) -> dict[str, str]:
         """{database: site} of every database our owner comment marks as a site's."""
