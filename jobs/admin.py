@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from jobs.models import Job
 from sites import admin_views as views
 from sites.models import Site
+from sites.permissions import can
 from sites.services import SiteBusy, retry_site
 
 
@@ -51,9 +52,11 @@ class JobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return can(request.user, "view_job")
+
     def has_retry_permission(self, request: HttpRequest) -> bool:
-        # Retrying changes the site (a new job holds it).
-        return request.user.has_perm("sites.change_site")
+        return can(request.user, "retry_site")
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None):
         fields = [

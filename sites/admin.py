@@ -25,6 +25,7 @@ from jobs.models import Job
 from jobs.runner import redact
 from sites import admin_views as views
 from sites.models import Site, known_secrets
+from sites.permissions import can
 from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site, retry_site
 from sites.validation import NAME_RULE, taken_message, validate_site_name
 from sites.zombies import cleanup, zombie_sites
@@ -124,14 +125,27 @@ class SiteAdmin(admin.ModelAdmin):
         css = {"all": ["wpfleet/admin.css"]}
         js = ["wpfleet/live.js"]
 
-    # --- permissions: changes go through services, deletion through deprovisioning ---
+    # --- permissions: the API's rule set (sites.permissions); changes go through
+    # --- services, deletion through deprovisioning --------------------------------------
+
+    def has_view_permission(self, request: HttpRequest, obj: Site | None = None) -> bool:
+        return can(request.user, "view_site")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, "create_site")
 
     def has_change_permission(self, request: HttpRequest, obj: Site | None = None) -> bool:
         # A site's page is a view: every field is the system's. The list keeps
         # the change permission for the actions (retry).
         if obj is not None:
             return False
-        return super().has_change_permission(request, obj)
+        return can(request.user, "retry_site")
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, "retry_site")
+
+    def has_cleanup_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, "cleanup_sites")
 
     def has_delete_permission(self, request: HttpRequest, obj: Site | None = None) -> bool:
         # A row deleted by the ORM would leave containers, database and route
@@ -139,7 +153,7 @@ class SiteAdmin(admin.ModelAdmin):
         return False
 
     def has_deprovision_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(f"{self.opts.app_label}.delete_{self.opts.model_name}")
+        return can(request.user, "delete_site")
 
     # --- the add form ----------------------------------------------------------------
 
@@ -293,7 +307,7 @@ class SiteAdmin(admin.ModelAdmin):
             context["wpfleet_tools"] = {
                 "changelist": reverse("admin:sites_site_changelist"),
                 "pk": site.pk,
-                "retry": can_retry and self.has_change_permission(request),
+                "retry": can_retry and self.has_retry_permission(request),
                 "deprovision": site.current_job_id is None and self.has_deprovision_permission(request),
             }
         return super().change_view(request, object_id, form_url, context)
@@ -307,7 +321,7 @@ class SiteAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
-    @admin.action(description="Retry the failed job of the selected sites", permissions=["change"])
+    @admin.action(description="Retry the failed job of the selected sites", permissions=["retry"])
     def retry_failed_jobs(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         tally = views.Tally()
         for site in queryset.select_related("last_job").order_by("name"):
@@ -350,7 +364,7 @@ class SiteAdmin(admin.ModelAdmin):
         views.report(self, request, tally, "site", "queued for deletion")
         return _safe_next(request)
 
-    @admin.action(description="Clean up the selected zombie sites…", permissions=["deprovision"])
+    @admin.action(description="Clean up the selected zombie sites…", permissions=["cleanup"])
     def cleanup_zombies(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         zombies = list(zombie_sites().filter(pk__in=queryset.values("pk")).select_related("last_job"))
         zombie_ids = {site.pk for site in zombies}

@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class SitesConfig(AppConfig):
     name = "sites"
     verbose_name = "Sites"
+
+    def ready(self) -> None:
+        # The admin's autodiscovery (django.contrib.admin's ready(), earlier
+        # in INSTALLED_APPS) has registered every ModelAdmin by now.
+        from django.contrib import admin
+
+        from hosting import checks  # noqa: F401  (registers the deploy checks)
+        from hosting.admin_security import harden
+
+        harden(admin.site)

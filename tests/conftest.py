@@ -4,8 +4,11 @@ import secrets
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from sites.permissions import GROUPS
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -13,10 +16,35 @@ def unique_name(prefix: str = "t") -> str:
     return prefix + secrets.token_hex(5)
 
 
+def user_in_group(username: str, group: str | None):
+    """A staff user in one of the groups the migrations ship (or in none)."""
+    # No password (hashing one costs a quarter second per test): the API uses tokens.
+    user = get_user_model().objects.create_user(username=username, password=None, is_staff=True)
+    if group is not None:
+        user.groups.add(shipped_group(group))
+    return user
+
+
+def shipped_group(name: str) -> Group:
+    """The group as the migration made it; transactional tests flush it away, so it is made again the same way."""
+    group, created = Group.objects.get_or_create(name=name)
+    if created:
+        for permission in GROUPS[name]:
+            app_label, codename = permission.split(".")
+            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return group
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
 @pytest.fixture
 def staff_user(db):
-    # No password (hashing one costs a quarter second per test): the API uses tokens.
-    return get_user_model().objects.create_user(username="operator", password=None, is_staff=True)
+    """An operator: the 'Site operators' group, all the rights on sites."""
+    return user_in_group("operator", "Site operators")
 
 
 @pytest.fixture

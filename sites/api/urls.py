@@ -8,8 +8,10 @@ urlpatterns = [
     path("sites/<str:name>", views.SiteDetail.as_view(), name="api-site"),
     path("jobs/<int:pk>", views.JobDetail.as_view(), name="api-job"),
     path("health", views.Health.as_view(), name="api-health"),
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The schema and its viewer describe the API and touch no data: no
+    # credentials, and no throttle (whose counters live in the database).
+    path("schema/", SpectacularAPIView.as_view(throttle_classes=[]), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", throttle_classes=[]), name="api-docs"),
     # Anything else under sites/ or jobs/ (a name with a "/", a job id that is
     # not a number) gets the API's JSON 404 rather than Django's HTML page.
     re_path(r"^(?:sites|jobs)/(?s:.*)\Z", views.NoSuchResource.as_view()),

@@ -8,9 +8,10 @@ from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from jobs.models import Job, JobStep
@@ -18,6 +19,7 @@ from sites import health
 from sites.api.parsers import BoundedMultiPartParser, StrictJSONParser
 from sites.api.serializers import ErrorSerializer, JobSerializer, SiteCreateSerializer, SiteSerializer
 from sites.models import Site
+from sites.permissions import can
 from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site
 
 
@@ -31,6 +33,15 @@ def _errors(described: dict[int, str] | None = None) -> dict[int, OpenApiRespons
     return {code: OpenApiResponse(ErrorSerializer, description=text) for code, text in described.items()}
 
 
+class HealthRateThrottle(AnonRateThrottle):
+    """Per client address, logged in or not: health runs a probe of every dependency."""
+
+    scope = "health"
+
+    def get_cache_key(self, request: Request, view: object) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
 class SitePagination(PageNumberPagination):
     # A host holds thousands of sites: one page is a bounded response.
     page_size = 100
@@ -42,6 +53,7 @@ class SitePagination(PageNumberPagination):
     get=extend_schema(responses={200: SiteSerializer(many=True), **_errors({404: "No such page"})})
 )
 class SiteListCreate(generics.ListAPIView):
+    operations = {"GET": "list_sites", "POST": "create_site"}
     serializer_class = SiteSerializer
     pagination_class = SitePagination
     queryset = Site.objects.select_related("last_job").order_by("name")
@@ -85,6 +97,7 @@ class SiteListCreate(generics.ListAPIView):
 
 
 class SiteDetail(APIView):
+    operations = {"GET": "view_site", "DELETE": "delete_site"}
     serializer_class = SiteSerializer
 
     def _site(self, name: str) -> Site:
@@ -108,31 +121,41 @@ class SiteDetail(APIView):
 
 @extend_schema_view(get=extend_schema(responses={200: JobSerializer, **_errors({404: "No such job"})}))
 class JobDetail(generics.RetrieveAPIView):
+    operations = {"GET": "view_job"}
     serializer_class = JobSerializer
     queryset = Job.objects.prefetch_related(Prefetch("steps", queryset=JobStep.objects.order_by("id")))
 
 
 class Health(APIView):
-    """Each dependency's state: 200 when all answer, 503 naming those that do not."""
+    """Each dependency's state: 200 when all answer, 503 naming those that do not.
+
+    Anyone may ask (load balancers and monitors have no token), throttled
+    per address; only callers allowed to view sites see why a dependency
+    failed and how long each took, since the error text names hosts and ports.
+    """
 
     permission_classes = [AllowAny]
-    authentication_classes: list = []
-    throttle_classes: list = []
+    throttle_classes = [HealthRateThrottle]
 
-    @extend_schema(responses={200: OpenApiResponse(), 503: OpenApiResponse()})
+    @extend_schema(responses={200: OpenApiResponse(), 503: OpenApiResponse(), 429: OpenApiResponse(ErrorSerializer)})
     def get(self, request: Request) -> Response:
         report = health.check_all()
         ok = all(item["ok"] for item in report.values())
-        body = {"status": "ok" if ok else "degraded", "dependencies": report}
+        if can(request.user, "view_health_details"):
+            dependencies: dict = report
+        else:
+            dependencies = {name: "ok" if item["ok"] else "degraded" for name, item in report.items()}
+        body = {"status": "ok" if ok else "degraded", "dependencies": dependencies}
         if not ok:
             body["failing"] = [name for name, item in report.items() if not item["ok"]]
         return Response(body, status=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 class NoSuchResource(APIView):
-    """A JSON 404 for URLs under the API that name nothing."""
+    """A JSON 404 for URLs under the API that name nothing (to callers who are logged in)."""
 
     schema = None
+    permission_classes = [IsAuthenticated]
 
     def _not_found(self, request: Request, *args, **kwargs) -> Response:
         raise NotFound("No such resource.")

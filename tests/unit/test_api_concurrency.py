@@ -21,7 +21,7 @@ from rest_framework.authtoken.models import Token
 
 from jobs.models import Job
 from sites.models import Site
-from tests.conftest import unique_name
+from tests.conftest import unique_name, user_in_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def token_header(transactional_db) -> dict[str, str]:
     cache.clear()  # the throttle's counts live in the cache, which outlives the database
-    user = get_user_model().objects.create_user(username="racer", password=None, is_staff=True)
+    user = user_in_group("racer", "Site operators")
     return {"Authorization": f"Token {Token.objects.create(user=user).key}"}
 
 

@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 import hosting.wsgi
 from sites.models import Site
 from sites.services import create_site
+from tests.conftest import user_in_group
 
 # Requests Schemathesis made, by operation and status; reported at the end of the module.
 answers: Counter[tuple[str, int]] = Counter()
@@ -58,7 +59,7 @@ def connections_kept_open():
 
 @pytest.fixture
 def token_header(db) -> dict[str, str]:
-    user = get_user_model().objects.create_user(username="fuzzer", password=None, is_staff=True)
+    user = user_in_group("fuzzer", "Site operators")
     return {"Authorization": f"Token {Token.objects.create(user=user).key}"}
 
 

@@ -24,6 +24,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from jobs.models import Job
 from sites.models import Site
 from sites.validation import NAME_RULE
+from tests.conftest import user_in_group
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +54,7 @@ def fresh_throttle_counts():
 def staff_user(db):
     # The shared fixture hashes a password (a quarter of a second each);
     # these tests authenticate by token only, and there are hundreds of them.
-    return get_user_model().objects.create_user(username="operator", password=None, is_staff=True)
+    return user_in_group("operator", "Site operators")
 
 
 @pytest.fixture
@@ -450,7 +451,7 @@ def rate_of_three_per_minute(settings, monkeypatch):
 
 
 def client_with_its_own_token(username: str) -> APIClient:
-    user = get_user_model().objects.create_user(username=username, password=None, is_staff=True)
+    user = user_in_group(username, "Site operators")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client

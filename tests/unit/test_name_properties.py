@@ -27,6 +27,7 @@ from sites.infra.mariadb import grant_pattern, quote_ident
 from sites.models import Site
 from sites.naming import SiteNames
 from sites.validation import validate_site_name
+from tests.conftest import user_in_group
 
 ALPHABET = string.ascii_lowercase + string.digits
 
@@ -152,7 +153,7 @@ json_bodies = st.one_of(
 def staff_user(db):
     # No password: hashing one costs a quarter of a second and the API is
     # reached by token only.
-    return get_user_model().objects.create_user(username="operator", password=None, is_staff=True)
+    return user_in_group("operator", "Site operators")
 
 
 @pytest.fixture

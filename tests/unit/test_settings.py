@@ -67,7 +67,7 @@ def test_urls_and_host_ports_are_checked():
 
 def test_database_url_sqlite_is_relative_to_the_repository(tmp_path: Path):
     db = env(DATABASE_URL="sqlite:///var/x.sqlite3").database("DATABASE_URL", "sqlite:///a", base_dir=tmp_path)
-    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["ENGINE"] == "hosting.sqlite3"
     assert db["NAME"] == str(tmp_path / "var/x.sqlite3")
     assert db["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
     assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
