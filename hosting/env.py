@@ -50,6 +50,24 @@ class Env:
         self._dotenv = dotenv or {}
 
     def raw(self, name: str) -> str | None:
+        """The variable's value; ``NAME_FILE`` names a file holding it instead.
+
+        Secrets can so come from Docker or systemd secrets (a file readable
+        by the panel only) rather than from the environment, which other
+        processes and ``docker inspect`` can read.
+        """
+        direct = self._lookup(name)
+        file_name = self._lookup(name + "_FILE")
+        if file_name:
+            if direct is not None:
+                raise ImproperlyConfigured(f"{name} and {name}_FILE are both set; set one")
+            try:
+                return Path(file_name).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ImproperlyConfigured(f"{name}_FILE={file_name!r} cannot be read: {exc.strerror}") from None
+        return direct
+
+    def _lookup(self, name: str) -> str | None:
         if name in self._environ:
             return self._environ[name]
         return self._dotenv.get(name)
@@ -187,7 +205,8 @@ def sqlite_database(file: Path) -> dict:
     # IMMEDIATE transactions take the write lock up front so two writers never
     # deadlock half-way through ("database is locked").
     return {
-        "ENGINE": "django.db.backends.sqlite3",
+        # Django's backend, creating the file with mode 0600 (hosting/sqlite3).
+        "ENGINE": "hosting.sqlite3",
         "NAME": str(file),
         "OPTIONS": {
             "timeout": 30,

@@ -23,6 +23,24 @@ DEBUG = env.bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"])
 
+# --- HTTPS in production (docs/deploy.md) ------------------------------------------
+# Off by default because the lab serves the panel over plain http on
+# loopback; `manage.py check --deploy` is clean with the production values.
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it
+# from clients' requests), Django knows a request came over https.
+if env.bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", 0, min=0, max=10 * 365 * 86400)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+# Failed admin logins allowed per user name and client address in the window.
+WPFLEET_LOGIN_FAILURES = env.int("WPFLEET_LOGIN_FAILURES", 5, min=1, max=1000)
+WPFLEET_LOGIN_WINDOW_SECONDS = env.int("WPFLEET_LOGIN_WINDOW_SECONDS", 900, min=10, max=86400)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -105,7 +123,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view names the operation each method performs; sites.permissions
+    # maps it to a model permission, the same rule set the admin uses.
+    "DEFAULT_PERMISSION_CLASSES": ["sites.permissions.ApiPermission"],
     # Every answer, errors included, is JSON; people browse the API at /api/docs/.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
@@ -114,7 +134,10 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env.str("WPFLEET_API_RATE", "1200/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("WPFLEET_API_RATE", "1200/min"),
+        "health": env.str("WPFLEET_HEALTH_RATE", "30/min"),
+    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "sites.api.errors.exception_handler",
 }
@@ -127,9 +150,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"SiteStatusEnum": "sites.models.Site.Status", "JobStatusEnum": "jobs.models.Job.Status"},
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Throttle counters (API, health, admin logins) must be shared by every
+# gunicorn worker and the worker cluster: the control database holds them
+# (its table is made by `manage.py createcachetable`, run by `make up`).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "wpfleet_cache",
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    }
+}
 
 # --- wpfleet: what a site is made of -------------------------------------
 
@@ -149,20 +182,42 @@ WPFLEET_RESERVED_NAMES = frozenset(
 # never modified or removed.
 WPFLEET_OWNER = env.str("WPFLEET_OWNER", "wpfleet")
 
-# MariaDB (state-01): the panel's admin connection, and the address site
-# containers use to reach the same server.
+# MariaDB (state-01): the panel's own account, and the address site
+# containers use to reach the same server. The account holds only what
+# provisioning needs (docs/deploy.md); root is refused.
 WPFLEET_DB_ADMIN = {
     "host": env.str("WPFLEET_DB_ADMIN_HOST", "127.0.0.1"),
     "port": env.int("WPFLEET_DB_ADMIN_PORT", 3306, min=1, max=65535),
-    "user": env.str("WPFLEET_DB_ADMIN_USER", "root"),
-    "password": env.str("WPFLEET_DB_ADMIN_PASSWORD", ""),
+    "user": env.str("WPFLEET_DB_ADMIN_USER", "wpfleet_panel"),
+    "password": env.str("WPFLEET_DB_ADMIN_PASSWORD", "", allow_empty=True),
     "connect_timeout": env.int("WPFLEET_DB_ADMIN_TIMEOUT", 5, min=1, max=120),
 }
+if WPFLEET_DB_ADMIN["user"] == "root":
+    raise ImproperlyConfigured(
+        "WPFLEET_DB_ADMIN_USER=root: the panel must use its own least-privileged account (docs/deploy.md)"
+    )
+# Where wpfleet records the database accounts it created (MariaDB has no
+# comment on accounts): the panel's account needs ALL on this schema only.
+WPFLEET_DB_META_SCHEMA = env.str("WPFLEET_DB_META_SCHEMA", "wpfleet_meta")
+if not re.fullmatch(r"[a-z0-9_]{1,64}", WPFLEET_DB_META_SCHEMA) or WPFLEET_DB_META_SCHEMA.startswith("wp_"):
+    raise ImproperlyConfigured(
+        f"WPFLEET_DB_META_SCHEMA={WPFLEET_DB_META_SCHEMA!r} must be a plain identifier outside the sites' wp_ prefix"
+    )
 WPFLEET_SITE_DB_HOST = env.host_port("WPFLEET_SITE_DB_HOST", "10.10.0.20:3306")
-WPFLEET_DB_USER_HOST = env.str("WPFLEET_DB_USER_HOST", "%")
+# Host pattern of each site's account: the Docker address pool its PHP
+# containers get addresses from (the lab's dockerd: 10.200.0.0/16), so a
+# leaked site password is useless from anywhere else. "%" is refused.
+WPFLEET_DB_USER_HOST = env.str("WPFLEET_DB_USER_HOST", "10.200.0.0/255.255.0.0")
 if not re.fullmatch(r"[A-Za-z0-9.%_:\-/]{1,255}", WPFLEET_DB_USER_HOST):
     raise ImproperlyConfigured(f"WPFLEET_DB_USER_HOST={WPFLEET_DB_USER_HOST!r} is not a MariaDB host pattern")
+if WPFLEET_DB_USER_HOST.strip("%.") == "":
+    raise ImproperlyConfigured(
+        f"WPFLEET_DB_USER_HOST={WPFLEET_DB_USER_HOST!r} lets a site's account log in from anywhere: "
+        "use the Docker address range of the sites, e.g. 10.200.0.0/255.255.0.0"
+    )
 WPFLEET_DB_MAX_USER_CONNECTIONS = env.int("WPFLEET_DB_MAX_USER_CONNECTIONS", 30, min=1, max=10000)
+# Per-account statement time limit (0: none): a tenant's runaway query ends.
+WPFLEET_DB_MAX_STATEMENT_SECONDS = env.float("WPFLEET_DB_MAX_STATEMENT_SECONDS", 60.0, min=0, max=86400)
 
 # Docker host (app-01): empty means the SDK's own defaults (DOCKER_HOST, the
 # local socket).
@@ -206,6 +261,19 @@ WPFLEET_CADDY_URL = env.url("WPFLEET_CADDY_URL", "http://127.0.0.1:8080")
 # Scheme of the links to live sites in the admin: https in production (TLS is
 # terminated in front of Caddy); the lab has no TLS, so it uses http.
 WPFLEET_SITE_URL_SCHEME = env.str("WPFLEET_SITE_URL_SCHEME", "https", choices=("http", "https"))
+
+# Fernet keys (comma-separated) for secrets the control database keeps, such
+# as each site's database password: the first encrypts, all decrypt
+# (rotation: docs/deploy.md). Generate one with
+# `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`.
+WPFLEET_ENCRYPTION_KEYS = env.list("WPFLEET_ENCRYPTION_KEYS", [])
+if not WPFLEET_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured("WPFLEET_ENCRYPTION_KEYS is required but not set")
+for _key in WPFLEET_ENCRYPTION_KEYS:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{43}=", _key):
+        raise ImproperlyConfigured(
+            "WPFLEET_ENCRYPTION_KEYS holds a value that is not a Fernet key (32 bytes, url-safe base64, 44 characters)"
+        )
 
 # The operators' first superuser, created by `make up` (manage.py ensure_superuser).
 WPFLEET_ADMIN_USER = env.str("WPFLEET_ADMIN_USER", "admin")

@@ -31,6 +31,9 @@ class Job(models.Model):
     # For people: one line saying what went wrong. The traceback is kept apart.
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+    # Tracebacks name code paths, hosts and values: never filtered or
+    # searched on (a lookup such as traceback__contains is an oracle).
+    secret_fields = frozenset({"traceback"})
     # FAILED with a next attempt time: a retry is due. FAILED without: final.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # The worker running the job renews its lease; an expired lease means the

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from sites.fields import EncryptedTextField
 from sites.naming import SiteNames
 
 
@@ -26,8 +27,9 @@ class Site(models.Model):
     name = models.CharField(max_length=32, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROVISIONING, db_index=True)
     domain = models.CharField(max_length=255)
-    # Random per site, never derived from the name; never shown anywhere.
-    db_password = models.CharField(max_length=64, default=_new_db_password, editable=False)
+    # Random per site, never derived from the name; never shown anywhere;
+    # stored encrypted (sites.fields), never queried.
+    db_password = EncryptedTextField(default=_new_db_password, editable=False)
     # The job that holds the site (PENDING, PROCESSING, or FAILED awaiting a
     # retry). Set and cleared with conditional UPDATEs: at most one job per
     # site runs at a time.
@@ -48,6 +50,9 @@ class Site(models.Model):
     repairing_since = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Never filtered, ordered or searched on, in the admin or anywhere else.
+    secret_fields = frozenset({"db_password"})
 
     class Meta:
         ordering = ["-created_at", "-id"]
