@@ -218,4 +218,6 @@ def sqlite_database(file: Path) -> dict:
 
 
 def load(base_dir: Path) -> Env:
-    return Env(os.environ, read_dotenv(base_dir / ".env"))
+    # WPFLEET_DOTENV names another file (a deployment's, or none at all for a
+    # check that must not see the lab's .env).
+    return Env(os.environ, read_dotenv(Path(os.environ.get("WPFLEET_DOTENV") or base_dir / ".env")))
