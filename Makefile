@@ -4,23 +4,40 @@ SHELL := /bin/bash
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 DB     ?= sqlite
 PYTEST_ARGS ?=
 
-.PHONY: help up down status test test-unit bench lab venv clean-sites
+.PHONY: help up down status test test-unit bench lab venv lock clean-sites
+
+# requirements.lock: every package of pyproject.toml (runtime + the dev extra,
+# plus setuptools, the build backend) pinned with hashes, for Python 3.11 on
+# linux x86_64. The machine's pip config (mirrors, find-links) is ignored so
+# the lock only names PyPI's files.
+PIP_TOOLS_VERSION := 7.6.2
+LOCK_PYTHON ?= python3.11
+LOCK_CMD := pip-compile --generate-hashes --allow-unsafe --strip-extras --extra dev --build-deps-for editable --index-url https://pypi.org/simple --no-emit-index-url -o requirements.lock pyproject.toml
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: DB=sqlite|mariadb (make test), QUICK=1 (make bench), PYTEST_ARGS=..."
+	@echo "  variables: DB=sqlite|mariadb (make test), QUICK=1 (make bench), PYTEST_ARGS=..., UPGRADE=1 (make lock)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@mkdir -p var/log && $(PY) -m pip install -q -e '.[dev]' >var/log/pip-install.log 2>&1 || { cat var/log/pip-install.log; exit 1; }
+	@mkdir -p var/log && { $(PY) -m pip install -q --require-hashes -r requirements.lock && \
+		$(PY) -m pip install -q --no-deps --no-build-isolation -e .; } >var/log/pip-install.log 2>&1 || { cat var/log/pip-install.log; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $@
 
-venv: $(STAMP) ## create .venv and install the Python dependencies
+venv: $(STAMP) ## create .venv and install the Python dependencies (from requirements.lock)
+
+lock: ## regenerate requirements.lock from pyproject.toml (keeps current pins; UPGRADE=1 takes the latest)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		$(LOCK_PYTHON) -m venv "$$tmp/venv" && \
+		"$$tmp/venv/bin/pip" install -q 'pip-tools==$(PIP_TOOLS_VERSION)' && \
+		env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
+		PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND='make lock  # pip-tools $(PIP_TOOLS_VERSION), Python 3.11: $(LOCK_CMD)' \
+		"$$tmp/venv/bin/$(firstword $(LOCK_CMD))" -q $(if $(UPGRADE),--upgrade) $(wordlist 2,99,$(LOCK_CMD))
 
 lab: ## install system packages, start dockerd, build the lab images, start MariaDB and Caddy
 	@lab/up.sh

@@ -24,6 +24,10 @@ IMG_WORDPRESS=wpfleet-lab/wordpress:php8.2-fpm
 IMG_NGINX=wpfleet-lab/nginx:alpine
 IMG_CADDY=wpfleet-lab/caddy:2
 IMG_MARIADB=wpfleet-lab/mariadb:10.11
+# Each derived image (all but the base) also gets an immutable tag naming its
+# recipe (label wpfleet.recipe), e.g. $IMG_WORDPRESS-r<hash>. .env points the
+# panel at those: what a site runs changes only when .env does.
+pinned_image() { printf '%s-r%s\n' "$1" "$2"; } # TAG RECIPE-HASH
 BACKEND_NETWORK=wp_backend
 MARIADB_CONTAINER=wpfleet-mariadb
 CADDY_CONTAINER=caddy

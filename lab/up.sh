@@ -32,6 +32,8 @@ ENGINE_TIMEOUT=60
 DB_TIMEOUT=120
 CADDY_TIMEOUT=30
 CADDY_PUBLISH=127.0.0.1:8080
+PANEL_DB_USER=wpfleet_panel
+DB_SECRETS_DIR="$VAR_DIR/lab/secrets"
 
 # --- 1. host packages ---------------------------------------------------------
 
@@ -110,7 +112,8 @@ ensure_engine() {
 rand_hex() { openssl rand -hex "$1"; }
 
 # KEY VALUE lines for every key the project reads; secrets are fresh each
-# call but only used for keys missing from .env.
+# call but only used for keys missing from .env. The image keys name the
+# pinned tags of the current recipes (see lab_managed_env_key).
 env_defaults() {
 	local gw=$1
 	cat <<-EOF
@@ -118,12 +121,14 @@ env_defaults() {
 		WPFLEET_BASE_DOMAIN wpfleet.test
 		WPFLEET_DB_ADMIN_HOST 127.0.0.1
 		WPFLEET_DB_ADMIN_PORT 3306
-		WPFLEET_DB_ADMIN_USER root
+		WPFLEET_DB_ADMIN_USER $PANEL_DB_USER
 		WPFLEET_DB_ADMIN_PASSWORD $(rand_hex 24)
+		WPFLEET_LAB_DB_ROOT_PASSWORD $(rand_hex 24)
+		WPFLEET_ENCRYPTION_KEYS $(openssl rand -base64 32 | tr '+/' '-_')
 		WPFLEET_SITE_DB_HOST $gw:3306
 		WPFLEET_CONTROL_DB_PASSWORD $(rand_hex 24)
-		WPFLEET_PHP_IMAGE $IMG_WORDPRESS
-		WPFLEET_NGINX_IMAGE $IMG_NGINX
+		WPFLEET_PHP_IMAGE $(pinned_tag wordpress)
+		WPFLEET_NGINX_IMAGE $(pinned_tag nginx)
 		WPFLEET_CADDY_CONTAINER $CADDY_CONTAINER
 		WPFLEET_BACKEND_NETWORK $BACKEND_NETWORK
 		WPFLEET_CADDY_URL http://$CADDY_PUBLISH
@@ -133,9 +138,19 @@ env_defaults() {
 	EOF
 }
 
-# Create .env or append the keys it lacks; existing values are never touched.
+# Keys of .env that the lab keeps current: the pinned tags of the images the
+# panel runs sites on follow the recipes (ensure_images builds and tags them).
+lab_managed_env_key() {
+	case $1 in
+	WPFLEET_PHP_IMAGE | WPFLEET_NGINX_IMAGE) return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
+# Create .env or append the keys it lacks; existing values are never touched,
+# except those of lab_managed_env_key, rewritten in place when they differ.
 ensure_env() {
-	local gw=$1 key value defaults added=()
+	local gw=$1 key value defaults added=() updated=()
 	# (a failure inside <(...) would go unnoticed: generate first)
 	defaults=$(env_defaults "$gw")
 	if [[ ! -f $ENV_FILE ]]; then
@@ -144,11 +159,21 @@ ensure_env() {
 	# appending after a last line without newline would glue two keys
 	if [[ -s $ENV_FILE && -n $(tail -c 1 "$ENV_FILE") ]]; then echo >>"$ENV_FILE"; fi
 	while read -r key value; do
-		grep -q "^$key=" "$ENV_FILE" && continue
+		if grep -q "^$key=" "$ENV_FILE"; then
+			if lab_managed_env_key "$key" && [[ $(env_get "$key") != "$value" ]]; then
+				log ".env: $key: $(env_get "$key") -> $value"
+				sed -i "s|^$key=.*|$key=$value|" "$ENV_FILE"
+				updated+=("$key")
+			fi
+			continue
+		fi
 		printf '%s=%s\n' "$key" "$value" >>"$ENV_FILE"
 		added+=("$key")
 	done <<<"$defaults"
 	if [[ ${#added[@]} -gt 0 ]]; then log ".env: added ${added[*]}"; fi
+	if [[ ${#updated[@]} -gt 0 ]]; then
+		log ".env: updated ${updated[*]}; a panel already running keeps the old images until restarted (scripts/panel.sh down && make up)"
+	fi
 	if [[ $(env_get WPFLEET_SITE_DB_HOST) != "$gw:3306" ]]; then
 		warn ".env has WPFLEET_SITE_DB_HOST=$(env_get WPFLEET_SITE_DB_HOST) but docker0's gateway is $gw (MariaDB listens on $gw:3306)"
 	fi
@@ -188,6 +213,50 @@ build_base() {
 		"$tar" "$IMG_BASE" >/dev/null
 }
 
+# The tag of derived image NAME (its recipe is lab/images/NAME).
+derived_tag() {
+	case $1 in
+	wordpress) echo "$IMG_WORDPRESS" ;;
+	nginx) echo "$IMG_NGINX" ;;
+	caddy) echo "$IMG_CADDY" ;;
+	mariadb) echo "$IMG_MARIADB" ;;
+	*) die "unknown lab image: $1" ;;
+	esac
+}
+
+# The immutable tag of derived image NAME as its recipe (and the base's)
+# stands now; needs no engine, so .env can name it before the build.
+pinned_tag() {
+	local tag
+	tag=$(derived_tag "$1")
+	pinned_image "$tag" "$(recipe_hash "$LAB_DIR/images/$1" "$(recipe_hash "$LAB_DIR/images/base")")"
+}
+
+# Point PIN at TAG's image (nothing to do when it already does).
+pin_image() {
+	local tag=$1 pin=$2 id
+	id=$(dk image inspect -f '{{.Id}}' "$tag")
+	if [[ $(dk image inspect -f '{{.Id}}' "$pin" 2>/dev/null) != "$id" ]]; then
+		log "tagging $pin"
+		dk tag "$tag" "$pin"
+	fi
+}
+
+# Remove TAG's pinned tags other than KEEP (older recipes), unless a
+# container (a site's php or nginx) still uses the image: it stays, with its
+# tag, until a later run finds it unused. Removing the last tag of an image
+# deletes the image.
+drop_old_pins() {
+	local tag=$1 keep=$2 ref refs
+	refs=$(dk image ls --format '{{.Repository}}:{{.Tag}}' "${tag%:*}")
+	for ref in $refs; do
+		[[ $ref != "$keep" && $ref == "$tag"-r* && ${ref#"$tag"-r} =~ ^[0-9a-f]{16}$ ]] || continue
+		[[ -z $(dk ps -aq --filter "ancestor=$ref") ]] || continue
+		log "removing $ref (an older recipe, used by no container)"
+		dk rmi "$ref" >/dev/null || warn "could not remove $ref"
+	done
+}
+
 build_derived() {
 	local name=$1 tag=$2 hash=$3 logf="$VAR_DIR/log/lab-build-$1.log"
 	log "building $tag"
@@ -197,21 +266,30 @@ build_derived() {
 	}
 }
 
+# Every derived image is tagged twice: TAG (mutable, the name the lab and
+# the docs use) and pinned_image TAG HASH (immutable, the one .env names).
 ensure_images() {
-	local base_hash hash name tag
+	local base_hash hash name tag pin
 	base_hash=$(recipe_hash "$LAB_DIR/images/base")
 	if [[ $(image_recipe "$IMG_BASE") != "$base_hash" ]]; then build_base "$base_hash"; fi
 	for name in wordpress nginx caddy mariadb; do
-		case $name in
-		wordpress) tag=$IMG_WORDPRESS ;;
-		nginx) tag=$IMG_NGINX ;;
-		caddy) tag=$IMG_CADDY ;;
-		mariadb) tag=$IMG_MARIADB ;;
-		esac
+		tag=$(derived_tag "$name")
 		hash=$(recipe_hash "$LAB_DIR/images/$name" "$base_hash")
-		if [[ $(image_recipe "$tag") != "$hash" ]]; then build_derived "$name" "$tag" "$hash"; fi
+		pin=$(pinned_image "$tag" "$hash")
+		if [[ $(image_recipe "$tag") != "$hash" ]]; then
+			if [[ $(image_recipe "$pin") == "$hash" ]]; then
+				# back to a recipe whose image is still here (kept by a container)
+				log "re-using $pin as $tag"
+				dk tag "$pin" "$tag"
+			else
+				build_derived "$name" "$tag" "$hash"
+			fi
+		fi
+		pin_image "$tag" "$pin"
+		drop_old_pins "$tag" "$pin"
 	done
-	# images replaced by a rebuild are left untagged: drop them
+	# images replaced by a rebuild and never pinned are left untagged: drop
+	# them (pinned tags keep theirs: prune without -a takes untagged only)
 	dk image prune -f --filter label=wpfleet.recipe >/dev/null
 }
 
@@ -300,28 +378,57 @@ ensure_container() {
 	esac
 }
 
+# An .env from before the panel had its own MariaDB account gave the panel
+# root's password: keep that password as root's (the datadir has it) and give
+# the panel a fresh account of its own.
+migrate_env_db_accounts() {
+	[[ -f $ENV_FILE && $(env_get WPFLEET_DB_ADMIN_USER) == root ]] || return 0
+	log ".env: the panel used MariaDB's root; moving it to its own account $PANEL_DB_USER"
+	if [[ -z $(env_get WPFLEET_LAB_DB_ROOT_PASSWORD) ]]; then
+		printf 'WPFLEET_LAB_DB_ROOT_PASSWORD=%s\n' "$(env_get WPFLEET_DB_ADMIN_PASSWORD)" >>"$ENV_FILE"
+	fi
+	sed -i -e "s/^WPFLEET_DB_ADMIN_USER=.*/WPFLEET_DB_ADMIN_USER=$PANEL_DB_USER/" \
+		-e "s/^WPFLEET_DB_ADMIN_PASSWORD=.*/WPFLEET_DB_ADMIN_PASSWORD=$(rand_hex 24)/" "$ENV_FILE"
+}
+
+# Root's password reaches the container as a file in a directory only root
+# can read, never as an environment variable or an argument (both are shown
+# by `docker inspect` and ps). root.cnf lets `docker exec ... mariadb` log in
+# without putting the password on a command line.
+write_db_secrets() {
+	local dir=$DB_SECRETS_DIR pw
+	pw=$(env_get WPFLEET_LAB_DB_ROOT_PASSWORD)
+	[[ $pw =~ ^[A-Za-z0-9_.,:+=/-]+$ ]] || die "WPFLEET_LAB_DB_ROOT_PASSWORD must be non-empty and free of quotes/spaces"
+	(umask 077 && mkdir -p "$dir")
+	chmod 700 "$dir"
+	if [[ ! -f $dir/root_password || $(<"$dir/root_password") != "$pw" ]]; then
+		(umask 077 && printf '%s' "$pw" >"$dir/root_password")
+		(umask 077 && printf '[client]\nuser=root\npassword=%s\nhost=127.0.0.1\nprotocol=tcp\n' "$pw" >"$dir/root.cnf")
+	fi
+}
+
 # MariaDB stands in for a separate DB host: host networking, so site
 # containers reach it through the host's docker0 address like they would
 # reach another machine, not as a peer on their own network. It listens on
 # loopback (Django, the provisioner) and docker0 (sites), never on 0.0.0.0.
 ensure_mariadb() {
 	local gw=$1
-	ensure_container "$MARIADB_CONTAINER" "$IMG_MARIADB" "" \
+	write_db_secrets
+	ensure_container "$MARIADB_CONTAINER" "$IMG_MARIADB" "$(sha256sum <"$DB_SECRETS_DIR/root_password")" \
 		--network host --restart unless-stopped --stop-timeout 30 \
 		-v wpfleet_mariadb:/var/lib/mysql \
-		-e "MARIADB_ROOT_PASSWORD=$(env_get WPFLEET_DB_ADMIN_PASSWORD)" \
-		-e MARIADB_DATABASE=wpfleet -e MARIADB_USER=wpfleet \
-		-e "MARIADB_PASSWORD=$(env_get WPFLEET_CONTROL_DB_PASSWORD)" \
+		-v "$DB_SECRETS_DIR:/run/secrets/wpfleet:ro" \
+		-e MARIADB_ROOT_PASSWORD_FILE=/run/secrets/wpfleet/root_password \
 		-e "MARIADB_BIND_ADDRESS=127.0.0.1,$gw"
 	wait_for_mariadb
 	ensure_control_db
+	ensure_panel_account
 }
 
 # Run SQL from stdin as root over TCP (the server only has TCP once it is
 # fully up: the entrypoint's init server runs without networking).
 mariadb_root() {
-	dk exec -i -e "MYSQL_PWD=$(env_get WPFLEET_DB_ADMIN_PASSWORD)" "$MARIADB_CONTAINER" \
-		mariadb --protocol=tcp -h127.0.0.1 -uroot -N "$@"
+	dk exec -i "$MARIADB_CONTAINER" mariadb --defaults-extra-file=/run/secrets/wpfleet/root.cnf -N "$@"
 }
 
 wait_for_mariadb() {
@@ -329,7 +436,7 @@ wait_for_mariadb() {
 	for ((i = 0; i < DB_TIMEOUT * 2; i++)); do
 		if out=$(mariadb_root -e 'SELECT 1' 2>&1 </dev/null); then return 0; fi
 		if [[ $out == *"Access denied"* ]]; then
-			die "MariaDB rejects WPFLEET_DB_ADMIN_PASSWORD from .env: volume wpfleet_mariadb was initialised with another root password. Restore the old .env value, or drop the data: docker rm -f $MARIADB_CONTAINER && docker volume rm wpfleet_mariadb"
+			die "MariaDB rejects WPFLEET_LAB_DB_ROOT_PASSWORD from .env: volume wpfleet_mariadb was initialised with another root password. Restore the old .env value, or drop the data: docker rm -f $MARIADB_CONTAINER && docker volume rm wpfleet_mariadb"
 		fi
 		sleep 0.5
 	done
@@ -337,18 +444,39 @@ wait_for_mariadb() {
 	die "MariaDB did not accept connections within ${DB_TIMEOUT}s (is port 3306 already taken on the host?)"
 }
 
-# The entrypoint creates the control DB only when it initialises the
-# datadir; re-assert it every run so .env stays the source of truth.
+# The control DB and its account are re-asserted every run, so .env stays
+# the source of truth. The panel runs on this host: its accounts are bound to
+# 127.0.0.1, not '%'.
 ensure_control_db() {
 	local pw
 	pw=$(env_get WPFLEET_CONTROL_DB_PASSWORD)
 	[[ $pw =~ ^[A-Za-z0-9_.,:+=/-]+$ ]] || die "WPFLEET_CONTROL_DB_PASSWORD must be non-empty and free of quotes/spaces"
 	mariadb_root <<-SQL
 		CREATE DATABASE IF NOT EXISTS \`wpfleet\` CHARACTER SET utf8mb4;
-		CREATE USER IF NOT EXISTS 'wpfleet'@'%' IDENTIFIED BY '$pw';
-		ALTER USER 'wpfleet'@'%' IDENTIFIED BY '$pw';
-		GRANT ALL ON \`wpfleet\`.* TO 'wpfleet'@'%';
-		GRANT ALL ON \`test\\_wpfleet%\`.* TO 'wpfleet'@'%';
+		DROP USER IF EXISTS 'wpfleet'@'%';
+		CREATE USER IF NOT EXISTS 'wpfleet'@'127.0.0.1' IDENTIFIED BY '$pw';
+		ALTER USER 'wpfleet'@'127.0.0.1' IDENTIFIED BY '$pw';
+		GRANT ALL ON \`wpfleet\`.* TO 'wpfleet'@'127.0.0.1';
+		GRANT ALL ON \`test\\_wpfleet%\`.* TO 'wpfleet'@'127.0.0.1';
+	SQL
+}
+
+# The panel's account holds only what provisioning needs (docs/deploy.md):
+# everything on the sites' wp_* databases, with the right to grant it to
+# each site's account; creating accounts; its ownership records; and the
+# names (not the password hashes) of existing accounts.
+ensure_panel_account() {
+	local pw user=$PANEL_DB_USER
+	pw=$(env_get WPFLEET_DB_ADMIN_PASSWORD)
+	[[ $pw =~ ^[A-Za-z0-9_.,:+=/-]+$ ]] || die "WPFLEET_DB_ADMIN_PASSWORD must be non-empty and free of quotes/spaces"
+	[[ $(env_get WPFLEET_DB_ADMIN_USER) == "$user" ]] || die ".env WPFLEET_DB_ADMIN_USER must be $user in the lab"
+	mariadb_root <<-SQL
+		CREATE USER IF NOT EXISTS '$user'@'127.0.0.1' IDENTIFIED BY '$pw';
+		ALTER USER '$user'@'127.0.0.1' IDENTIFIED BY '$pw';
+		GRANT ALL PRIVILEGES ON \`wp\\_%\`.* TO '$user'@'127.0.0.1' WITH GRANT OPTION;
+		GRANT CREATE USER ON *.* TO '$user'@'127.0.0.1';
+		GRANT ALL PRIVILEGES ON \`wpfleet\\_meta\`.* TO '$user'@'127.0.0.1';
+		GRANT SELECT (User, Host) ON mysql.global_priv TO '$user'@'127.0.0.1';
 	SQL
 }
 
@@ -409,6 +537,8 @@ step() {
 main() {
 	[[ $(id -u) == 0 ]] || die "run as root (apt-get, dockerd, debootstrap)"
 	mkdir -p "$VAR_DIR/log" "$VAR_DIR/lab"
+	# var/ holds the control database, logs and the lab's secrets: owner only
+	chmod 700 "$VAR_DIR"
 	# `make test` and a person may run this at the same time: one at a time
 	exec 9>"$VAR_DIR/lab/up.lock.d"
 	if ! flock -n 9; then
@@ -422,6 +552,7 @@ main() {
 	gw=$(bridge_gateway)
 	[[ -n $gw ]] || die "cannot determine the docker0 gateway address"
 	# before MariaDB's first start: .env holds its root password
+	step ".env accounts ready" migrate_env_db_accounts
 	step ".env ready" ensure_env "$gw"
 	step "images ready" ensure_images
 	step "network ready" ensure_network

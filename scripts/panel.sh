@@ -8,7 +8,10 @@ PY=$REPO/.venv/bin/python
 RUN=$REPO/var/run
 LOG=$REPO/var/log
 WEB_BIND=${WPFLEET_WEB_BIND:-127.0.0.1:8000}
+# Everything the panel writes (control database, logs, locks) is its own.
+umask 077
 mkdir -p "$RUN" "$LOG"
+chmod 700 "$REPO/var"
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 

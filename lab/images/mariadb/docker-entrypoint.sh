@@ -72,9 +72,9 @@ init_datadir() {
 			DROP USER IF EXISTS root@'127.0.0.1', root@'::1';
 			EXECUTE IMMEDIATE CONCAT('DROP USER IF EXISTS root@\'', @@hostname, '\'');
 			SET PASSWORD FOR 'root'@'localhost' = PASSWORD('$rootpw');
-			CREATE USER 'root'@'%' IDENTIFIED BY '$rootpw';
-			GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;
-			GRANT PROXY ON ''@'%' TO 'root'@'%' WITH GRANT OPTION;
+			CREATE USER 'root'@'127.0.0.1' IDENTIFIED BY '$rootpw';
+			GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+			GRANT PROXY ON ''@'%' TO 'root'@'127.0.0.1' WITH GRANT OPTION;
 			DROP DATABASE IF EXISTS test;
 		SQL
 		if [[ -n $MARIADB_DATABASE ]]; then
@@ -84,11 +84,11 @@ init_datadir() {
 		if [[ -n $MARIADB_USER && -n $MARIADB_PASSWORD ]]; then
 			user=$(sql_string "$MARIADB_USER")
 			pw=$(sql_string "$MARIADB_PASSWORD")
-			echo "CREATE USER '$user'@'%' IDENTIFIED BY '$pw';"
+			echo "CREATE USER '$user'@'127.0.0.1' IDENTIFIED BY '$pw';"
 			if [[ -n $MARIADB_DATABASE ]]; then
 				db=$(sql_ident "$(grant_pattern "$MARIADB_DATABASE")")
-				echo "GRANT ALL ON \`$db\`.* TO '$user'@'%';"
-				echo "GRANT ALL ON \`test\\_$db%\`.* TO '$user'@'%';"
+				echo "GRANT ALL ON \`$db\`.* TO '$user'@'127.0.0.1';"
+				echo "GRANT ALL ON \`test\\_$db%\`.* TO '$user'@'127.0.0.1';"
 			fi
 		fi
 		echo "FLUSH PRIVILEGES;"
@@ -118,12 +118,22 @@ if [[ $1 == mariadbd || $1 == mysqld ]]; then
 		# environment wins at every start.
 		install -m 0600 -o mysql -g mysql /dev/null /run/mysqld/init.sql
 		rootpw=$(sql_string "$MARIADB_ROOT_PASSWORD")
-		printf "ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY '%s';\nALTER USER IF EXISTS 'root'@'%%' IDENTIFIED BY '%s';\n" \
-			"$rootpw" "$rootpw" >/run/mysqld/init.sql
+		# root logs in from this host only (the lab's scripts and tests), never
+		# from a tenant's container: a datadir from an older lab had root@'%'.
+		cat >/run/mysqld/init.sql <<-SQL
+			ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY '$rootpw';
+			CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '$rootpw';
+			ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '$rootpw';
+			GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+			DROP USER IF EXISTS 'root'@'%';
+		SQL
 		set -- "$@" --init-file=/run/mysqld/init.sql
 	fi
 	# secrets are not needed by the server itself
 	unset MARIADB_ROOT_PASSWORD MARIADB_PASSWORD
+	# The server reads the init file once, at start: do not leave root's
+	# password on disk (started after the unset, so no copy in its environment).
+	if [[ -f /run/mysqld/init.sql ]]; then (sleep 60 && rm -f /run/mysqld/init.sql) & fi
 	set -- "$@" --user=mysql --bind-address="${MARIADB_BIND_ADDRESS:-127.0.0.1}"
 fi
 
