@@ -22,7 +22,8 @@ FILLER_MARKER = f"# wpfleet owner={config.FILLER_OWNER} site=fill"
 def force_remove(names: list[str] | set[str]) -> dict:
     """Undo every step of each site in this process (four at a time), then drop its row."""
     from sites.models import Site
-    from sites.provisioner import Infra, Provisioner
+    from sites.provisioning.steps import Infra
+    from sites.provisioning.orchestrator import Provisioner
 
     infra = Infra()
     errors: dict[str, str] = {}
@@ -44,15 +45,15 @@ def force_remove(names: list[str] | set[str]) -> dict:
 
 def owned_site_names() -> set[str]:
     """Sites with anything labelled or commented as the bench's: containers, volumes, networks, databases, snippets."""
-    from sites.provisioner import Infra
-    from sites.zombies import sites_with_resources
+    from sites.provisioning.steps import Infra
+    from sites.ops.cleanup import sites_with_resources
 
     return sites_with_resources(Infra())
 
 
 def remove_fillers() -> int:
     """Delete the filler snippets (one exec; only files carrying the filler marker). Returns how many."""
-    from sites.provisioner import Infra
+    from sites.provisioning.steps import Infra
 
     caddy = Infra().caddy
     # Only files that carry the filler marker: a real site may well be named fill-something.
@@ -69,7 +70,7 @@ def remove_fillers() -> int:
 def sweep(reason: str) -> dict:
     """Everything of the bench's, whatever state it is in: fillers, then every owned site, then rows."""
     from sites.models import Site
-    from sites.provisioner import Infra
+    from sites.provisioning.steps import Infra
 
     report: dict = {"reason": reason}
     try:

@@ -82,9 +82,9 @@ def wait_jobs(job_ids: list[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     checked_crashes = time.monotonic()
     while pending:
-        rows = Job.objects.filter(pk__in=pending).values_list("pk", "status", "next_attempt_at")
-        for pk, status, next_attempt_at in rows:
-            if status == Job.Status.DONE or (status == Job.Status.FAILED and next_attempt_at is None):
+        rows = Job.objects.filter(pk__in=pending).values_list("pk", "status")
+        for pk, status in rows:
+            if status in Job.FINAL:
                 pending.discard(pk)
         if pending and time.monotonic() - checked_crashes > 1.0:
             pending -= set(crashed_tasks(pending))
@@ -187,7 +187,7 @@ def delete_sites(api: Api, names: list[str], timeout: float) -> dict:
     while Site.objects.filter(name__in=names).exists() and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS * 2)
     leftover = sorted(Site.objects.filter(name__in=names).values_list("name", flat=True))
-    jobs = Job.objects.filter(site_name__in=names, type=Job.Type.DEPROVISION, status=Job.Status.DONE)
+    jobs = Job.objects.filter(subject_name__in=names, type=Site.JobType.DEPROVISION, status=Job.Status.DONE)
     durations = [(job.finished_at - job.created_at).total_seconds() for job in jobs]
     undo: dict[str, list[float]] = {}
     for step in JobStep.objects.filter(job__in=jobs, phase=JobStep.Phase.UNDO, finished_at__isnull=False):
@@ -208,7 +208,7 @@ def delete_sites(api: Api, names: list[str], timeout: float) -> dict:
 def summarize(samples: list[dict]) -> dict:
     """Distributions over a batch, the per-step breakdown, and what dominates the critical path."""
     ok = [s for s in samples if s.get("status") == "DONE"]
-    from sites.provisioner import STEP_NAMES
+    from sites.provisioning.steps import STEP_NAMES
 
     seen = {name for s in ok for name in s.get("steps", {})}
     step_names = [name for name in STEP_NAMES if name in seen]

@@ -40,7 +40,7 @@ def dist(values: Iterable[float], digits: int = 3) -> dict:
 
 def step_needs() -> dict[str, set[str]]:
     """Each provisioning step's prerequisites, read the way the provisioner reads them."""
-    from sites.provisioner import PROVISION_STEPS
+    from sites.provisioning.steps import PROVISION_STEPS
 
     needs: dict[str, set[str]] = {}
     for index, step in enumerate(PROVISION_STEPS):

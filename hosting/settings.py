@@ -323,3 +323,7 @@ LOGGING = {
 # raises, to exercise rollback for real ("php" every attempt, "php@1" only the
 # first). Empty in production.
 WPFLEET_FAULTS = tuple(env.list("WPFLEET_FAULTS", []))
+# Crash drills: names of provisioning steps at whose start the worker process
+# kills itself with SIGKILL ("php", or "php@1" on the first attempt only).
+# Empty in production.
+WPFLEET_CRASH_DURING = tuple(env.list("WPFLEET_CRASH_DURING", []))

@@ -14,3 +14,11 @@ class SitesConfig(AppConfig):
         from hosting.admin_security import harden
 
         harden(admin.site)
+
+        # The job types and the periodic work of sites, for the generic runner.
+        from jobs import registry
+        from sites.ops.reconcile import reconcile_all
+        from sites.provisioning import handlers
+
+        handlers.register()
+        registry.register_periodic("repaired", reconcile_all)

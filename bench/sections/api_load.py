@@ -58,7 +58,7 @@ def _delete_rows(names: list[str]) -> dict:
     from sites.models import Site
 
     sites = Site.objects.filter(name__in=names).delete()[0]
-    jobs = Job.objects.filter(site_name__in=names).delete()[0]
+    jobs = Job.objects.filter(subject_name__in=names).delete()[0]
     # No cluster runs and every earlier job has finished: all queued tasks are these.
     queued = OrmQ.objects.all().delete()[0]
     cleanup.REGISTRY.difference_update(names)

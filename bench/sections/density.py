@@ -149,7 +149,7 @@ def _summary(rows: list[dict]) -> dict:
 
 @timed
 def run(ctx: Context) -> dict:
-    from sites.provisioner import Infra
+    from sites.provisioning.steps import Infra
 
     plan = ctx.plan
     ctx.panel.ensure_cluster(plan.workers)

@@ -42,7 +42,7 @@ class Fillers:
     def __init__(self) -> None:
         from django.conf import settings
 
-        from sites.provisioner import Infra
+        from sites.provisioning.steps import Infra
 
         self.infra = Infra()
         self.caddy = self.infra.caddy

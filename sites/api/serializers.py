@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from jobs.models import Job, JobStep
 from sites.models import Site
-from sites.validation import NAME_RULE
+from sites.models.validation import NAME_RULE
 
 
 class JobStepSerializer(serializers.ModelSerializer):
@@ -27,7 +27,7 @@ class JobSummarySerializer(serializers.ModelSerializer):
 
 
 class JobSerializer(serializers.ModelSerializer):
-    site = serializers.CharField(source="site_name")
+    site = serializers.CharField(source="subject_name")
     steps = JobStepSerializer(many=True, read_only=True)
 
     class Meta:

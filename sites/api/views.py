@@ -15,7 +15,7 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from jobs.models import Job, JobStep
-from sites import health
+from sites.ops import health
 from sites.api.parsers import BoundedMultiPartParser, StrictJSONParser
 from sites.api.serializers import ErrorSerializer, JobSerializer, SiteCreateSerializer, SiteSerializer
 from sites.models import Site

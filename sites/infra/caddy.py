@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from pathlib import Path
@@ -11,7 +12,6 @@ from django.conf import settings
 
 from sites.infra.docker_host import DockerHost
 from sites.infra.errors import ForeignResource, InfraError
-from sites.naming import SiteNames
 
 
 # A staged snippet: in sites/, but not matched by the Caddyfile's *.caddy import.
@@ -21,14 +21,6 @@ PENDING = ".caddy.pending"
 def owner_marker() -> str:
     # Snippets carry no labels: this first line marks the ones that are ours.
     return f"# wpfleet owner={settings.WPFLEET_OWNER}"
-
-
-def snippet_for(names: SiteNames) -> str:
-    # http:// because TLS is terminated in front of Caddy (as in the seed).
-    return (
-        f"{owner_marker()} site={names.site}\n"
-        f"http://{names.domain} {{\n\tencode gzip\n\treverse_proxy {names.nginx}:80\n}}\n"
-    )
 
 
 class Caddy:
@@ -100,6 +92,23 @@ class Caddy:
             content = self._read(path)
             if content is not None and not self.is_ours(site, content):
                 raise ForeignResource("caddy", f"{path} exists and is not wpfleet's; it was left untouched")
+
+    def read_pending(self, site: str) -> str | None:
+        return self._read(self._path(site, PENDING))
+
+    def running_config(self) -> dict:
+        """The configuration Caddy is serving now, from its admin API inside the container."""
+        request = 'printf "GET /config/ HTTP/1.0\\r\\nHost: 127.0.0.1:2019\\r\\n\\r\\n" >&3'
+        code, output = self.docker.exec(
+            self._container(), ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/2019 && {request} && cat <&3"]
+        )
+        head, _, body = output.partition("\r\n\r\n")
+        if code != 0 or " 200 " not in head.split("\r\n", 1)[0]:
+            raise InfraError("caddy", f"could not read the running config: {_last_line(output)}")
+        try:
+            return json.loads(body or "null") or {}
+        except ValueError:
+            raise InfraError("caddy", "the running config is not JSON") from None
 
     def has_snippet(self, site: str) -> bool:
         return self.docker.file_exists(self._container(), f"{self.sites_dir}/{site}.caddy")

@@ -244,6 +244,20 @@ class DockerHost:
             except NotFound:
                 return False
 
+    def read_file(self, container: Container | str, path: str) -> str | None:
+        """A file's text, read through the archive API (no exec); None if it does not exist."""
+        name = container if isinstance(container, str) else container.name
+        with docker_errors(f"read {name}:{path}"):
+            try:
+                stream, _ = self.client.api.get_archive(name, path)
+            except NotFound:
+                return None
+            data = b"".join(stream)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.next()
+            extracted = tar.extractfile(member) if member is not None else None
+            return extracted.read().decode("utf-8", "replace") if extracted is not None else None
+
     def list_owned(self, kind: str, site: str | None = None) -> list:
         filters = {"label": [f"wpfleet.owner={settings.WPFLEET_OWNER}"]}
         if site:

@@ -94,6 +94,12 @@ class MariaDBAdmin:
             cur.execute("SELECT 1 FROM mysql.global_priv WHERE User = %s AND Host = %s", (user, host))
             return cur.fetchone() is not None
 
+    def user_hosts(self, user: str) -> list[str]:
+        """Every host an account of this name exists at."""
+        with self.cursor() as cur:
+            cur.execute("SELECT Host FROM mysql.global_priv WHERE User = %s ORDER BY Host", (user,))
+            return [row[0] for row in cur.fetchall()]
+
     def users_at(self, host: str) -> set[str]:
         with self.cursor() as cur:
             cur.execute("SELECT User FROM mysql.global_priv WHERE Host = %s", (host,))

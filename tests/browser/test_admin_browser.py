@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from jobs.models import Job
 from sites.models import Site
-from sites.validation import NAME_RULE
+from sites.models.validation import NAME_RULE
 from tests.conftest import unique_name
 from tests.integration.conftest import force_remove, leftovers
 
@@ -113,7 +113,7 @@ def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
         resources = page.locator("table.wpf-resources")
         expect(resources).to_be_visible()
         assert resources.locator("tr.wpf-health-ok").count() == 8, resources.inner_text()
-        job = Job.objects.get(site_name=name, type=Job.Type.PROVISION)
+        job = Job.objects.get(subject_name=name, type=Site.JobType.PROVISION)
         assert job.status == Job.Status.DONE
         expect(page.locator(".wpf-timeline").first).to_contain_text("live_check")
         screenshot(page, "admin-site-page.png")
@@ -160,7 +160,7 @@ def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
         expect(page.locator("#wpfleet-live")).to_have_count(0)
         assert not Site.objects.filter(name=name).exists()
         assert leftovers(infra, name) == []
-        assert Job.objects.get(site_name=name, type=Job.Type.DEPROVISION).status == Job.Status.DONE
+        assert Job.objects.get(subject_name=name, type=Site.JobType.DEPROVISION).status == Job.Status.DONE
     except Exception:
         screenshot(page, "admin-failure.png")
         raise

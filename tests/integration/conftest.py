@@ -17,7 +17,8 @@ from django.db import connection
 from jobs.models import Job
 from jobs.runner import run_job
 from sites.models import Site
-from sites.provisioner import Infra, Provisioner
+from sites.provisioning.steps import Infra, observe_site
+from sites.provisioning.orchestrator import Provisioner
 from sites.services import create_site
 from tests.conftest import unique_name
 
@@ -44,21 +45,16 @@ def fetch(name: str, path: str = "/wp-admin/install.php", timeout: float = 10) -
 
 
 def leftovers(infra: Infra, name: str) -> list[str]:
-    """Everything of a site that still exists, by name, whoever owns it."""
-    names = Site(name=name).names
-    found = []
-    if infra.db.database_exists(names.database):
-        found.append(f"database {names.database}")
-    if infra.db.user_exists(names.db_user, settings.WPFLEET_DB_USER_HOST):
-        found.append(f"db user {names.db_user}")
-    for kind, resource in (("volume", names.volume), ("network", names.network)):
-        if getattr(infra.docker, kind)(resource) is not None:
-            found.append(f"{kind} {resource}")
-    for container in (names.php, names.nginx):
-        if infra.docker.container(container) is not None:
-            found.append(f"container {container}")
-    if infra.caddy.has_snippet(name):
-        found.append(f"caddy snippet {name}.caddy")
+    """Everything of a site that still exists, by name, whoever owns it.
+
+    What every provisioning step observes (database and account, volume,
+    network, containers, server block, the snippet and a staged one, the
+    route in Caddy's running config), plus an account of the site's name at
+    any other host.
+    """
+    found = [str(resource) for resource in observe_site(name, infra) if resource.exists]
+    user = Site(name=name).names.db_user
+    found += [f"database user {user}@{host}" for host in infra.db.user_hosts(user) if host != settings.WPFLEET_DB_USER_HOST]
     return found
 
 

@@ -19,7 +19,7 @@ from hosting.env import read_dotenv
 from jobs.models import Job
 from sites.infra.errors import InfraError
 from sites.models import Site
-from sites.zombies import cleanup
+from sites.ops.cleanup import cleanup
 from tests.conftest import unique_name
 from tests.integration.conftest import fetch, leftovers
 
@@ -86,7 +86,7 @@ def test_a_foreign_site_account_keeps_its_password_and_privileges_through_a_fail
         report = cleanup(sites=[Site.objects.get(name=name)], include_orphans=False)
         assert not report.errors
         assert account_state(as_root, user, host) == before
-        assert leftovers(infra, name) == [f"db user {user}"]
+        assert leftovers(infra, name) == [f"database user {user}@{host} exists, not wpfleet's"]
     finally:
         as_root("DROP USER IF EXISTS %s@%s", (user, host))
 
@@ -113,7 +113,9 @@ def test_a_foreign_caddy_snippet_stays_byte_identical(make_site, infra):
 
         assert not cleanup(sites=[Site.objects.get(name=name)], include_orphans=False).errors
         assert snippet_digest(infra, name) == original
-        assert leftovers(infra, name) == [f"caddy snippet {name}.caddy"]
+        assert leftovers(infra, name) == [
+            f"Caddy snippet {settings.WPFLEET_CADDY_SITES_DIR}/{name}.caddy exists, not wpfleet's"
+        ]
     finally:
         infra.docker.exec(caddy, ["rm", "-f", f"{settings.WPFLEET_CADDY_SITES_DIR}/{name}.caddy"])
 

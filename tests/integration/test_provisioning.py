@@ -12,7 +12,7 @@ from django.core.management import call_command
 from jobs.models import Job
 from jobs.runner import run_job
 from sites.models import Site
-from sites.provisioner import STEP_NAMES
+from sites.provisioning.steps import STEP_NAMES
 from sites.services import delete_site
 from tests.conftest import unique_name
 from tests.integration.conftest import fetch, leftovers, wait_for
@@ -53,7 +53,7 @@ def test_post_to_active_serves_wordpress_through_caddy_then_delete_leaves_nothin
     wait_for(lambda: api.get(f"/api/sites/{name}").status_code == 404, timeout=120, message=f"{name} deleted")
     assert leftovers(infra, name) == []
     assert fetch(name).status_code == 404
-    assert Job.objects.filter(site_name=name, type=Job.Type.DEPROVISION, status=Job.Status.DONE).count() == 1
+    assert Job.objects.filter(subject_name=name, type=Site.JobType.DEPROVISION, status=Job.Status.DONE).count() == 1
 
 
 def test_site_resources_follow_the_seed(make_site, infra):

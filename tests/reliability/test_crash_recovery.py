@@ -12,7 +12,7 @@ from django.utils import timezone
 from jobs.models import Job, JobStep
 from jobs.queue import enqueue
 from sites.models import Site
-from sites.provisioner import STEP_NAMES
+from sites.provisioning.steps import STEP_NAMES
 from sites.services import create_site
 from tests.conftest import unique_name
 from tests.integration.conftest import fetch, force_remove, start_cluster, stop_cluster, wait_for

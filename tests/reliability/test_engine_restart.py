@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from sites.models import Site
-from sites.reconcile import reconcile_all
+from sites.ops.reconcile import reconcile_all
 from tests.integration.conftest import REPO, fetch, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(600)]

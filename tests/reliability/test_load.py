@@ -10,7 +10,7 @@ import pytest
 from jobs.models import Job
 from jobs.runner import run_job
 from sites.models import Site
-from sites.provisioner import STEP_NAMES
+from sites.provisioning.steps import STEP_NAMES
 from sites.services import create_site, delete_site
 from tests.conftest import unique_name
 from tests.integration.conftest import fetch, force_remove, leftovers, start_cluster, stop_cluster, wait_for

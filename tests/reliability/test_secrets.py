@@ -41,7 +41,7 @@ def test_no_secret_appears_in_logs_job_records_api_or_admin(api, token, infra, w
     pages["api deleted job"] = api.get(f"/api/jobs/{job_id}").content
 
     records = [
-        *Job.objects.filter(site_name=name).values_list("error", "traceback"),
+        *Job.objects.filter(subject_name=name).values_list("error", "traceback"),
         *JobStep.objects.filter(job__site_name=name).values_list("error", flat=True),
         *(f"{task.args} {task.kwargs} {task.result}" for task in Task.objects.all()),
     ]

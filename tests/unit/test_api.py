@@ -86,7 +86,7 @@ def test_delete_while_a_job_is_open_is_409(api):
     api.post("/api/sites", {"site": "busy"})
     response = api.delete("/api/sites/busy")
     assert response.status_code == 409
-    assert Job.objects.filter(type=Job.Type.DEPROVISION).count() == 0
+    assert Job.objects.filter(type=Site.JobType.DEPROVISION).count() == 0
 
 
 def test_delete_of_an_idle_site_is_202_with_a_deprovision_job(api):

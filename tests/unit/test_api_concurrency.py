@@ -92,4 +92,4 @@ def test_twenty_simultaneous_posts_of_different_names_all_succeed(server, token_
     assert sorted(Site.objects.values_list("name", flat=True)) == sorted(names)
     assert Job.objects.count() == OrmQ.objects.count() == 20
     # Each site is held by its own PROVISION job.
-    assert all(site.current_job.site_id == site.pk for site in Site.objects.select_related("current_job"))
+    assert all(site.current_job.subject_id == site.pk for site in Site.objects.select_related("current_job"))

@@ -23,7 +23,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from jobs.models import Job
 from sites.models import Site
-from sites.validation import NAME_RULE
+from sites.models.validation import NAME_RULE
 from tests.conftest import user_in_group
 
 pytestmark = pytest.mark.django_db

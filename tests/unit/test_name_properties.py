@@ -22,11 +22,12 @@ from django_q.models import OrmQ
 from hypothesis import HealthCheck, event, given, settings as hypothesis_settings, strategies as st
 
 from jobs.models import Job
-from sites.infra.caddy import owner_marker, snippet_for
+from sites.infra.caddy import owner_marker
+from sites.provisioning.templates import caddy_snippet as snippet_for
 from sites.infra.mariadb import grant_pattern, quote_ident
 from sites.models import Site
-from sites.naming import SiteNames
-from sites.validation import validate_site_name
+from sites.models.naming import SiteNames
+from sites.models.validation import validate_site_name
 from tests.conftest import user_in_group
 
 ALPHABET = string.ascii_lowercase + string.digits

@@ -2,13 +2,18 @@
 
 import pytest
 
-from sites import provisioner
 from sites.infra.errors import InfraError
+from sites.provisioning import orchestrator as provisioner
+from sites.provisioning import steps as real_steps
+from sites.provisioning import templates
 
 
 class FakeStep:
-    def __init__(self, name, log, fail_apply=False, fail_undo=False):
+    reversible = True
+
+    def __init__(self, name, log, fail_apply=False, fail_undo=False, needs=()):
         self.name, self.log, self.fail_apply, self.fail_undo = name, log, fail_apply, fail_undo
+        self.needs = needs
 
     def apply(self, ctx):
         self.log.append(("apply", self.name))
@@ -26,7 +31,11 @@ def steps(monkeypatch):
     log = []
 
     def install(*specs):
-        made = tuple(FakeStep(name, log, **options) for name, options in specs)
+        # Each fake step needs the ones before it: they run one after another.
+        made = tuple(
+            FakeStep(name, log, needs=tuple(n for n, _ in specs[:index]), **options)
+            for index, (name, options) in enumerate(specs)
+        )
         monkeypatch.setattr(provisioner, "PROVISION_STEPS", made)
         return made
 
@@ -89,15 +98,15 @@ def test_deprovision_undoes_all_steps_in_reverse(steps):
 
 
 def test_the_real_steps_follow_the_seed_order():
-    assert provisioner.STEP_NAMES == (
+    assert real_steps.STEP_NAMES == (
         "database", "volume", "network", "php", "nginx", "nginx_config", "caddy_snippet", "caddy_reload", "live_check",
     )
 
 
 def test_the_nginx_server_block_is_the_seeds():
-    from sites.naming import SiteNames
+    from sites.models.naming import SiteNames
 
-    block = provisioner.nginx_server_block(SiteNames("mysite"))
+    block = templates.nginx_server_block(SiteNames("mysite"))
     assert "fastcgi_pass php_mysite:9000;" in block
     assert "fastcgi_param HTTPS on;" in block
     assert "fastcgi_param HTTP_HOST mysite." in block

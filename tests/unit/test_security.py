@@ -26,11 +26,12 @@ from hosting.env import Env
 from hosting.sqlite3.base import make_private
 from jobs import runner
 from jobs.models import Job
-from sites import reconcile
+from sites.ops import reconcile
+from sites.provisioning import handlers
 from sites.infra.errors import ForeignResource, InfraError
 from sites.models import Site
 from sites.permissions import GROUPS, can
-from sites.provisioner import StepFailed
+from sites.provisioning.orchestrator import StepFailed
 from sites.services import create_site
 from tests.conftest import token_client, user_in_group
 
@@ -256,10 +257,10 @@ def test_drift_recorded_by_the_reconciler_is_redacted(a_site, monkeypatch):
     class Infra:
         caddy = Caddy()
 
-    def failing_repair(site, inventory, infra):
+    def failing_repair(site, view, infra):
         raise InfraError("mariadb", f"(1045) Access denied using password {password}")
 
-    monkeypatch.setattr(reconcile, "Inventory", lambda infra: object())
+    monkeypatch.setattr(reconcile, "View", lambda infra, bulk: object())
     monkeypatch.setattr(reconcile, "reconcile_site", failing_repair)
     repaired = reconcile.reconcile_all(Infra())
     drift = Site.objects.get(pk=a_site.pk).drift
@@ -276,7 +277,7 @@ def test_a_foreign_name_fails_the_job_for_good_without_a_retry(a_site, monkeypat
             cause = ForeignResource("mariadb", "database user wp_victim@% exists and is not wpfleet's")
             raise StepFailed("database", cause, [])
 
-    monkeypatch.setattr(runner, "Provisioner", ForeignProvisioner)
+    monkeypatch.setattr(handlers, "Provisioner", ForeignProvisioner)
     job = Job.claim(a_site.current_job_id, "w")
     assert runner.attempt(job) == "failed"
     job.refresh_from_db()
@@ -292,10 +293,11 @@ def test_a_transient_failure_is_still_retried(a_site, monkeypatch):
         def provision(self):
             raise StepFailed("database", InfraError("mariadb", "(2003) Can't connect"), [])
 
-    monkeypatch.setattr(runner, "Provisioner", DownProvisioner)
+    monkeypatch.setattr(handlers, "Provisioner", DownProvisioner)
     job = Job.claim(a_site.current_job_id, "w")
     assert runner.attempt(job) == "retry"
-    assert Job.objects.get(pk=job.pk).next_attempt_at is not None
+    job.refresh_from_db()
+    assert job.status == Job.Status.WAITING and job.next_attempt_at is not None
 
 
 def test_the_control_database_file_is_created_readable_by_its_owner_only(tmp_path):

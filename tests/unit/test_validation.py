@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from sites.validation import NAME_RULE, validate_site_name
+from sites.models.validation import NAME_RULE, validate_site_name
 
 
 @pytest.mark.parametrize("name", ["a", "mysite", "blog2", "x" * 32, "0"])

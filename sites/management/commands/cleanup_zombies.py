@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from sites.zombies import cleanup
+from sites.ops.cleanup import cleanup
 
 
 class Command(BaseCommand):

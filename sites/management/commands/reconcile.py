@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from sites.reconcile import reconcile_all
+from sites.ops.reconcile import reconcile_all
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 
-from sites.fields import rotate
+from sites.models.fields import rotate
 from sites.models import Site
 
 

@@ -1,27 +1,37 @@
-"""Building and tearing down a site: an ordered list of small steps.
+"""What a site is made of: one step per resource, each owning it end to end.
 
-Each step has ``apply`` and ``undo``, both idempotent and keyed on the site's
-deterministic names and owner labels, so any step can be run again after a
-crash and any undo can run whether or not its apply ever finished.
+Every step has
+- ``apply``: build it (idempotent: found again by its deterministic name and
+  owner mark, so a step can run again after a crash);
+- ``undo``: remove it, only if it is ours (idempotent, whether or not apply
+  ever finished);
+- ``observe``: what exists now, by name, whoever owns it, as ``Resource``
+  rows: present and ours, missing, stopped, drifted, or foreign.
+
+Provisioning and rollback (sites.provisioning.orchestrator), the reconciler
+and cleanup (sites.ops), the admin's resources panel and the tests'
+``leftovers()`` all iterate over ``PROVISION_STEPS``: this file is the one
+description of a site.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Protocol
+from typing import Protocol
 
 import requests
 from django.conf import settings
 from docker.types import Mount
 
-from sites.infra.caddy import Caddy, snippet_for
+from sites.infra.caddy import Caddy
 from sites.infra.docker_host import DockerHost
 from sites.infra.errors import InfraError
-from sites.infra.mariadb import MariaDBAdmin
-from sites.naming import SiteNames
+from sites.infra.mariadb import MariaDBAdmin, owner_comment
+from sites.models.naming import SiteNames
+from sites.provisioning.templates import caddy_snippet, nginx_server_block, php_ini, php_pool_config
 
 # Where the PHP container finds its database password: a file, not an
 # environment variable, so `docker inspect` does not show it.
@@ -62,14 +72,100 @@ class Context:
             self.notes.append(message)
 
 
+# --- observing -------------------------------------------------------------------------
+
+OK, MISSING, STOPPED, DRIFTED, FOREIGN = "ok", "missing", "stopped", "drifted", "foreign"
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str
+    name: str
+    state: str  # ok | missing | stopped | drifted | foreign
+    detail: str = ""
+
+    @property
+    def exists(self) -> bool:
+        return self.state != MISSING
+
+    @property
+    def needs_repair(self) -> bool:
+        """Ours and not as it should be (a foreign one is never repaired)."""
+        return self.state in (MISSING, STOPPED, DRIFTED)
+
+    def __str__(self) -> str:
+        text = f"{self.kind} {self.name}"
+        return text if self.state == OK else f"{text} {self.detail or self.state}"
+
+
+def _labelled_ours(labels: dict | None, names: SiteNames) -> bool:
+    labels = labels or {}
+    return labels.get("wpfleet.owner") == settings.WPFLEET_OWNER and labels.get("wpfleet.site") == names.site
+
+
+class View:
+    """What exists now, asked through the adapters.
+
+    ``bulk=True`` reads each listing once (containers, volumes, networks,
+    databases, accounts, snippets of this owner) for a pass over many sites:
+    the reconciler's cost then does not grow with one Docker call per site
+    per resource. A name missing from a bulk listing is either absent or not
+    ours; repairing it (apply) tells which, and never touches a foreign one.
+    """
+
+    def __init__(self, infra: Infra, bulk: bool = False):
+        self.infra = infra
+        self.bulk = bulk
+        if bulk:
+            docker = infra.docker
+            self._containers = {c.name: c for c in docker.list_owned("container")}
+            self._volumes = {v.name: v for v in docker.list_owned("volume")}
+            self._networks = {n.name: n for n in docker.list_owned("network")}
+            self._databases = infra.db.site_databases()
+            self._users = infra.db.users_at(settings.WPFLEET_DB_USER_HOST)
+            self._snippets = set(infra.caddy.snippet_sites())
+
+    def container(self, name: str):
+        return self._containers.get(name) if self.bulk else self.infra.docker.container(name)
+
+    def volume_labels(self, name: str) -> dict | None:
+        volume = self._volumes.get(name) if self.bulk else self.infra.docker.volume(name)
+        return None if volume is None else (volume.attrs.get("Labels") or {})
+
+    def network_labels(self, name: str) -> dict | None:
+        network = self._networks.get(name) if self.bulk else self.infra.docker.network(name)
+        return None if network is None else (network.attrs.get("Labels") or {})
+
+    def database_comment(self, database: str, site: str) -> str | None:
+        if self.bulk:
+            return owner_comment(site) if self._databases.get(database) == site else None
+        return self.infra.db.database_comment(database)
+
+    def user_exists(self, user: str, host: str) -> bool:
+        return user in self._users if self.bulk else self.infra.db.user_exists(user, host)
+
+    def user_is_ours(self, user: str, host: str, site: str) -> bool:
+        return self.infra.db.user_owner(user, host) == (settings.WPFLEET_OWNER, site)
+
+    def snippet(self, site: str) -> str | None:
+        if self.bulk:
+            # Listed by our marker: ours, with that name.
+            return f"(ours: {site})" if site in self._snippets else None
+        return self.infra.caddy.read_snippet(site)
+
+
 class Step(Protocol):
     name: str
-    # Names of the steps that must be done first; unset: all earlier steps.
+    # Names of the steps that must be done first.
     needs: tuple[str, ...]
+    # False: undo has nothing of its own to remove (another step's undo does).
+    reversible: bool
 
     def apply(self, ctx: Context) -> None: ...
 
     def undo(self, ctx: Context) -> None: ...
+
+    def observe(self, ctx: Context, view: View) -> list[Resource]: ...
 
 
 # --- the steps, in the seed's order ----------------------------------------------
@@ -77,7 +173,8 @@ class Step(Protocol):
 
 class DatabaseStep:
     name = "database"
-    needs = ()
+    needs: tuple[str, ...] = ()
+    reversible = True
 
     def apply(self, ctx: Context) -> None:
         n = ctx.names
@@ -90,16 +187,39 @@ class DatabaseStep:
         n = ctx.names
         ctx.note(ctx.infra.db.drop_site_database(ctx.site, n.database, n.db_user, settings.WPFLEET_DB_USER_HOST))
 
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        n, host = ctx.names, settings.WPFLEET_DB_USER_HOST
+        comment = view.database_comment(n.database, ctx.site)
+        if comment is None:
+            database = Resource("database", n.database, MISSING)
+        elif comment == owner_comment(ctx.site):
+            database = Resource("database", n.database, OK)
+        else:
+            database = Resource("database", n.database, FOREIGN, "exists, not wpfleet's")
+        account = f"{n.db_user}@{host}"
+        if not view.user_exists(n.db_user, host):
+            user = Resource("database user", account, MISSING)
+        elif view.bulk or view.user_is_ours(n.db_user, host, ctx.site):
+            user = Resource("database user", account, OK)
+        else:
+            user = Resource("database user", account, FOREIGN, "exists, not wpfleet's")
+        return [database, user]
+
 
 class VolumeStep:
     name = "volume"
-    needs = ()
+    needs: tuple[str, ...] = ()
+    reversible = True
 
     def apply(self, ctx: Context) -> None:
         ctx.infra.docker.ensure_volume(ctx.names.volume, ctx.names.labels("volume"))
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_volume(ctx.names.volume, ctx.names.labels("volume")))
+
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        labels = view.volume_labels(ctx.names.volume)
+        return [_labelled("volume", ctx.names.volume, labels, ctx.names)]
 
 
 class NetworkStep:
@@ -110,13 +230,37 @@ class NetworkStep:
     """
 
     name = "network"
-    needs = ()
+    needs: tuple[str, ...] = ()
+    reversible = True
 
     def apply(self, ctx: Context) -> None:
         ctx.infra.docker.ensure_network(ctx.names.network, ctx.names.labels("network"))
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_network(ctx.names.network, ctx.names.labels("network")))
+
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        labels = view.network_labels(ctx.names.network)
+        return [_labelled("network", ctx.names.network, labels, ctx.names)]
+
+
+def _labelled(kind: str, name: str, labels: dict | None, names: SiteNames) -> Resource:
+    if labels is None:
+        return Resource(kind, name, MISSING)
+    if not _labelled_ours(labels, names):
+        return Resource(kind, name, FOREIGN, "exists, not wpfleet's")
+    return Resource(kind, name, OK)
+
+
+def _container_state(kind: str, name: str, view: View, names: SiteNames) -> Resource:
+    container = view.container(name)
+    if container is None:
+        return Resource(kind, name, MISSING)
+    if not _labelled_ours(container.labels, names):
+        return Resource(kind, name, FOREIGN, f"{container.status}, not wpfleet's")
+    if container.status != "running":
+        return Resource(kind, name, STOPPED, container.status)
+    return Resource(kind, name, OK, "running")
 
 
 def _limits(limits: dict) -> dict:
@@ -133,29 +277,6 @@ def _limits(limits: dict) -> dict:
     }
 
 
-def php_pool_config() -> str:
-    # Appended after the image's own pool files: ondemand keeps an idle site
-    # at a single master process.
-    return (
-        "[www]\n"
-        f"pm = {settings.WPFLEET_PHP_PM}\n"
-        f"pm.max_children = {settings.WPFLEET_PHP_MAX_CHILDREN}\n"
-        "pm.start_servers = 1\npm.min_spare_servers = 1\npm.max_spare_servers = 1\n"
-        "pm.process_idle_timeout = 10s\n"
-        "pm.max_requests = 500\n"
-    )
-
-
-def php_ini() -> str:
-    if settings.WPFLEET_PHP_OPCACHE == "shm":
-        return ""
-    # Compiled scripts in files instead of shared memory: an opcache in shared
-    # memory keeps about 20 MB per visited WordPress site that the kernel can
-    # never reclaim; in files they are page cache, reclaimed under pressure,
-    # for about 15 ms more per request (measured on the lab, docs/performance.md).
-    return "opcache.file_cache = /tmp\nopcache.file_cache_only = 1\n"
-
-
 def php_mounts(volume: str) -> list[Mount]:
     mounts = [Mount(target="/var/www/html", source=volume, type="volume")]
     if settings.WPFLEET_PHP_SEED_FROM:
@@ -163,17 +284,16 @@ def php_mounts(volume: str) -> list[Mount]:
         # mount point when the container is created. Mounting the site's
         # volume over the image's WordPress sources too lets the engine copy
         # WordPress in; the entrypoint then finds it in place and skips its
-        # own copy. The engine's copy is charged to the engine, not the site:
-        # an idle site holds 12.6 MB instead of 22.3 MB (the entrypoint's copy
-        # leaves ~10 MB of inode and dentry slab in the site's cgroup), for
-        # about 0.3 s more per site (docs/performance.md).
+        # own copy. The copy is then charged to the engine, not to the site's
+        # cgroup (docs/performance.md says what that does and does not save).
         mounts.append(Mount(target=settings.WPFLEET_PHP_SEED_FROM, source=volume, type="volume"))
     return mounts
 
 
 class PhpStep:
     name = "php"
-    needs = ("volume", "network")
+    needs: tuple[str, ...] = ("volume", "network")
+    reversible = True
 
     def apply(self, ctx: Context) -> None:
         n = ctx.names
@@ -212,10 +332,14 @@ class PhpStep:
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_container(ctx.names.php, ctx.names.labels("php")))
 
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        return [_container_state("PHP-FPM container", ctx.names.php, view, ctx.names)]
+
 
 class NginxStep:
     name = "nginx"
-    needs = ("volume", "network")
+    needs: tuple[str, ...] = ("volume", "network")
+    reversible = True
 
     def apply(self, ctx: Context) -> None:
         n = ctx.names
@@ -239,27 +363,8 @@ class NginxStep:
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_container(ctx.names.nginx, ctx.names.labels("nginx")))
 
-
-def nginx_server_block(names: SiteNames) -> str:
-    return f"""server {{
-    listen 80;
-    root /var/www/html;
-    index index.php;
-
-    location / {{
-        try_files $uri $uri/ /index.php?$args;
-    }}
-
-    location ~ \\.php$ {{
-        fastcgi_pass {names.php}:9000;
-        fastcgi_index index.php;
-        include fastcgi_params;
-        fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
-        fastcgi_param HTTPS on;
-        fastcgi_param HTTP_HOST {names.domain};
-    }}
-}}
-"""
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        return [_container_state("nginx container", ctx.names.nginx, view, ctx.names)]
 
 
 class NginxConfigStep:
@@ -270,9 +375,9 @@ class NginxConfigStep:
     because `nginx -s reload` exits 0 even when it rejects the config.
     """
 
-    reversible = False  # the server block goes with the container
     name = "nginx_config"
-    needs = ("nginx", "php")
+    needs: tuple[str, ...] = ("nginx", "php")
+    reversible = False  # the server block goes with the container
 
     def apply(self, ctx: Context) -> None:
         n = ctx.names
@@ -296,18 +401,32 @@ class NginxConfigStep:
     def undo(self, ctx: Context) -> None:
         """Removed with the container."""
 
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        n = ctx.names
+        name = f"{n.nginx}:{n.nginx_config}"
+        container = view.container(n.nginx)
+        if container is None or not _labelled_ours(container.labels, n):
+            return [Resource("nginx server block", name, MISSING, "no nginx container of the site")]
+        content = view.infra.docker.read_file(container, n.nginx_config)
+        if content is None:
+            return [Resource("nginx server block", name, MISSING)]
+        if content != nginx_server_block(n):
+            # The image's stock default.conf, or an edit by hand.
+            return [Resource("nginx server block", name, DRIFTED, "not the site's server block")]
+        return [Resource("nginx server block", name, OK, "installed")]
+
 
 class CaddySnippetStep:
     name = "caddy_snippet"
-    needs = ("nginx",)
+    needs: tuple[str, ...] = ("nginx",)
+    reversible = True
 
     def apply(self, ctx: Context) -> None:
-        content = snippet_for(ctx.names)
         caddy = ctx.infra.caddy
         # Staging and installing overwrite: a file of that name that someone
         # else wrote must never be replaced.
         caddy.check_not_foreign(ctx.site)
-        caddy.stage(ctx.site, content)
+        caddy.stage(ctx.site, caddy_snippet(ctx.names))
         caddy.install(ctx.site)
         ctx.snippet_written_at = time.time()
 
@@ -318,11 +437,25 @@ class CaddySnippetStep:
         if removed:
             caddy.reload_covering(time.time())
 
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        n = ctx.names
+        content = view.snippet(ctx.site)
+        if content is None:
+            found = [Resource("Caddy snippet", n.snippet, MISSING)]
+        elif view.bulk or view.infra.caddy.is_ours(ctx.site, content):
+            found = [Resource("Caddy snippet", n.snippet, OK, "installed")]
+        else:
+            found = [Resource("Caddy snippet", n.snippet, FOREIGN, "exists, not wpfleet's")]
+        if not view.bulk and view.infra.caddy.read_pending(ctx.site) is not None:
+            # Staged by a job that did not finish: harmless (not imported), but a leftover.
+            found.append(Resource("staged Caddy snippet", n.snippet + ".pending", DRIFTED, "staged, not installed"))
+        return found
+
 
 class CaddyReloadStep:
-    reversible = False
     name = "caddy_reload"
-    needs = ("caddy_snippet",)
+    needs: tuple[str, ...] = ("caddy_snippet",)
+    reversible = False  # the snippet's undo reloads
 
     def apply(self, ctx: Context) -> None:
         ctx.infra.caddy.reload_covering(ctx.snippet_written_at or time.time())
@@ -330,13 +463,19 @@ class CaddyReloadStep:
     def undo(self, ctx: Context) -> None:
         """The snippet's undo reloads."""
 
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        if view.bulk:
+            return []  # the reconciler reloads once for every repaired snippet
+        routed = ctx.names.domain in json.dumps(view.infra.caddy.running_config())
+        return [Resource("Caddy route", ctx.names.domain, OK if routed else MISSING, "served" if routed else "")]
+
 
 class LiveCheckStep:
     """Live means verified: WordPress answers through Caddy for the site's hostname."""
 
-    reversible = False
     name = "live_check"
-    needs = ("database", "nginx_config", "caddy_reload")
+    needs: tuple[str, ...] = ("database", "nginx_config", "caddy_reload")
+    reversible = False
     path = "/wp-admin/install.php"
 
     def apply(self, ctx: Context) -> None:
@@ -369,6 +508,9 @@ class LiveCheckStep:
     def undo(self, ctx: Context) -> None:
         """Nothing to undo."""
 
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        return []  # a check, not a resource
+
 
 PROVISION_STEPS: tuple[Step, ...] = (
     DatabaseStep(),
@@ -384,115 +526,12 @@ PROVISION_STEPS: tuple[Step, ...] = (
 STEP_NAMES = tuple(step.name for step in PROVISION_STEPS)
 
 
-class StepFailed(Exception):
-    def __init__(self, step: str, cause: BaseException, undo_errors: list[str]):
-        self.step = step
-        self.cause = cause
-        self.undo_errors = undo_errors
-        message = f"step {step} failed: {cause}"
-        if undo_errors:
-            message += " | rollback incomplete: " + "; ".join(undo_errors)
-        super().__init__(message)
+def step_named(name: str) -> Step:
+    return next(step for step in PROVISION_STEPS if step.name == name)
 
 
-class InjectedFault(Exception):
-    """Raised after a step's apply when WPFLEET_FAULTS names it (tests, drills).
-
-    ``php`` fails every attempt after the php step; ``php@1`` only the first.
-    """
-
-
-# Called as recorder(step_name, phase, outcome, error) at the start and end of
-# each apply and undo, so a job shows its progress step by step.
-Recorder = Callable[..., object]
-
-
-def _noop_recorder(*args: object, **kwargs: object) -> None:
-    return None
-
-
-class Provisioner:
-    def __init__(
-        self, site: str, db_password: str, recorder: Recorder = _noop_recorder, infra: Infra | None = None,
-        attempt: int = 1,
-    ):
-        self.ctx = Context(site=site, db_password=db_password, infra=infra or Infra())
-        self.record = recorder
-        self.attempt = attempt
-
-    def _fault_after(self, step: str) -> bool:
-        faults = getattr(settings, "WPFLEET_FAULTS", ())
-        return step in faults or f"{step}@{self.attempt}" in faults
-
-    def _apply(self, step: Step) -> None:
-        step.apply(self.ctx)
-        if self._fault_after(step.name):
-            raise InjectedFault(f"injected fault after {step.name}")
-
-    def provision(self) -> None:
-        """Apply every step once the steps it needs are done; independent steps run side by side.
-
-        On a failure no new step starts; the running ones finish, then every
-        step that started (the failed one too) is undone in reverse order.
-        Only this thread records steps, so the step threads never touch the
-        control database.
-        """
-        steps = PROVISION_STEPS
-        needs = {}
-        for index, step in enumerate(steps):
-            declared = getattr(step, "needs", None)
-            needs[step.name] = set(s.name for s in steps[:index]) if declared is None else set(declared)
-        done: set[str] = set()
-        started: list[Step] = []
-        pending = list(steps)
-        failure: tuple[Step, BaseException] | None = None
-        threads = settings.WPFLEET_STEP_THREADS
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"provision-{self.ctx.site}") as pool:
-            running: dict[Future, tuple[Step, object]] = {}
-            while True:
-                if failure is None:
-                    for step in [s for s in pending if needs[s.name] <= done]:
-                        pending.remove(step)
-                        started.append(step)
-                        handle = self.record(step.name, "apply", "RUNNING", "")
-                        running[pool.submit(self._apply, step)] = (step, handle)
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    step, handle = running.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        done.add(step.name)
-                        self.record(step.name, "apply", "OK", "", handle=handle)
-                    else:
-                        self.record(step.name, "apply", "FAILED", str(error), handle=handle)
-                        failure = failure or (step, error)
-        if failure is None and pending:
-            raise RuntimeError(f"steps never became ready: {[s.name for s in pending]}")
-        if failure is not None:
-            step, error = failure
-            undo_errors = self.undo([s for s in steps if s in started])
-            raise StepFailed(step.name, error, undo_errors) from error
-
-    def deprovision(self) -> None:
-        """Undo every step in reverse; fails if anything could not be removed."""
-        undo_errors = self.undo(PROVISION_STEPS)
-        if undo_errors:
-            raise InfraError("rollback", "; ".join(undo_errors))
-
-    def undo(self, steps: tuple[Step, ...] | list[Step]) -> list[str]:
-        errors: list[str] = []
-        for step in reversed(steps):
-            if not getattr(step, "reversible", True):
-                continue
-            handle = self.record(step.name, "undo", "RUNNING", "")
-            before = len(self.ctx.notes)
-            try:
-                step.undo(self.ctx)
-            except Exception as exc:
-                errors.append(f"{step.name}: {exc}")
-                self.record(step.name, "undo", "UNDO_FAILED", str(exc), handle=handle)
-                continue
-            self.record(step.name, "undo", "UNDONE", "; ".join(self.ctx.notes[before:]), handle=handle)
-        return errors
+def observe_site(site: str, infra: Infra, view: View | None = None, db_password: str = "") -> list[Resource]:
+    """Every resource of the site, step by step, as the infrastructure has it now."""
+    ctx = Context(site=site, db_password=db_password, infra=infra)
+    view = view or View(infra)
+    return [resource for step in PROVISION_STEPS for resource in step.observe(ctx, view)]

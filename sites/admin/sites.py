@@ -22,13 +22,13 @@ from django.utils.html import escape, format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from jobs.models import Job
-from jobs.runner import redact
-from sites import admin_views as views
+from jobs.redaction import redact
+from sites.admin import presenters as views
 from sites.models import Site, known_secrets
 from sites.permissions import can
 from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site, retry_site
-from sites.validation import NAME_RULE, taken_message, validate_site_name
-from sites.zombies import cleanup, zombie_sites
+from sites.models.validation import NAME_RULE, taken_message, validate_site_name
+from sites.ops.cleanup import cleanup, zombie_sites
 
 
 class SiteNameField(forms.Field):
@@ -224,7 +224,7 @@ class SiteAdmin(admin.ModelAdmin):
         if job is None:
             return "—"
         html = format_html(
-            '<a href="{}">{}</a> {}', views.job_url(job), job.get_type_display(), views.job_status_badge(job)
+            '<a href="{}">{}</a> {}', views.job_url(job), job.type_label, views.job_status_badge(job)
         )
         if job.error:
             html += format_html('<div class="wpf-error" title="{}">{}</div>', job.error, views.truncate(job.error, 70))
@@ -303,7 +303,7 @@ class SiteAdmin(admin.ModelAdmin):
                     "gone_url": reverse("admin:sites_site_changelist"),
                 }
             last = site.last_job
-            can_retry = last is not None and last.status == Job.Status.FAILED and last.is_final
+            can_retry = last is not None and last.status == Job.Status.FAILED
             context["wpfleet_tools"] = {
                 "changelist": reverse("admin:sites_site_changelist"),
                 "pk": site.pk,
@@ -326,7 +326,7 @@ class SiteAdmin(admin.ModelAdmin):
         tally = views.Tally()
         for site in queryset.select_related("last_job").order_by("name"):
             job = site.last_job
-            if job is None or not (job.status == Job.Status.FAILED and job.is_final):
+            if job is None or job.status != Job.Status.FAILED:
                 tally.skip(site.name, "job in progress" if site.current_job_id else "no failed job")
                 continue
             try:
@@ -335,7 +335,7 @@ class SiteAdmin(admin.ModelAdmin):
                 tally.skip(site.name, "job in progress")
                 continue
             tally.done.append(site.name)
-            self.log_change(request, site, f"Retried its failed {job.get_type_display().lower()} job #{job.pk}.")
+            self.log_change(request, site, f"Retried its failed {job.type_label.lower()} job #{job.pk}.")
         views.report(self, request, tally, "site", "queued for retry")
         return _safe_next(request)
 

@@ -8,16 +8,13 @@ jobs the same way, and so that the probes can be tested on their own.
 from __future__ import annotations
 
 import datetime as dt
-import io
-import tarfile
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.db.models import Count
@@ -27,16 +24,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from docker.errors import NotFound
 
 from jobs.models import Job, JobStep
-from jobs.runner import redact
-from sites.infra.caddy import Caddy
-from sites.infra.docker_host import DockerHost, docker_errors
+from jobs.redaction import redact
 from sites.infra.errors import InfraError
-from sites.infra.mariadb import MariaDBAdmin, owner_comment
 from sites.models import Site, known_secrets
-from sites.naming import SiteNames
+from sites.provisioning.steps import DRIFTED, FOREIGN, MISSING, OK, PROVISION_STEPS, STOPPED, Context, Infra, Step, View
 
 # The whole page waits for the slowest probe: past this, a dependency is
 # reported as not answering instead of holding the operator's page.
@@ -58,7 +51,7 @@ def site_status_badge(site: Site) -> SafeString:
 
 
 def job_status_badge(job: Job) -> SafeString:
-    if job.retry_due:
+    if job.status == Job.Status.WAITING and job.next_attempt_at is not None:
         return badge("Retry due", "retry", f"next attempt at {job.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC")
     return badge(job.get_status_display(), job.status.lower())
 
@@ -96,143 +89,57 @@ class ResourceState:
     kind: str
     name: str
     state: str
-    # "ok" present and working, "absent", "bad" (present but wrong), "unknown" (not reachable)
+    # "ok" present and working, "absent", "bad" (present but wrong or not ours), "unknown" (not reachable)
     health: str
 
 
-def _reason(exc: BaseException, dependency: str, site: Site) -> str:
+_HEALTH = {OK: "ok", MISSING: "absent", STOPPED: "bad", DRIFTED: "bad", FOREIGN: "bad"}
+
+
+def _reason(exc: BaseException, site: Site) -> str:
     text = str(exc) or exc.__class__.__name__
     if not isinstance(exc, InfraError):
         text = f"{exc.__class__.__name__}: {text}"
-    if not text.startswith(f"{dependency}:"):
-        text = f"{dependency}: {text}"
     return redact(truncate(text, 300), site.secrets() if site is not None else known_secrets())
 
 
-def _probe_mariadb(site: Site, names: SiteNames) -> list[ResourceState]:
-    db = MariaDBAdmin()
-    comment = db.database_comment(names.database)
-    if comment is None:
-        database = ResourceState("database", names.database, "missing", "absent")
-    elif comment == owner_comment(site.name):
-        database = ResourceState("database", names.database, "exists", "ok")
-    else:
-        database = ResourceState("database", names.database, "exists, not wpfleet's", "bad")
-    host = settings.WPFLEET_DB_USER_HOST
-    user_name = f"{names.db_user}@{host}"
-    if db.user_exists(names.db_user, host):
-        user = ResourceState("database user", user_name, "exists", "ok")
-    else:
-        user = ResourceState("database user", user_name, "missing", "absent")
-    return [database, user]
-
-
-def _owned_labels(attrs_labels: dict | None, names: SiteNames) -> bool:
-    labels = attrs_labels or {}
-    return labels.get("wpfleet.owner") == settings.WPFLEET_OWNER and labels.get("wpfleet.site") == names.site
-
-
-def _read_file(docker: DockerHost, container: str, path: str) -> str | None:
-    with docker_errors(f"read {container}:{path}"):
-        try:
-            stream, _ = docker.client.api.get_archive(container, path)
-        except NotFound:
-            return None
-        data = b"".join(stream)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        member = tar.next()
-        extracted = tar.extractfile(member) if member is not None else None
-        return extracted.read().decode("utf-8", "replace") if extracted is not None else None
-
-
-def _probe_docker(site: Site, names: SiteNames) -> list[ResourceState]:
-    docker = DockerHost()
-    found: list[ResourceState] = []
-    for kind, name, lookup in (
-        ("volume", names.volume, docker.volume),
-        ("network", names.network, docker.network),
-    ):
-        resource = lookup(name)
-        if resource is None:
-            found.append(ResourceState(kind, name, "missing", "absent"))
-        elif _owned_labels(resource.attrs.get("Labels"), names):
-            found.append(ResourceState(kind, name, "exists", "ok"))
-        else:
-            found.append(ResourceState(kind, name, "exists, not wpfleet's", "bad"))
-    nginx = None
-    for role, name in (("PHP-FPM container", names.php), ("nginx container", names.nginx)):
-        container = docker.container(name)
-        if container is None:
-            found.append(ResourceState(role, name, "missing", "absent"))
-            continue
-        if not _owned_labels(container.labels, names):
-            found.append(ResourceState(role, name, f"{container.status}, not wpfleet's", "bad"))
-            continue
-        health = (container.attrs.get("State", {}).get("Health") or {}).get("Status")
-        state = container.status + (f" ({health})" if health else "")
-        found.append(ResourceState(role, name, state, "ok" if container.status == "running" else "bad"))
-        if name == names.nginx:
-            nginx = container
-    config = f"{names.nginx}:{names.nginx_config}"
-    if nginx is None:
-        found.append(ResourceState("nginx server block", config, "missing (no nginx container of the site)", "absent"))
-    else:
-        content = _read_file(docker, names.nginx, names.nginx_config)
-        if content is None:
-            found.append(ResourceState("nginx server block", config, "missing", "absent"))
-        elif f"fastcgi_pass {names.php}:9000" in content:
-            found.append(ResourceState("nginx server block", config, "installed", "ok"))
-        else:
-            # The image's stock default.conf: the server block step has not run.
-            found.append(ResourceState("nginx server block", config, "image default, not the site's", "bad"))
-    return found
-
-
-def _probe_caddy(site: Site, names: SiteNames) -> list[ResourceState]:
-    caddy = Caddy(DockerHost())
-    path = names.snippet
-    if caddy.has_snippet(site.name):
-        return [ResourceState("Caddy snippet", path, "installed", "ok")]
-    return [ResourceState("Caddy snippet", path, "missing", "absent")]
-
-
-# What each probe reports on, so that a probe that fails still lists its rows.
-_PROBES: tuple[tuple[str, Callable[[Site, SiteNames], list[ResourceState]], Callable[[SiteNames], list[tuple[str, str]]]], ...] = (
-    ("mariadb", _probe_mariadb, lambda n: [("database", n.database), ("database user", f"{n.db_user}@{settings.WPFLEET_DB_USER_HOST}")]),
-    ("docker", _probe_docker, lambda n: [
-        ("volume", n.volume), ("network", n.network), ("PHP-FPM container", n.php), ("nginx container", n.nginx),
-        ("nginx server block", f"{n.nginx}:{n.nginx_config}"),
-    ]),
-    ("caddy", _probe_caddy, lambda n: [("Caddy snippet", n.snippet)]),
-)
+def _observe(step: Step, site: Site) -> list[ResourceState]:
+    ctx = Context(site=site.name, db_password="", infra=Infra())
+    return [
+        ResourceState(r.kind, r.name, r.detail or r.state, _HEALTH.get(r.state, "bad"))
+        for r in step.observe(ctx, View(ctx.infra))
+    ]
 
 
 def probe_resources(site: Site, budget: float = PROBE_BUDGET_SECONDS) -> tuple[list[ResourceState], list[str]]:
-    """Every resource of the site with its state read from the infrastructure,
+    """Every resource of the site, as its steps observe it through the adapters,
     and what went wrong asking for it.
 
-    The three dependencies are asked in parallel; one that fails or does not
-    answer within the budget shows as "unreachable: <dependency>" on its own
-    rows (the reason once, in the problems) and never fails the page.
+    The steps are asked in parallel; one that fails or does not answer within
+    the budget shows as one "unreachable" row (the reason once, in the
+    problems) and never fails the page.
     """
-    names = site.names
-    pool = ThreadPoolExecutor(max_workers=len(_PROBES), thread_name_prefix="wpfleet-probe")
+    steps = PROVISION_STEPS
+    pool = ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="wpfleet-probe")
     try:
-        futures = [(pool.submit(probe, site, names), rows) for _, probe, rows in _PROBES]
+        futures = [(pool.submit(_observe, step, site), step) for step in steps]
         deadline = time.monotonic() + budget
         results: list[ResourceState] = []
-        problems: list[str] = []
-        for (future, rows), (dependency, _, _) in zip(futures, _PROBES):
+        # One line per reason, naming the steps it hides (a stopped engine
+        # hides six of them for the same reason).
+        problems: dict[str, list[str]] = defaultdict(list)
+        for future, step in futures:
             remaining = max(0.0, deadline - time.monotonic())
             try:
                 results.extend(future.result(timeout=remaining))
                 continue
             except FutureTimeout:
-                problems.append(f"{dependency}: no answer within {budget:g} s")
+                reason = f"no answer within {budget:g} s"
             except Exception as exc:  # a dependency's failure is shown, never a 500
-                problems.append(_reason(exc, dependency, site))
-            results.extend(ResourceState(kind, name, f"unreachable: {dependency}", "unknown") for kind, name in rows(names))
-        return results, problems
+                reason = _reason(exc, site)
+            problems[reason].append(step.name)
+            results.append(ResourceState(step.name.replace("_", " "), "—", "unreachable", "unknown"))
+        return results, [f"{reason} ({', '.join(steps)})" for reason, steps in problems.items()]
     finally:
         # A probe stuck on a hung engine finishes in the background.
         pool.shutdown(wait=False, cancel_futures=True)

@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from jobs.models import Job
-from sites import admin_views as views
+from sites.admin import presenters as views
 from sites.models import Site
 from sites.permissions import can
 from sites.services import SiteBusy, retry_site
@@ -28,7 +28,7 @@ class JobAdmin(admin.ModelAdmin):
     ]
     list_display_links = ["id"]
     list_filter = ["type", "status"]
-    search_fields = ["site_name"]
+    search_fields = ["subject_name"]
     list_per_page = 50
     actions = ["retry_jobs"]
     change_form_template = "admin/jobs/job/change_form.html"
@@ -40,6 +40,10 @@ class JobAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ["wpfleet/admin.css"]}
         js = ["wpfleet/live.js"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The site of each row in one query, not one per row.
+        return super().get_queryset(request).prefetch_related("subject")
 
     # --- read-only: jobs are the workers' record ------------------------------------------
 
@@ -71,11 +75,13 @@ class JobAdmin(admin.ModelAdmin):
 
     # --- columns -------------------------------------------------------------------
 
-    @admin.display(description="site", ordering="site_name")
+    @admin.display(description="site", ordering="subject_name")
     def site_link(self, job: Job) -> str:
-        if job.site_id is None:
-            return format_html('{} <span class="wpf-muted">(deleted)</span>', job.site_name)
-        return format_html('<a href="{}">{}</a>', reverse("admin:sites_site_change", args=[job.site_id]), job.site_name)
+        if job.subject is None:
+            return format_html('{} <span class="wpf-muted">(deleted)</span>', job.subject_name)
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:sites_site_change", args=[job.subject_id]), job.subject_name
+        )
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, job: Job) -> str:
@@ -143,13 +149,13 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Retry the selected failed jobs", permissions=["retry"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
         tally = views.Tally()
-        sites = {site.pk: site for site in Site.objects.filter(pk__in=queryset.values("site_id")).select_related("last_job")}
+        sites = {site.pk: site for site in Site.objects.filter(pk__in=queryset.values("subject_id")).select_related("last_job")}
         for job in queryset.order_by("id"):
-            label = f"#{job.pk} {job.site_name}"
-            if not (job.status == Job.Status.FAILED and job.is_final):
+            label = f"#{job.pk} {job.subject_name}"
+            if job.status != Job.Status.FAILED:
                 tally.skip(label, "not failed for good")
                 continue
-            site = sites.get(job.site_id)
+            site = sites.get(job.subject_id)
             if site is None:
                 tally.skip(label, "site deleted")
                 continue

@@ -1,21 +1,22 @@
 """Clearing sites left stuck, and resources that belong to no site.
 
-A zombie is a site whose last job failed for good: PROVISIONING (or
-DEPROVISIONING) with a final FAILED job and no job holding it. Rollback
-normally leaves nothing behind; this removes what a crash or a failed undo
-left, found by label, by name and in MariaDB, and then the rows.
+A zombie is a site whose last job failed for good (Site.objects.zombies()).
+Rollback normally leaves nothing behind; this removes what a crash or a
+failed undo left (every step's undo, ours only), and then the rows. Orphans
+are resources of this owner whose site has no row: found by label, database
+comment, account record and snippet marker.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Q
+from django.db.models import QuerySet
 
-from jobs.models import Job
 from sites.models import Site
-from sites.validation import is_valid_name
-from sites.provisioner import Infra, Provisioner
+from sites.models.validation import is_valid_name
+from sites.provisioning.orchestrator import Provisioner
+from sites.provisioning.steps import Infra
 
 
 @dataclass
@@ -30,17 +31,12 @@ class CleanupReport:
         self.actions.append(("would " if self.dry_run else "") + text)
 
 
-def zombie_sites():
-    return Site.objects.filter(
-        Q(status=Site.Status.PROVISIONING) | Q(status=Site.Status.DEPROVISIONING),
-        current_job__isnull=True,
-        last_job__status=Job.Status.FAILED,
-        last_job__next_attempt_at__isnull=True,
-    )
+def zombie_sites() -> QuerySet[Site]:
+    return Site.objects.zombies()
 
 
 def sites_with_resources(infra: Infra) -> set[str]:
-    """Names of the sites that own anything of this owner's: by label, by database comment, by snippet marker."""
+    """Names of the sites that own anything of this owner's: by label, database comment, account record, snippet marker."""
     found: set[str] = set()
     for kind in ("container", "volume", "network"):
         for resource in infra.docker.list_owned(kind):
@@ -90,5 +86,3 @@ def cleanup(*, dry_run: bool = False, sites: list[Site] | None = None, include_o
     if not report.actions:
         report.actions.append("nothing to clean up")
     return report
-
-

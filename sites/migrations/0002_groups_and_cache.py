@@ -41,8 +41,8 @@ def create_cache_table(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sites", "0004_encrypt_db_password"),
-        ("jobs", "0002_initial"),
+        ("sites", "0001_initial"),
+        ("jobs", "0001_initial"),
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
     ]

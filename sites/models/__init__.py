@@ -1,0 +1,6 @@
+"""What a site is, in the control database: the Site model, its names and rules."""
+
+from jobs.models import InvalidTransition
+from sites.models.site import Site, SiteBusy, known_secrets
+
+__all__ = ["InvalidTransition", "Site", "SiteBusy", "known_secrets"]

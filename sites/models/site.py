@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models.signals import pre_delete
+from django.dispatch import receiver
+from django.db.models import Q
+from django.utils import timezone
+
+from jobs.models import InvalidTransition, Job
+from sites.models.fields import EncryptedTextField
+from sites.models.naming import SiteNames
+
+# A repair that has not finished after this long died with its worker.
+REPAIR_LEASE = dt.timedelta(minutes=5)
+
+
+class SiteBusy(Exception):
+    """Another job of the site is open (pending, running, or waiting to retry), or the reconciler is repairing it."""
+
+
+class SiteQuerySet(models.QuerySet):
+    def zombies(self) -> SiteQuerySet:
+        """Sites stuck for good: building or being deleted, no job holding them, their last job FAILED.
+
+        ``Site.is_zombie`` is the same test on one row in memory.
+        """
+        return self.filter(
+            status__in=ZOMBIE_STATUSES, current_job__isnull=True, last_job__status=Job.Status.FAILED
+        )
+
+
+def _new_db_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Site(models.Model):
+    """A WordPress site; its resources are described by sites.provisioning.steps."""
+
+    class Status(models.TextChoices):
+        PROVISIONING = "PROVISIONING", "Provisioning"
+        ACTIVE = "ACTIVE", "Active"
+        DEPROVISIONING = "DEPROVISIONING", "Deprovisioning"
+
+    class JobType(models.TextChoices):
+        PROVISION = "PROVISION", "Provision"
+        DEPROVISION = "DEPROVISION", "Deprovision"
+
+    objects = SiteQuerySet.as_manager()
+
+    name = models.CharField(max_length=32, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROVISIONING, db_index=True)
+    domain = models.CharField(max_length=255)
+    # Random per site, never derived from the name; never shown anywhere;
+    # stored encrypted (sites.models.fields), never queried.
+    db_password = EncryptedTextField(default=_new_db_password, editable=False)
+    # The job that holds the site (open: pending, processing or waiting to
+    # retry). Set and cleared with conditional UPDATEs: at most one job per
+    # site runs at a time.
+    current_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False)
+    # The newest job of any status, so lists show it without a query per row.
+    last_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False)
+    # The last drift the reconciler found and repaired (kept as a record), and
+    # whether its latest check found any.
+    drift = models.TextField(blank=True, editable=False)
+    drifted = models.BooleanField(default=False, editable=False, db_index=True)
+    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set while the reconciler repairs the site: no job may open meanwhile, so
+    # a repair never rebuilds what a concurrent deprovision just removed.
+    repairing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Never filtered, ordered or searched on, in the admin or anywhere else.
+    secret_fields = frozenset({"db_password"})
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def names(self) -> SiteNames:
+        return SiteNames(self.name)
+
+    @property
+    def url(self) -> str:
+        # https in production (TLS is terminated in front of Caddy); the lab has none.
+        return f"{settings.WPFLEET_SITE_URL_SCHEME}://{self.domain}/"
+
+    @property
+    def is_zombie(self) -> bool:
+        """sites.ops.cleanup.zombie_sites() for one row in memory: stuck, its last job failed for good."""
+        job = self.last_job
+        return (
+            self.status in ZOMBIE_STATUSES
+            and self.current_job_id is None
+            and job is not None
+            and job.status == job.Status.FAILED
+        )
+
+    @property
+    def jobs(self) -> models.QuerySet[Job]:
+        """The site's jobs. (Not a GenericRelation: deleting the site would delete its job history.)"""
+        return Job.objects.filter(subject_type=ContentType.objects.get_for_model(Site), subject_id=self.pk)
+
+    def secrets(self) -> list[str]:
+        """Every secret text that could reach an error about this site; redacted before display."""
+        return known_secrets() + [self.db_password]
+
+    # --- transitions: conditional UPDATEs, re-checked in the UPDATE itself ---------------
+
+    def open_job(self, job_type: str) -> Job:
+        """Create a job of the site and make it the site's current one, in the caller's transaction.
+
+        The conditional UPDATE is the lock: it fails (SiteBusy) if another job
+        holds the site or the reconciler is repairing it. A deprovision moves
+        the site to DEPROVISIONING in the same UPDATE.
+        """
+        job = Job.objects.create(
+            subject=self, subject_name=self.name, type=job_type, max_attempts=settings.WPFLEET_MAX_ATTEMPTS
+        )
+        fields: dict[str, object] = {"current_job": job, "last_job": job, "updated_at": timezone.now()}
+        if job_type == self.JobType.DEPROVISION:
+            fields["status"] = self.Status.DEPROVISIONING
+        idle = Site.objects.filter(pk=self.pk, current_job__isnull=True).filter(
+            Q(repairing_since__isnull=True) | Q(repairing_since__lt=timezone.now() - REPAIR_LEASE)
+        )
+        if idle.update(**fields) != 1:
+            raise SiteBusy(f"site {self.name} already has a job in progress (or is being repaired)")
+        self.current_job, self.last_job = job, job
+        if "status" in fields:
+            self.status = self.Status.DEPROVISIONING
+        return job
+
+    def release(self, job: Job) -> None:
+        """The job no longer holds the site (it ended)."""
+        Site.objects.filter(pk=self.pk, current_job=job).update(current_job=None, updated_at=timezone.now())
+        self.current_job = None
+
+    def mark_active(self) -> None:
+        self._move((self.Status.PROVISIONING, self.Status.ACTIVE), self.Status.ACTIVE)
+
+    def _move(self, allowed: tuple[str, ...], target: str) -> None:
+        if self.status not in allowed:
+            raise InvalidTransition(f"site {self.name}: {self.status} -> {target} is not allowed")
+        changed = Site.objects.filter(pk=self.pk, status__in=allowed).update(status=target, updated_at=timezone.now())
+        if changed != 1:
+            raise InvalidTransition(f"site {self.name}: status changed concurrently, {target} refused")
+        self.status = target
+
+    def claim_for_repair(self) -> bool:
+        """Mark the site as being repaired, if it is ACTIVE and no job holds it."""
+        return (
+            Site.objects.filter(
+                pk=self.pk, status=self.Status.ACTIVE, current_job__isnull=True, repairing_since__isnull=True
+            ).update(repairing_since=timezone.now())
+            == 1
+        )
+
+    def end_repair(self, **fields: object) -> None:
+        Site.objects.filter(pk=self.pk).update(repairing_since=None, **fields)
+
+
+ZOMBIE_STATUSES = (Site.Status.PROVISIONING, Site.Status.DEPROVISIONING)
+
+
+def known_secrets() -> list[str]:
+    """Secrets of the panel itself that must never be shown."""
+    return [settings.WPFLEET_DB_ADMIN["password"], settings.SECRET_KEY]
+
+
+@receiver(pre_delete, sender=Site)
+def _keep_job_history(sender: type[Site], instance: Site, **kwargs: object) -> None:
+    # A deleted site's jobs stay, with its name; they no longer point at a row.
+    instance.jobs.update(subject_id=None)

@@ -1,0 +1,82 @@
+"""What the jobs of a site do, registered with the generic job runner (jobs.registry)."""
+
+from __future__ import annotations
+
+from jobs import registry
+from jobs.models import Job
+from sites.infra.errors import InfraError
+from sites.models import Site, known_secrets
+from sites.provisioning.orchestrator import Provisioner
+
+
+class SiteGone(InfraError):
+    permanent = True
+
+    def __init__(self, name: str):
+        super().__init__("site", f"the site {name} no longer exists")
+
+
+def _site(job: Job) -> Site | None:
+    return Site.objects.filter(pk=job.subject_id).first() if job.subject_id else None
+
+
+def _provisioner(site: Site, job: Job, record: registry.Recorder) -> Provisioner:
+    return Provisioner(site.name, site.db_password, recorder=record, attempt=job.attempts)
+
+
+class _SiteJob:
+    label = ""
+
+    def secrets(self, job: Job) -> list[str]:
+        site = _site(job)
+        return site.secrets() if site is not None else known_secrets()
+
+    def on_final_failure(self, job: Job) -> None:
+        site = _site(job)
+        if site is not None:
+            site.release(job)
+
+
+class Provision(_SiteJob):
+    label = "Provision"
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        _provisioner(site, job, record).provision()
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is not None:
+            # Everything any attempt may have built, in reverse; ours only.
+            _provisioner(site, job, record).deprovision()
+
+    def on_done(self, job: Job) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        site.mark_active()
+        site.release(job)
+
+
+class Deprovision(_SiteJob):
+    label = "Deprovision"
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            return  # already gone: nothing left to remove
+        _provisioner(site, job, record).deprovision()
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        """Deprovisioning is itself the undo: the site stays a zombie for the cleanup."""
+
+    def on_done(self, job: Job) -> None:
+        # The name is free again; the job keeps subject_name for history.
+        Site.objects.filter(pk=job.subject_id).delete()
+
+
+def register() -> None:
+    registry.register(Site.JobType.PROVISION, Provision())
+    registry.register(Site.JobType.DEPROVISION, Deprovision())
