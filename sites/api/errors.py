@@ -12,6 +12,8 @@ from rest_framework.exceptions import APIException, NotFound, PermissionDenied, 
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from sites.services import SiteBusy, SiteNameTaken
+
 
 def _first_message(detail: object) -> str:
     if isinstance(detail, dict):
@@ -23,7 +25,28 @@ def _first_message(detail: object) -> str:
     return str(detail)
 
 
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+
+
+# Domain errors of the service layer, as the API answers them (the admin shows
+# the same messages): one place, so no view needs a try/except of its own.
+DOMAIN_ERRORS: dict[type[Exception], str] = {SiteNameTaken: "taken", SiteBusy: "busy"}
+
+
+def _first_code(codes: object) -> str:
+    if isinstance(codes, dict):
+        return _first_code(next(iter(codes.values()), "invalid"))
+    if isinstance(codes, list):
+        return _first_code(codes[0]) if codes else "invalid"
+    return str(codes)
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    for domain_error, code in DOMAIN_ERRORS.items():
+        if isinstance(exc, domain_error):
+            exc = Conflict(str(exc), code=code)
+            break
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": "Request body too large.", "code": "too_large"}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -46,7 +69,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None:
         return None
     if isinstance(exc, ValidationError):
-        response.data = {"detail": _first_message(exc.detail), "code": "invalid", "errors": exc.detail}
+        response.data = {"detail": _first_message(exc.detail), "code": _first_code(exc.get_codes())}
     elif isinstance(exc, APIException):
         codes = exc.get_codes()
         response.data = {"detail": _first_message(exc.detail), "code": codes if isinstance(codes, str) else "error"}

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail, ParseError
+from rest_framework.settings import api_settings
 
 from jobs.models import Job, JobStep
 from sites.models import Site
-from sites.models.validation import NAME_RULE
+from sites.models.validation import NAME_RULE, validate_site_name
 
 
 class JobStepSerializer(serializers.ModelSerializer):
@@ -47,13 +50,42 @@ class SiteSerializer(serializers.ModelSerializer):
         fields = ["name", "status", "domain", "zombie", "created_at", "job"]
 
 
+def _refuse(message: str, code: str) -> serializers.ValidationError:
+    # to_internal_value must raise a mapping; a non-field error carries no field prefix.
+    return serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [ErrorDetail(message, code=code)]})
+
+
 class SiteCreateSerializer(serializers.Serializer):
-    # Documents the request body only: the view validates with
-    # validate_site_name, the one validator, whose rule the pattern states.
+    """The body of POST /api/sites: exactly one field, ``site``.
+
+    The field declares the schema; ``to_internal_value`` is the one path of
+    validation, ending in validate_site_name, the validator the admin uses too.
+    """
+
     site = serializers.RegexField(
         r"^[a-z0-9]{1,32}$", min_length=1, max_length=32, trim_whitespace=False,
         help_text=NAME_RULE + " Must not be taken or reserved.",
     )
+
+    def to_internal_value(self, data: object) -> dict[str, str]:
+        if not hasattr(data, "get") or not hasattr(data, "keys"):
+            raise ParseError("Expected a JSON object or form fields with a 'site' field.")
+        if "site" not in data:
+            raise _refuse("The field 'site' is required.", code="required")
+        # A client that sends more than the name is confused (a typo, or fields
+        # such as status or domain it expects us to honour): say so, act on nothing.
+        unknown = [key for key in data.keys() if key != "site"]
+        if unknown:
+            listed = ", ".join(repr(str(key)[:64]) for key in unknown[:5])
+            raise _refuse(
+                f"Unknown field(s): {listed}. The only field is 'site'.", code="unknown_field"
+            )
+        if hasattr(data, "getlist") and len(data.getlist("site")) > 1:
+            raise _refuse("The field 'site' is given more than once.", code="duplicate_field")
+        try:
+            return {"site": validate_site_name(data.get("site"))}
+        except DjangoValidationError as exc:
+            raise _refuse(exc.messages[0], code=exc.error_list[0].code or "invalid") from None
 
 
 class SiteCreateSchema(OpenApiSerializerExtension):

@@ -23,10 +23,6 @@ from sites.permissions import can
 from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site
 
 
-def _error(message: str, code: str, http_status: int) -> Response:
-    return Response({"detail": message, "code": code}, status=http_status)
-
-
 def _errors(described: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
     """Schema entries for error statuses, each with the error body; 401 and 429 can answer any call."""
     described = {401: "No or invalid credentials", 429: "Too many requests for this token", **(described or {})}
@@ -72,27 +68,11 @@ class SiteListCreate(generics.ListAPIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = request.data
-        if not hasattr(data, "get"):
-            raise ParseError("Expected a JSON object or form fields with a 'site' field.")
-        if "site" not in data:
-            return _error("The field 'site' is required.", "required", status.HTTP_400_BAD_REQUEST)
-        # A client that sends more than the name is confused (a typo, or fields
-        # such as status or domain it expects us to honour): say so, act on nothing.
-        unknown = [key for key in data if key != "site"]
-        if unknown:
-            listed = ", ".join(repr(str(key)[:64]) for key in unknown[:5])
-            return _error(
-                f"Unknown field(s): {listed}. The only field is 'site'.", "unknown_field", status.HTTP_400_BAD_REQUEST
-            )
-        if hasattr(data, "getlist") and len(data.getlist("site")) > 1:
-            return _error("The field 'site' is given more than once.", "duplicate_field", status.HTTP_400_BAD_REQUEST)
-        try:
-            site = create_site(data.get("site"))
-        except DjangoValidationError as exc:
-            return _error(exc.messages[0], exc.error_list[0].code or "invalid", status.HTTP_400_BAD_REQUEST)
-        except SiteNameTaken as exc:
-            return _error(str(exc), "taken", status.HTTP_409_CONFLICT)
+        body = SiteCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        # SiteNameTaken (a race lost to another request) answers 409 through
+        # the API's exception handler, like every domain error.
+        site = create_site(body.validated_data["site"])
         return Response(SiteSerializer(site).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -111,11 +91,7 @@ class SiteDetail(APIView):
         responses={202: SiteSerializer, **_errors({404: "No such site", 409: "Another job of the site is open"})}
     )
     def delete(self, request: Request, name: str) -> Response:
-        site = self._site(name)
-        try:
-            delete_site(site)
-        except SiteBusy as exc:
-            return _error(str(exc), "busy", status.HTTP_409_CONFLICT)
+        delete_site(self._site(name))  # SiteBusy answers 409
         return Response(SiteSerializer(self._site(name)).data, status=status.HTTP_202_ACCEPTED)
 
 
