@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1
 DB     ?= sqlite
 PYTEST_ARGS ?=
 
-.PHONY: help up down status test test-unit bench lab venv lock clean-sites
+.PHONY: help up down status test test-unit lint bench lab venv lock clean-sites
 
 # requirements.lock: every package of pyproject.toml (runtime + the dev extra,
 # plus setuptools, the build backend) pinned with hashes, for Python 3.11 on
@@ -58,6 +58,11 @@ test: lab venv ## run every test (unit, integration, reliability, browser) on DB
 
 test-unit: venv ## run only the tests that need no lab
 	@scripts/test.sh $(DB) -m "not integration and not browser" $(PYTEST_ARGS)
+
+lint: venv ## ruff (lint and format check) and mypy with django-stubs and drf-stubs
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy .
 
 bench: lab venv ## run the benchmarks against the lab (QUICK=1 for a short run); results in bench/results/
 	@QUICK=$(QUICK) $(PY) -m bench $(BENCH_ARGS)

@@ -22,8 +22,8 @@ FILLER_MARKER = f"# wpfleet owner={config.FILLER_OWNER} site=fill"
 def force_remove(names: list[str] | set[str]) -> dict:
     """Undo every step of each site in this process (four at a time), then drop its row."""
     from sites.models import Site
-    from sites.provisioning.steps import Infra
     from sites.provisioning.orchestrator import Provisioner
+    from sites.provisioning.steps import Infra
 
     infra = Infra()
     errors: dict[str, str] = {}
@@ -45,8 +45,8 @@ def force_remove(names: list[str] | set[str]) -> dict:
 
 def owned_site_names() -> set[str]:
     """Sites with anything labelled or commented as the bench's: containers, volumes, networks, databases, snippets."""
-    from sites.provisioning.steps import Infra
     from sites.ops.cleanup import sites_with_resources
+    from sites.provisioning.steps import Infra
 
     return sites_with_resources(Infra())
 
@@ -59,7 +59,7 @@ def remove_fillers() -> int:
     # Only files that carry the filler marker: a real site may well be named fill-something.
     script = (
         f"files=$(find {caddy.sites_dir} -maxdepth 1 -name 'fill*.caddy' -exec grep -lF -- \"$1\" {{}} +); "
-        "[ -z \"$files\" ] || echo \"$files\" | xargs rm -f; echo \"$files\""
+        '[ -z "$files" ] || echo "$files" | xargs rm -f; echo "$files"'
     )
     code, output = caddy.docker.exec(caddy.container_name, ["sh", "-c", script, "sh", FILLER_MARKER])
     if code != 0:

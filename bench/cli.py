@@ -10,8 +10,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bench import config
 
@@ -21,13 +21,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench",
         description="Benchmark wpfleet against the lab; results in bench/results/ (latest.json, latest.md, PNGs).",
     )
-    parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"),
-                        help="a small run (under two minutes); also QUICK=1 in the environment")
-    parser.add_argument("--only", action="append", metavar="SECTION",
-                        help=f"run only these sections ({', '.join(config.SECTIONS)}); repeat or comma-separate. "
-                             "The other sections of the previous latest.json are kept")
-    parser.add_argument("--report-only", action="store_true",
-                        help="run nothing: redraw the plots and latest.md from OUT/latest.json and print the summary")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("QUICK", "") not in ("", "0"),
+        help="a small run (under two minutes); also QUICK=1 in the environment",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="SECTION",
+        help=f"run only these sections ({', '.join(config.SECTIONS)}); repeat or comma-separate. "
+        "The other sections of the previous latest.json are kept",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: redraw the plots and latest.md from OUT/latest.json and print the summary",
+    )
     parser.add_argument("--out", type=Path, default=config.DEFAULT_OUT, help="results directory (default %(default)s)")
     args = parser.parse_args(argv)
     if args.only:
@@ -107,7 +118,9 @@ def clean_up(panel) -> dict:
         report = cleanup.sweep("end of run")
     except Exception as exc:
         report["errors"] = {"cleanup": f"{exc.__class__.__name__}: {exc}"}
-        log(f"cleanup FAILED ({exc}); the next bench run sweeps the leftovers (`python -m bench --quick --only api` is the shortest)")
+        log(
+            f"cleanup FAILED ({exc}); the next bench run sweeps the leftovers (`python -m bench --quick --only api` is the shortest)"
+        )
     finally:
         panel.stop_all()
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -167,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         meta: dict = {
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-            "quick": plan.quick, "only": args.only, "argv": sys.argv[1:],
-            "git": git_info(), "machine": machine_info(), "settings": settings_info(plan),
+            "quick": plan.quick,
+            "only": args.only,
+            "argv": sys.argv[1:],
+            "git": git_info(),
+            "machine": machine_info(),
+            "settings": settings_info(plan),
         }
         log(f"{'QUICK ' if plan.quick else ''}run of {', '.join(names)}; load {meta['machine']['loadavg_at_start']}")
         panel = BenchPanel()
@@ -185,10 +202,14 @@ def main(argv: list[str] | None = None) -> int:
             log("interrupted")
         finally:
             meta["cleanup_at_end"] = clean_up(panel)
-        meta.update({
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - started, 1),
-            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "cluster_starts": panel.cluster_starts,
-        })
+        meta.update(
+            {
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": round(time.time() - started, 1),
+                "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+                "cluster_starts": panel.cluster_starts,
+            }
+        )
         if interrupted:
             args.out.mkdir(parents=True, exist_ok=True)
             partial = report.merge(None, meta, sections, None)
@@ -198,11 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         results = write_outputs(args.out, meta, sections, args.only)
         print()
         print(report.console_summary(results))
-        print(f"\nresults: {args.out / 'latest.json'}, {args.out / 'latest.md'}, "
-              f"{', '.join(results['meta']['plots'])}")
+        print(f"\nresults: {args.out / 'latest.json'}, {args.out / 'latest.md'}, {', '.join(results['meta']['plots'])}")
         leaked = meta["cleanup_at_end"].get("errors") or meta["cleanup_at_end"].get("sites")
         if leaked:
-            log(f"cleanup at end found {meta['cleanup_at_end'].get('sites')} site(s) to remove: "
-                f"{meta['cleanup_at_end']}")
+            log(
+                f"cleanup at end found {meta['cleanup_at_end'].get('sites')} site(s) to remove: "
+                f"{meta['cleanup_at_end']}"
+            )
         failed = [name for name, body in sections.items() if body.get("error")]
         return 1 if failed or meta["cleanup_at_end"].get("errors") else 0

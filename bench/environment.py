@@ -106,7 +106,7 @@ def settings_info(plan: config.Plan) -> dict:
         "nginx_limits": settings.WPFLEET_NGINX_LIMITS,
         "live_timeout_s": settings.WPFLEET_LIVE_TIMEOUT_SECONDS,
         "max_attempts": settings.WPFLEET_MAX_ATTEMPTS,
-        "api_rate": settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["user"],
+        "api_rate": dict(settings.REST_FRAMEWORK)["DEFAULT_THROTTLE_RATES"]["user"],
         "web": {"bind": config.WEB_BIND, "gunicorn_workers": config.WEB_WORKERS, "threads": config.WEB_THREADS},
         "base_domain": settings.WPFLEET_BASE_DOMAIN,
         "caddy_url": settings.WPFLEET_CADDY_URL,

@@ -108,9 +108,13 @@ def sample(posted: Posted, needs: dict[str, set[str]] | None = None) -> dict:
     from jobs.models import Job, JobStep
 
     record: dict = {
-        "site": posted.site, "job_id": posted.job_id, "post_status": posted.status,
-        "post_latency_s": round(posted.latency_s, 4), "posted_at": round(posted.posted_at, 4),
-        "status": "POST_FAILED" if posted.job_id is None else None, "error": posted.error,
+        "site": posted.site,
+        "job_id": posted.job_id,
+        "post_status": posted.status,
+        "post_latency_s": round(posted.latency_s, 4),
+        "posted_at": round(posted.posted_at, 4),
+        "status": "POST_FAILED" if posted.job_id is None else None,
+        "error": posted.error,
     }
     if posted.job_id is None:
         return record
@@ -119,17 +123,21 @@ def sample(posted: Posted, needs: dict[str, set[str]] | None = None) -> dict:
     started = job.started_at.timestamp() if job.started_at else None
     finished = job.finished_at.timestamp() if job.finished_at else None
     done = job.status == Job.Status.DONE
-    record.update({
-        "status": job.status, "attempts": job.attempts, "error": job.error[:300],
-        "active_at": round(finished, 4) if done else None,
-        "post_to_active_s": _seconds(finished, posted.posted_at) if done else None,
-        # The POST until the job row exists (validation, the insert transaction).
-        "accept_s": _seconds(created, posted.posted_at),
-        # Until a worker claimed it: broker poll, busy workers. A retried job's
-        # started_at is its last attempt's, so this then includes the failed ones.
-        "queue_wait_s": _seconds(started, created),
-        "wall_s": _seconds(finished, started),
-    })
+    record.update(
+        {
+            "status": job.status,
+            "attempts": job.attempts,
+            "error": job.error[:300],
+            "active_at": round(finished, 4) if done and finished is not None else None,
+            "post_to_active_s": _seconds(finished, posted.posted_at) if done else None,
+            # The POST until the job row exists (validation, the insert transaction).
+            "accept_s": _seconds(created, posted.posted_at),
+            # Until a worker claimed it: broker poll, busy workers. A retried job's
+            # started_at is its last attempt's, so this then includes the failed ones.
+            "queue_wait_s": _seconds(started, created),
+            "wall_s": _seconds(finished, started),
+        }
+    )
     spans = {}
     for step in JobStep.objects.filter(job=job, phase=JobStep.Phase.APPLY, attempt=job.attempts):
         if step.finished_at is not None:
@@ -188,14 +196,18 @@ def delete_sites(api: Api, names: list[str], timeout: float) -> dict:
         time.sleep(POLL_SECONDS * 2)
     leftover = sorted(Site.objects.filter(name__in=names).values_list("name", flat=True))
     jobs = Job.objects.filter(subject_name__in=names, type=Site.JobType.DEPROVISION, status=Job.Status.DONE)
-    durations = [(job.finished_at - job.created_at).total_seconds() for job in jobs]
+    durations = [(job.finished_at - job.created_at).total_seconds() for job in jobs if job.finished_at]
     undo: dict[str, list[float]] = {}
     for step in JobStep.objects.filter(job__in=jobs, phase=JobStep.Phase.UNDO, finished_at__isnull=False):
-        undo.setdefault(step.name, []).append(step.duration.total_seconds())
+        if step.duration is not None:
+            undo.setdefault(step.name, []).append(step.duration.total_seconds())
     result = {
-        "n": len(names), "delete_status": dict(statuses), "seconds": round(time.monotonic() - started, 3),
+        "n": len(names),
+        "delete_status": dict(statuses),
+        "seconds": round(time.monotonic() - started, 3),
         # DELETE to row gone, and each undo step (they run one after another, in reverse).
-        "deprovision_s": dist(durations), "undo_steps_s": {name: dist(v) for name, v in undo.items()},
+        "deprovision_s": dist(durations),
+        "undo_steps_s": {name: dist(v) for name, v in undo.items()},
         "leftover": leftover,
     }
     if leftover:
@@ -215,15 +227,26 @@ def summarize(samples: list[dict]) -> dict:
     summary: dict = {
         "n": len(samples),
         "active": len(ok),
-        "failed": [{"site": s["site"], "status": s.get("status"), "error": s.get("error")} for s in samples
-                   if s.get("status") != "DONE"],
+        "failed": [
+            {"site": s["site"], "status": s.get("status"), "error": s.get("error")}
+            for s in samples
+            if s.get("status") != "DONE"
+        ],
         "retried": sum(1 for s in ok if s.get("attempts", 1) > 1),
     }
-    for key in ("post_to_active_s", "post_latency_s", "accept_s", "queue_wait_s", "wall_s", "critical_path_s",
-                "overhead_s"):
+    for key in (
+        "post_to_active_s",
+        "post_latency_s",
+        "accept_s",
+        "queue_wait_s",
+        "wall_s",
+        "critical_path_s",
+        "overhead_s",
+    ):
         summary[key] = dist(s.get(key) for s in ok)
-    summary["steps"] = {name: dist(s["steps"][name]["duration_s"] for s in ok if name in s["steps"])
-                        for name in step_names}
+    summary["steps"] = {
+        name: dist(s["steps"][name]["duration_s"] for s in ok if name in s["steps"]) for name in step_names
+    }
     # Mean seconds each step adds to the critical path (0 for a site where it is off the path).
     contribution: Counter = Counter()
     chains: Counter = Counter()

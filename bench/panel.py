@@ -38,8 +38,13 @@ class Child:
             out.flush()
             self.log_offset = out.tell()
             self.process = subprocess.Popen(
-                self.argv, cwd=config.REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.argv,
+                cwd=config.REPO,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
 
     def alive(self) -> bool:
@@ -152,8 +157,20 @@ class BenchPanel:
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         self.web = Child(
             "web",
-            [gunicorn, "hosting.wsgi", "-b", config.WEB_BIND, "--workers", str(config.WEB_WORKERS),
-             "--threads", str(config.WEB_THREADS), "--timeout", "60", "--error-logfile", "-"],
+            [
+                gunicorn,
+                "hosting.wsgi",
+                "-b",
+                config.WEB_BIND,
+                "--workers",
+                str(config.WEB_WORKERS),
+                "--threads",
+                str(config.WEB_THREADS),
+                "--timeout",
+                "60",
+                "--error-logfile",
+                "-",
+            ],
             self.env,
             config.LOG_DIR / "bench-web.log",
         )

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-STEP_ORDER = ["queue", "database", "volume", "network", "php", "nginx", "nginx_config", "caddy_snippet",
-              "caddy_reload", "live_check"]
+STEP_ORDER = [
+    "queue",
+    "database",
+    "volume",
+    "network",
+    "php",
+    "nginx",
+    "nginx_config",
+    "caddy_snippet",
+    "caddy_reload",
+    "live_check",
+]
 
 
 def workers(n: int) -> str:
@@ -55,8 +65,15 @@ def steps_boxplot(results: dict, out: Path) -> str | None:
         # Log scale below: sub-10 ms steps and 20 s queue waits on one axis.
         data = [[max(v, 0.001) for v in values] or [0.001] for values in data]
         positions = [i + (b - (len(batches) - 1) / 2) * width for i in range(len(labels))]
-        bp = ax.boxplot(data, positions=positions, widths=width * 0.9, vert=False, patch_artist=True,
-                        manage_ticks=False, showfliers=True)
+        bp = ax.boxplot(
+            data,
+            positions=positions,
+            widths=width * 0.9,
+            vert=False,
+            patch_artist=True,
+            manage_ticks=False,
+            showfliers=True,
+        )
         color = f"C{b}"
         for patch in bp["boxes"]:
             patch.set_facecolor(color)
@@ -81,8 +98,7 @@ def timeline(results: dict, out: Path) -> str | None:
     site = samples[len(samples) // 2]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     path = set(site.get("critical_path", []))
-    rows = [("POST→job row", 0.0, site["accept_s"]),
-            ("queue wait", site["accept_s"], site["queue_wait_s"])]
+    rows = [("POST→job row", 0.0, site["accept_s"]), ("queue wait", site["accept_s"], site["queue_wait_s"])]
     rows += [(name, step["start_s"], step["duration_s"]) for name, step in site["steps"].items()]
     for i, (name, start, duration) in enumerate(rows):
         color = "C3" if name in path else ("C7" if i < 2 else "C0")
@@ -92,8 +108,9 @@ def timeline(results: dict, out: Path) -> str | None:
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel("seconds since POST")
-    ax.set_title(f"Median site one at a time ({site['site']}): {site['post_to_active_s']:.2f} s to ACTIVE; "
-                 "red = critical path")
+    ax.set_title(
+        f"Median site one at a time ({site['site']}): {site['post_to_active_s']:.2f} s to ACTIVE; red = critical path"
+    )
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, out, "timeline.png")
 
@@ -149,8 +166,13 @@ def fill(results: dict, out: Path) -> str | None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for key, label in (("p50", "p50"), ("max", "max")):
         left.plot(x, [lv["reload"].get(key) for lv in levels], marker="o", label=f"caddy reload {label}")
-    left.plot(x, [sorted(lv["exec_baseline_s"])[len(lv["exec_baseline_s"]) // 2] for lv in levels], marker="x",
-              linestyle=":", label="docker exec alone (p50)")
+    left.plot(
+        x,
+        [sorted(lv["exec_baseline_s"])[len(lv["exec_baseline_s"]) // 2] for lv in levels],
+        marker="x",
+        linestyle=":",
+        label="docker exec alone (p50)",
+    )
     left.set_xlabel("existing sites")
     left.set_ylabel("seconds")
     left.set_ylim(bottom=0)
@@ -177,8 +199,9 @@ def density(results: dict, out: Path) -> str | None:
     nginx = [r["nginx_no_cache_mb"] for r in rows]
     ax.bar(names, php, label="php-fpm (no cache)", color="C0")
     ax.bar(names, nginx, bottom=php, label="nginx (no cache)", color="C1")
-    ax.scatter(names, [r["usage_mb"] for r in rows], color="k", marker="_", s=300, label="raw usage (with cache)",
-               zorder=3)
+    ax.scatter(
+        names, [r["usage_mb"] for r in rows], color="k", marker="_", s=300, label="raw usage (with cache)", zorder=3
+    )
     ax.axhline(25, color="C3", linestyle="--", linewidth=1, label="target 25 MB")
     ax.set_ylabel("MB")
     ax.set_title("Idle memory per site (php + nginx)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 # Issue #5's targets.
 TARGETS = {
@@ -23,13 +24,15 @@ TARGETS = {
 
 def merge(previous: dict | None, meta: dict, sections: dict, only: list[str] | None) -> dict:
     """This run's sections; with --only, on top of the previous results' other sections."""
-    merged = {"meta": meta, "sections": {}}
+    merged: dict[str, Any] = {"meta": meta, "sections": {}}
     if only and previous:
         kept = {name: body for name, body in previous.get("sections", {}).items() if name not in sections}
         merged["sections"].update(kept)
         meta["sections_from_earlier_runs"] = {
-            name: {"started_at": body.get("meta", {}).get("started_at"),
-                   "git_commit": previous.get("meta", {}).get("git", {}).get("commit")}
+            name: {
+                "started_at": body.get("meta", {}).get("started_at"),
+                "git_commit": previous.get("meta", {}).get("git", {}).get("commit"),
+            }
             for name, body in kept.items()
         }
     merged["sections"].update(sections)
@@ -84,20 +87,38 @@ def evaluate(sections: dict) -> list[dict]:
         p2a = summary["post_to_active_s"]
         all_ok = summary["active"] == summary["n"]
         note = f"N={summary['n']}" + ("" if all_ok else f", only {summary['active']} ACTIVE")
-        rows.append(_target("POST→ACTIVE p50, one at a time", f"≤ {TARGETS['sequential_p50_s']} s",
-                            _fmt(p2a.get("p50")), all_ok and p2a.get("p50") is not None
-                            and p2a["p50"] <= TARGETS["sequential_p50_s"], note))
-        rows.append(_target("POST→ACTIVE p95, one at a time", f"≤ {TARGETS['sequential_p95_s']} s",
-                            _fmt(p2a.get("p95")), all_ok and p2a.get("p95") is not None
-                            and p2a["p95"] <= TARGETS["sequential_p95_s"], note))
+        rows.append(
+            _target(
+                "POST→ACTIVE p50, one at a time",
+                f"≤ {TARGETS['sequential_p50_s']} s",
+                _fmt(p2a.get("p50")),
+                all_ok and p2a.get("p50") is not None and p2a["p50"] <= TARGETS["sequential_p50_s"],
+                note,
+            )
+        )
+        rows.append(
+            _target(
+                "POST→ACTIVE p95, one at a time",
+                f"≤ {TARGETS['sequential_p95_s']} s",
+                _fmt(p2a.get("p95")),
+                all_ok and p2a.get("p95") is not None and p2a["p95"] <= TARGETS["sequential_p95_s"],
+                note,
+            )
+        )
     run, note = pick_concurrent(sections.get("concurrent", {}).get("runs", []))
     if run:
         s = run["summary"]
         rate = s.get("sites_per_min")
         ok = s["active"] == s["n"] and rate is not None and rate >= TARGETS["concurrent_min_per_min"]
-        rows.append(_target(f"{TARGETS['concurrent_n']} at once: all ACTIVE, throughput",
-                            f"all, ≥ {TARGETS['concurrent_min_per_min']:g} sites/min",
-                            f"{s['active']}/{s['n']}, {_fmt(rate, ' /min', 1)}", ok, note))
+        rows.append(
+            _target(
+                f"{TARGETS['concurrent_n']} at once: all ACTIVE, throughput",
+                f"all, ≥ {TARGETS['concurrent_min_per_min']:g} sites/min",
+                f"{s['active']}/{s['n']}, {_fmt(rate, ' /min', 1)}",
+                ok,
+                note,
+            )
+        )
     levels = sections.get("fill", {}).get("levels", [])
     measured_levels = [lv for lv in levels if lv["existing"] > 0 and "added_post_to_active_s" in lv]
     if measured_levels:
@@ -106,17 +127,29 @@ def evaluate(sections: dict) -> list[dict]:
         added = top["added_post_to_active_s"]
         # The reload is what grows with the host; POST→ACTIVE differences of a few sites are mostly noise.
         mechanism = f"caddy reload {top.get('added_reload_s', 0):+.3f} s, {top['post_to_active'].get('n')} sites/level"
-        rows.append(_target(f"added POST→ACTIVE at {TARGETS['fill_level']:,} existing sites (p50 vs 0)",
-                            f"< {TARGETS['fill_added_s']} s", _fmt(added, " s", 3),
-                            added < TARGETS["fill_added_s"], ", ".join(filter(None, [note, mechanism]))))
+        rows.append(
+            _target(
+                f"added POST→ACTIVE at {TARGETS['fill_level']:,} existing sites (p50 vs 0)",
+                f"< {TARGETS['fill_added_s']} s",
+                _fmt(added, " s", 3),
+                added < TARGETS["fill_added_s"],
+                ", ".join(filter(None, [note, mechanism])),
+            )
+        )
     idle = sections.get("density", {}).get("summary_idle", {})
     density = idle.get("unreclaimable_mb")
     if density and density.get("n"):
         stats_view = idle.get("no_cache_docker_stats_mb", {}).get("mean")
-        rows.append(_target("idle memory per site, php+nginx (mean, unreclaimable)", f"≤ {TARGETS['density_mb']:g} MB",
-                            _fmt(density["mean"], " MB", 1), density["mean"] <= TARGETS["density_mb"],
-                            f"{density['n']} sites, max {density['max']} MB; docker stats view "
-                            f"{_fmt(stats_view, ' MB', 1)} (reclaimable page cache included)"))
+        rows.append(
+            _target(
+                "idle memory per site, php+nginx (mean, unreclaimable)",
+                f"≤ {TARGETS['density_mb']:g} MB",
+                _fmt(density["mean"], " MB", 1),
+                density["mean"] <= TARGETS["density_mb"],
+                f"{density['n']} sites, max {density['max']} MB; docker stats view "
+                f"{_fmt(stats_view, ' MB', 1)} (reclaimable page cache included)",
+            )
+        )
     return rows
 
 
@@ -141,21 +174,41 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
     seq = sections.get("sequential", {})
     if "summary" in seq:
         s = seq["summary"]
-        rows.append(("sequential", f"POST→ACTIVE p50/p95/max (N={seq['n']}, {_workers(seq['workers'])})",
-                     _dist_line(s["post_to_active_s"]) + f"  [{s['active']}/{s['n']} ACTIVE]"))
-        rows.append(("", "queue wait / wall / critical path p50",
-                     " / ".join(_fmt(s[k].get("p50")) for k in ("queue_wait_s", "wall_s", "critical_path_s"))))
+        rows.append(
+            (
+                "sequential",
+                f"POST→ACTIVE p50/p95/max (N={seq['n']}, {_workers(seq['workers'])})",
+                _dist_line(s["post_to_active_s"]) + f"  [{s['active']}/{s['n']} ACTIVE]",
+            )
+        )
+        rows.append(
+            (
+                "",
+                "queue wait / wall / critical path p50",
+                " / ".join(_fmt(s[k].get("p50")) for k in ("queue_wait_s", "wall_s", "critical_path_s")),
+            )
+        )
         rows.append(("", "critical path, mean s per step", _steps_line(s)))
     for run in sections.get("concurrent", {}).get("runs", []):
         s = run["summary"]
-        rows.append(("concurrent", f"N={run['n']} at once, {_workers(run['workers'])}: p50/p95/max",
-                     _dist_line(s["post_to_active_s"]) + f"  [{s['active']}/{s['n']}, "
-                     f"{_fmt(s.get('sites_per_min'), ' sites/min', 1)}]"))
+        rows.append(
+            (
+                "concurrent",
+                f"N={run['n']} at once, {_workers(run['workers'])}: p50/p95/max",
+                _dist_line(s["post_to_active_s"]) + f"  [{s['active']}/{s['n']}, "
+                f"{_fmt(s.get('sites_per_min'), ' sites/min', 1)}]",
+            )
+        )
     runs = [r for r in sections.get("concurrent", {}).get("runs", []) if r["n"] == TARGETS["concurrent_n"]]
     if len(runs) > 1:
-        rows.append(("", f"throughput N={TARGETS['concurrent_n']} by workers",
-                     ", ".join(f"{r['workers']}: {_fmt(r['summary'].get('sites_per_min'), '', 1)}" for r in runs)
-                     + " sites/min"))
+        rows.append(
+            (
+                "",
+                f"throughput N={TARGETS['concurrent_n']} by workers",
+                ", ".join(f"{r['workers']}: {_fmt(r['summary'].get('sites_per_min'), '', 1)}" for r in runs)
+                + " sites/min",
+            )
+        )
     api = sections.get("api", {})
     if "post" in api:
         for verb, key in (("POST", "post"), ("GET", "get")):
@@ -163,23 +216,43 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
             extra = f", {api['sites_listed']} sites listed" if key == "get" else ""
             alone = api.get("alone", {}).get(key, {}).get("latency_s", {}).get("p50")
             extra += f"; 1 client alone p50 {_fmt(alone, ' s', 3)}" if alone is not None else ""
-            rows.append(("api" if key == "post" else "", f"{verb} /api/sites p50/p99/max ({api['clients']} clients)",
-                         _dist_line(d["latency_s"], ("p50", "p99", "max"), " s", 3)
-                         + f"  [{d['ok']}/{d['requests']} ok, {d['requests_per_s']} req/s{extra}]"))
+            rows.append(
+                (
+                    "api" if key == "post" else "",
+                    f"{verb} /api/sites p50/p99/max ({api['clients']} clients)",
+                    _dist_line(d["latency_s"], ("p50", "p99", "max"), " s", 3)
+                    + f"  [{d['ok']}/{d['requests']} ok, {d['requests_per_s']} req/s{extra}]",
+                )
+            )
     levels = sections.get("fill", {}).get("levels", [])
     if levels:
         names = "/".join(str(lv["existing"]) for lv in levels)
-        rows.append(("fill", f"caddy reload p50 at {names} existing",
-                     " / ".join(_fmt(lv["reload"].get("p50"), "", 3) for lv in levels) + " s"))
-        rows.append(("", f"POST→ACTIVE p50 at {names} existing",
-                     " / ".join(_fmt(lv["post_to_active"].get("p50"), "") for lv in levels) + " s"))
+        rows.append(
+            (
+                "fill",
+                f"caddy reload p50 at {names} existing",
+                " / ".join(_fmt(lv["reload"].get("p50"), "", 3) for lv in levels) + " s",
+            )
+        )
+        rows.append(
+            (
+                "",
+                f"POST→ACTIVE p50 at {names} existing",
+                " / ".join(_fmt(lv["post_to_active"].get("p50"), "") for lv in levels) + " s",
+            )
+        )
     dens = sections.get("density", {})
     if dens.get("summary_idle"):
         s = dens["summary_idle"]
-        rows.append(("density", f"idle php+nginx per site, {dens['sites']} sites: unreclaimable p50/max",
-                     _dist_line(s.get("unreclaimable_mb", {}), ("p50", "max"), " MB", 1)
-                     + f"  (docker stats {_dist_line(s['no_cache_docker_stats_mb'], ('p50', 'max'), ' MB', 1)},"
-                     + f" raw {_dist_line(s['usage_mb'], ('p50', 'max'), ' MB', 1)})"))
+        rows.append(
+            (
+                "density",
+                f"idle php+nginx per site, {dens['sites']} sites: unreclaimable p50/max",
+                _dist_line(s.get("unreclaimable_mb", {}), ("p50", "max"), " MB", 1)
+                + f"  (docker stats {_dist_line(s['no_cache_docker_stats_mb'], ('p50', 'max'), ' MB', 1)},"
+                + f" raw {_dist_line(s['usage_mb'], ('p50', 'max'), ' MB', 1)})",
+            )
+        )
     return rows
 
 
@@ -277,88 +350,145 @@ def markdown(results: dict, plots: list[str]) -> str:
         "",
     ]
     if meta.get("sections_from_earlier_runs"):
-        md += [f"Sections kept from earlier runs: "
-               + ", ".join(f"{k} ({v['started_at']})" for k, v in meta["sections_from_earlier_runs"].items()), ""]
+        md += [
+            "Sections kept from earlier runs: "
+            + ", ".join(f"{k} ({v['started_at']})" for k, v in meta["sections_from_earlier_runs"].items()),
+            "",
+        ]
     md += ["## Summary", ""]
     md += _table(["section", "measure", "value"], [list(r) for r in summary_rows(results)])
     if results.get("targets"):
         md += ["## Targets", ""]
-        md += _table(["", "what", "target", "measured", "note"],
-                     [[_verdict(t["pass"]), t["what"], t["target"], t["measured"], t["note"]]
-                      for t in results["targets"]])
+        md += _table(
+            ["", "what", "target", "measured", "note"],
+            [[_verdict(t["pass"]), t["what"], t["target"], t["measured"], t["note"]] for t in results["targets"]],
+        )
     batches = _batches(sections)
     if batches:
-        md += ["## 1–2. POST → ACTIVE", "",
-               "Seconds, p50 / p95. Steps overlap (independent ones run in parallel), so they do not add up; "
-               "*wall* is the job's claim to done, *critical path* the chain of steps that decided it.", ""]
+        md += [
+            "## 1–2. POST → ACTIVE",
+            "",
+            "Seconds, p50 / p95. Steps overlap (independent ones run in parallel), so they do not add up; "
+            "*wall* is the job's claim to done, *critical path* the chain of steps that decided it.",
+            "",
+        ]
         step_names = []
         for _, s in batches:
             step_names += [n for n in s["steps"] if n not in step_names]
-        rows = [["POST→ACTIVE"] + [_pp(s["post_to_active_s"]) for _, s in batches],
-                ["POST request"] + [_pp(s["post_latency_s"], 3) for _, s in batches],
-                ["queue wait"] + [_pp(s["queue_wait_s"]) for _, s in batches]]
+        rows = [
+            ["POST→ACTIVE"] + [_pp(s["post_to_active_s"]) for _, s in batches],
+            ["POST request"] + [_pp(s["post_latency_s"], 3) for _, s in batches],
+            ["queue wait"] + [_pp(s["queue_wait_s"]) for _, s in batches],
+        ]
         rows += [[f"step `{n}`"] + [_pp(s["steps"].get(n, {})) for _, s in batches] for n in step_names]
-        rows += [["wall (claim→done)"] + [_pp(s["wall_s"]) for _, s in batches],
-                 ["critical path"] + [_pp(s["critical_path_s"]) for _, s in batches],
-                 ["overhead (wall − path)"] + [_pp(s["overhead_s"], 3) for _, s in batches],
-                 ["ACTIVE / posted"] + [f"{s['active']}/{s['n']}" for _, s in batches],
-                 ["sites/min"] + [_fmt(s.get("sites_per_min"), "", 1) for _, s in batches]]
+        rows += [
+            ["wall (claim→done)"] + [_pp(s["wall_s"]) for _, s in batches],
+            ["critical path"] + [_pp(s["critical_path_s"]) for _, s in batches],
+            ["overhead (wall − path)"] + [_pp(s["overhead_s"], 3) for _, s in batches],
+            ["ACTIVE / posted"] + [f"{s['active']}/{s['n']}" for _, s in batches],
+            ["sites/min"] + [_fmt(s.get("sites_per_min"), "", 1) for _, s in batches],
+        ]
         md += _table(["measure"] + [name for name, _ in batches], rows)
         md += ["Mean seconds each step adds to the critical path (what dominates):", ""]
-        md += _table(["batch", "critical path (mean s per step)", "most common chain"],
-                     [[name, _steps_line(s, top=9), next(iter(s.get("critical_paths", {})), "–")]
-                      for name, s in batches])
+        md += _table(
+            ["batch", "critical path (mean s per step)", "most common chain"],
+            [[name, _steps_line(s, top=9), next(iter(s.get("critical_paths", {})), "–")] for name, s in batches],
+        )
     api = sections.get("api", {})
     if "post" in api:
-        md += [f"## 3. API latency, {api['clients']} concurrent clients, no workers", "",
-               f"Each client (own user and token) sends {api['requests_per_client']} requests back to back; "
-               f"GET lists all {api['sites_listed']} sites the POSTs created (the list is not paginated).", ""]
+        md += [
+            f"## 3. API latency, {api['clients']} concurrent clients, no workers",
+            "",
+            f"Each client (own user and token) sends {api['requests_per_client']} requests back to back; "
+            f"GET lists all {api['sites_listed']} sites the POSTs created (the list is not paginated).",
+            "",
+        ]
         alone = api.get("alone", {})
-        md += _table(["request", "ok/sent", "p50 s", "p99 s", "max s", "req/s", "statuses", "one client alone p50 s"],
-                     [[verb, f"{api[k]['ok']}/{api[k]['requests']}", _fmt(api[k]["latency_s"].get("p50"), "", 3),
-                       _fmt(api[k]["latency_s"].get("p99"), "", 3), _fmt(api[k]["latency_s"].get("max"), "", 3),
-                       api[k]["requests_per_s"], json.dumps(api[k]["status"]),
-                       _fmt(alone.get(k, {}).get("latency_s", {}).get("p50"), "", 3)]
-                      for verb, k in (("POST /api/sites", "post"), ("GET /api/sites", "get"))])
+        md += _table(
+            ["request", "ok/sent", "p50 s", "p99 s", "max s", "req/s", "statuses", "one client alone p50 s"],
+            [
+                [
+                    verb,
+                    f"{api[k]['ok']}/{api[k]['requests']}",
+                    _fmt(api[k]["latency_s"].get("p50"), "", 3),
+                    _fmt(api[k]["latency_s"].get("p99"), "", 3),
+                    _fmt(api[k]["latency_s"].get("max"), "", 3),
+                    api[k]["requests_per_s"],
+                    json.dumps(api[k]["status"]),
+                    _fmt(alone.get(k, {}).get("latency_s", {}).get("p50"), "", 3),
+                ]
+                for verb, k in (("POST /api/sites", "post"), ("GET /api/sites", "get"))
+            ],
+        )
     levels = sections.get("fill", {}).get("levels", [])
     if levels:
-        md += ["## 4. Cost as the host fills up", "",
-               "Existing sites are filler snippets routed to one unresolved upstream (Caddy resolves per request: "
-               "a filler host answers 502, an unknown host 404). Reload = `docker exec caddy caddy reload`, "
-               "timed from here; the exec round trip alone (`docker exec caddy true`) is shown beside it.", ""]
-        md += _table(["existing", "reload p50 (min–max) s", "exec alone p50 s", "caddy_reload step p50 s",
-                      "POST→ACTIVE p50 s", "added vs 0 s", "routed"],
-                     [[f"{lv['existing']:,}",
-                       f"{_fmt(lv['reload'].get('p50'), '', 3)} ({_fmt(lv['reload'].get('min'), '', 3)}–"
-                       f"{_fmt(lv['reload'].get('max'), '', 3)})",
-                       _fmt(_median(lv["exec_baseline_s"]), "", 3),
-                       _fmt(lv["caddy_reload_step"].get("p50"), "", 3),
-                       _fmt(lv["post_to_active"].get("p50"), "", 2),
-                       _fmt(lv.get("added_post_to_active_s"), "", 3),
-                       {True: "yes", False: "NO"}.get(lv["verify"].get("routed"), "–")]
-                      for lv in levels])
+        md += [
+            "## 4. Cost as the host fills up",
+            "",
+            "Existing sites are filler snippets routed to one unresolved upstream (Caddy resolves per request: "
+            "a filler host answers 502, an unknown host 404). Reload = `docker exec caddy caddy reload`, "
+            "timed from here; the exec round trip alone (`docker exec caddy true`) is shown beside it.",
+            "",
+        ]
+        md += _table(
+            [
+                "existing",
+                "reload p50 (min–max) s",
+                "exec alone p50 s",
+                "caddy_reload step p50 s",
+                "POST→ACTIVE p50 s",
+                "added vs 0 s",
+                "routed",
+            ],
+            [
+                [
+                    f"{lv['existing']:,}",
+                    f"{_fmt(lv['reload'].get('p50'), '', 3)} ({_fmt(lv['reload'].get('min'), '', 3)}–"
+                    f"{_fmt(lv['reload'].get('max'), '', 3)})",
+                    _fmt(_median(lv["exec_baseline_s"]), "", 3),
+                    _fmt(lv["caddy_reload_step"].get("p50"), "", 3),
+                    _fmt(lv["post_to_active"].get("p50"), "", 2),
+                    _fmt(lv.get("added_post_to_active_s"), "", 3),
+                    {True: "yes", False: "NO"}.get(lv["verify"].get("routed"), "–"),
+                ]
+                for lv in levels
+            ],
+        )
     dens = sections.get("density", {})
     if dens.get("summary_idle"):
-        md += ["## 5. Idle memory per site", "",
-               f"{dens['sites']} ACTIVE sites, read {dens['idle_s_before_reading']} s after the last became ACTIVE "
-               "(php-fpm ondemand reaps idle children after 10 s), from each container's memory cgroup. "
-               "*No cache* = usage − total_inactive_file (what `docker stats` shows); "
-               "*− total_cache* removes all page cache; *unreclaimable* removes only file-backed page cache "
-               "(shared memory such as an opcache in SHM stays).", ""]
-        keys = [("php+nginx raw usage", "usage_mb"), ("php+nginx no cache (docker stats)", "no_cache_docker_stats_mb"),
-                ("php+nginx usage − total_cache", "no_cache_total_cache_mb"),
-                ("php+nginx unreclaimable", "unreclaimable_mb"), ("php+nginx rss", "rss_mb"),
-                ("php+nginx shmem (opcache; part of cache)", "shmem_mb"),
-                ("php no cache", "php_no_cache_mb"), ("nginx no cache", "nginx_no_cache_mb")]
+        md += [
+            "## 5. Idle memory per site",
+            "",
+            f"{dens['sites']} ACTIVE sites, read {dens['idle_s_before_reading']} s after the last became ACTIVE "
+            "(php-fpm ondemand reaps idle children after 10 s), from each container's memory cgroup. "
+            "*No cache* = usage − total_inactive_file (what `docker stats` shows); "
+            "*− total_cache* removes all page cache; *unreclaimable* removes only file-backed page cache "
+            "(shared memory such as an opcache in SHM stays).",
+            "",
+        ]
+        keys = [
+            ("php+nginx raw usage", "usage_mb"),
+            ("php+nginx no cache (docker stats)", "no_cache_docker_stats_mb"),
+            ("php+nginx usage − total_cache", "no_cache_total_cache_mb"),
+            ("php+nginx unreclaimable", "unreclaimable_mb"),
+            ("php+nginx rss", "rss_mb"),
+            ("php+nginx shmem (opcache; part of cache)", "shmem_mb"),
+            ("php no cache", "php_no_cache_mb"),
+            ("nginx no cache", "nginx_no_cache_mb"),
+        ]
         rows = []
         for label, key in keys:
             idle, fresh = dens["summary_idle"].get(key, {}), dens["summary_fresh"].get(key, {})
-            rows.append([label] + [_fmt(idle.get(k), "", 1) for k in ("p50", "mean", "max")]
-                        + [_fmt(fresh.get("p50"), "", 1)])
+            rows.append(
+                [label] + [_fmt(idle.get(k), "", 1) for k in ("p50", "mean", "max")] + [_fmt(fresh.get("p50"), "", 1)]
+            )
         md += _table(["MB per site", "idle p50", "idle mean", "idle max", "once all ACTIVE p50"], rows)
     errors = [(n, b["error"]) for n, b in sections.items() if b.get("error")]
-    errors += [(n, "disturbed: " + _disturbance(b["meta"]["disturbed"]))
-               for n, b in sections.items() if b.get("meta", {}).get("disturbed")]
+    errors += [
+        (n, "disturbed: " + _disturbance(b["meta"]["disturbed"]))
+        for n, b in sections.items()
+        if b.get("meta", {}).get("disturbed")
+    ]
     if errors:
         md += ["## Errors and warnings", ""] + [f"- **{n}**: {e}" for n, e in errors] + [""]
     if plots:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
@@ -18,7 +18,7 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return data[low] + (data[high] - data[low]) * (rank - low)
 
 
-def dist(values: Iterable[float], digits: int = 3) -> dict:
+def dist(values: Iterable[float | None], digits: int = 3) -> dict:
     """n, min, mean, p50, p95, p99, max of the values (None-safe)."""
     data = [v for v in values if v is not None]
     if not data:

@@ -56,8 +56,14 @@ class SuperusersOnly:
         return self._superuser(request) and super().has_delete_permission(request, obj)  # type: ignore[misc]
 
 
-SUPERUSER_ONLY_MODELS = ("authtoken.TokenProxy", "authtoken.Token", "django_q.Schedule", "django_q.Success",
-                         "django_q.Failure", "django_q.OrmQ")
+SUPERUSER_ONLY_MODELS = (
+    "authtoken.TokenProxy",
+    "authtoken.Token",
+    "django_q.Schedule",
+    "django_q.Success",
+    "django_q.Failure",
+    "django_q.OrmQ",
+)
 
 
 def harden(site: admin.AdminSite) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
+from typing import Any, TypedDict
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -18,6 +19,24 @@ from django.core.exceptions import ImproperlyConfigured
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+class DbAdmin(TypedDict):
+    """WPFLEET_DB_ADMIN: the panel's connection to the sites' MariaDB."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    connect_timeout: int
+
+
+class Limits(TypedDict):
+    """WPFLEET_PHP_LIMITS, WPFLEET_NGINX_LIMITS: per-container limits."""
+
+    memory: int  # bytes
+    cpus: float
+    pids: int
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -72,7 +91,7 @@ class Env:
             return self._environ[name]
         return self._dotenv.get(name)
 
-    def str(
+    def text(
         self, name: str, default: str | None = None, *, choices: tuple[str, ...] = (), allow_empty: bool = False
     ) -> str:
         value = self.raw(name)
@@ -86,7 +105,7 @@ class Env:
             raise ImproperlyConfigured(f"{name}={value!r} is not one of: {', '.join(choices)}")
         return value
 
-    def int(self, name: str, default: int, *, min: int | None = None, max: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, min: int | None = None, max: int | None = None) -> int:
         value = self.raw(name)
         if value is None or value.strip() == "":
             result = default
@@ -98,7 +117,7 @@ class Env:
         self._check_range(name, result, min, max)
         return result
 
-    def float(self, name: str, default: float, *, min: float | None = None, max: float | None = None) -> float:
+    def number(self, name: str, default: float, *, min: float | None = None, max: float | None = None) -> float:
         value = self.raw(name)
         if value is None or value.strip() == "":
             result = default
@@ -112,7 +131,7 @@ class Env:
         self._check_range(name, result, min, max)
         return result
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -123,15 +142,15 @@ class Env:
             return False
         raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
 
-    def list(self, name: str, default: list[str]) -> list[str]:
+    def items(self, name: str, default: list[str]) -> list[str]:
         value = self.raw(name)
         if value is None:
             return list(default)
         return [item.strip() for item in value.split(",") if item.strip()]
 
-    def bytes(self, name: str, default: str) -> int:
+    def size(self, name: str, default: str) -> int:
         """A size such as ``512m`` or ``128M`` or ``1g``, returned in bytes."""
-        value = self.str(name, default)
+        value = self.text(name, default)
         match = re.fullmatch(r"\s*(\d+)\s*([kmg]?)b?\s*", value, re.IGNORECASE)
         if not match:
             raise ImproperlyConfigured(f"{name}={value!r} is not a size like 512m or 1g")
@@ -142,21 +161,21 @@ class Env:
         return result
 
     def url(self, name: str, default: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str:
-        value = self.str(name, default)
+        value = self.text(name, default)
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.netloc:
             raise ImproperlyConfigured(f"{name}={value!r} is not a {'/'.join(schemes)} URL with a host")
         return value.rstrip("/")
 
     def host_port(self, name: str, default: str) -> str:
-        value = self.str(name, default)
+        value = self.text(name, default)
         if not re.fullmatch(r"[A-Za-z0-9.\-]+(:\d{1,5})?", value):
             raise ImproperlyConfigured(f"{name}={value!r} is not a host or host:port")
         return value
 
-    def database(self, name: str, default: str, *, base_dir: Path) -> dict:
+    def database(self, name: str, default: str, *, base_dir: Path) -> dict[str, Any]:
         """A ``DATABASES`` entry from a URL: ``sqlite:///path`` or ``mysql://user:pass@host:port/db``."""
-        value = self.str(name, default)
+        value = self.text(name, default)
         parts = urlsplit(value)
         if parts.scheme == "sqlite":
             path = unquote(parts.path)
@@ -199,7 +218,7 @@ class Env:
             raise ImproperlyConfigured(f"{name}={value} is above the maximum {high}")
 
 
-def sqlite_database(file: Path) -> dict:
+def sqlite_database(file: Path) -> dict[str, Any]:
     # The web server and several worker processes share one file: WAL lets
     # readers run beside a writer, the busy timeout waits out short locks, and
     # IMMEDIATE transactions take the write lock up front so two writers never

@@ -7,39 +7,40 @@ generated secrets; the process environment overrides it.
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
 from hosting import env as envmod
+from hosting.env import DbAdmin, Limits
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 env = envmod.load(BASE_DIR)
 
-SECRET_KEY = env.str("DJANGO_SECRET_KEY")
-DEBUG = env.bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
-CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"])
+SECRET_KEY = env.text("DJANGO_SECRET_KEY")
+DEBUG = env.flag("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env.items("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.items("DJANGO_CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"])
 
 # --- HTTPS in production (docs/deploy.md) ------------------------------------------
 # Off by default because the lab serves the panel over plain http on
 # loopback; `manage.py check --deploy` is clean with the production values.
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it
 # from clients' requests), Django knows a request came over https.
-if env.bool("DJANGO_BEHIND_TLS_PROXY", False):
+if env.flag("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", 0, min=0, max=10 * 365 * 86400)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
-SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", False)
-SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", False)
+SECURE_SSL_REDIRECT = env.flag("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env.integer("DJANGO_SECURE_HSTS_SECONDS", 0, min=0, max=10 * 365 * 86400)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.flag("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env.flag("DJANGO_SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env.flag("DJANGO_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
 # Failed admin logins allowed per user name and client address in the window.
-WPFLEET_LOGIN_FAILURES = env.int("WPFLEET_LOGIN_FAILURES", 5, min=1, max=1000)
-WPFLEET_LOGIN_WINDOW_SECONDS = env.int("WPFLEET_LOGIN_WINDOW_SECONDS", 900, min=10, max=86400)
+WPFLEET_LOGIN_FAILURES = env.integer("WPFLEET_LOGIN_FAILURES", 5, min=1, max=1000)
+WPFLEET_LOGIN_WINDOW_SECONDS = env.integer("WPFLEET_LOGIN_WINDOW_SECONDS", 900, min=10, max=86400)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -88,7 +89,7 @@ TEMPLATES = [
 
 DATABASES = {"default": env.database("DATABASE_URL", "sqlite:///var/wpfleet.sqlite3", base_dir=BASE_DIR)}
 # Lets two test runs share a machine without sharing a test database.
-_test_db = env.str("DATABASE_TEST_NAME", "")
+_test_db = env.text("DATABASE_TEST_NAME", "")
 if _test_db:
     DATABASES["default"]["TEST"]["NAME"] = (
         str(VAR_DIR / _test_db) if DATABASES["default"]["ENGINE"].endswith("sqlite3") else _test_db
@@ -114,9 +115,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # Bodies larger than this are refused before any parsing (a site name is 32 bytes).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("WPFLEET_MAX_BODY_BYTES", 64 * 1024, min=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("WPFLEET_MAX_BODY_BYTES", 64 * 1024, min=1024)
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first so that anonymous API calls get 401 with a
         # WWW-Authenticate header instead of 403.
@@ -135,8 +136,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "user": env.str("WPFLEET_API_RATE", "1200/min"),
-        "health": env.str("WPFLEET_HEALTH_RATE", "30/min"),
+        "user": env.text("WPFLEET_API_RATE", "1200/min"),
+        "health": env.text("WPFLEET_HEALTH_RATE", "30/min"),
     },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "sites.api.errors.exception_handler",
@@ -166,31 +167,46 @@ CACHES = {
 
 # --- wpfleet: what a site is made of -------------------------------------
 
-WPFLEET_BASE_DOMAIN = env.str("WPFLEET_BASE_DOMAIN", "wpfleet.test").lower().strip(".")
-if not re.fullmatch(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", WPFLEET_BASE_DOMAIN):
+WPFLEET_BASE_DOMAIN = env.text("WPFLEET_BASE_DOMAIN", "wpfleet.test").lower().strip(".")
+if not re.fullmatch(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", WPFLEET_BASE_DOMAIN
+):
     raise ImproperlyConfigured(f"WPFLEET_BASE_DOMAIN={WPFLEET_BASE_DOMAIN!r} is not a DNS name")
 
 # Names a site may not take because the infrastructure uses them (or they
 # would read as one of its hostnames).
 WPFLEET_RESERVED_NAMES = frozenset(
-    env.list(
+    env.items(
         "WPFLEET_RESERVED_NAMES",
-        ["caddy", "mariadb", "mysql", "backend", "admin", "api", "www", "mail", "localhost", "root", "wpfleet", "panel"],
+        [
+            "caddy",
+            "mariadb",
+            "mysql",
+            "backend",
+            "admin",
+            "api",
+            "www",
+            "mail",
+            "localhost",
+            "root",
+            "wpfleet",
+            "panel",
+        ],
     )
 )
 # Owner label written on every Docker resource: what does not carry it is
 # never modified or removed.
-WPFLEET_OWNER = env.str("WPFLEET_OWNER", "wpfleet")
+WPFLEET_OWNER = env.text("WPFLEET_OWNER", "wpfleet")
 
 # MariaDB (state-01): the panel's own account, and the address site
 # containers use to reach the same server. The account holds only what
 # provisioning needs (docs/deploy.md); root is refused.
-WPFLEET_DB_ADMIN = {
-    "host": env.str("WPFLEET_DB_ADMIN_HOST", "127.0.0.1"),
-    "port": env.int("WPFLEET_DB_ADMIN_PORT", 3306, min=1, max=65535),
-    "user": env.str("WPFLEET_DB_ADMIN_USER", "wpfleet_panel"),
-    "password": env.str("WPFLEET_DB_ADMIN_PASSWORD", "", allow_empty=True),
-    "connect_timeout": env.int("WPFLEET_DB_ADMIN_TIMEOUT", 5, min=1, max=120),
+WPFLEET_DB_ADMIN: DbAdmin = {
+    "host": env.text("WPFLEET_DB_ADMIN_HOST", "127.0.0.1"),
+    "port": env.integer("WPFLEET_DB_ADMIN_PORT", 3306, min=1, max=65535),
+    "user": env.text("WPFLEET_DB_ADMIN_USER", "wpfleet_panel"),
+    "password": env.text("WPFLEET_DB_ADMIN_PASSWORD", "", allow_empty=True),
+    "connect_timeout": env.integer("WPFLEET_DB_ADMIN_TIMEOUT", 5, min=1, max=120),
 }
 if WPFLEET_DB_ADMIN["user"] == "root":
     raise ImproperlyConfigured(
@@ -198,7 +214,7 @@ if WPFLEET_DB_ADMIN["user"] == "root":
     )
 # Where wpfleet records the database accounts it created (MariaDB has no
 # comment on accounts): the panel's account needs ALL on this schema only.
-WPFLEET_DB_META_SCHEMA = env.str("WPFLEET_DB_META_SCHEMA", "wpfleet_meta")
+WPFLEET_DB_META_SCHEMA = env.text("WPFLEET_DB_META_SCHEMA", "wpfleet_meta")
 if not re.fullmatch(r"[a-z0-9_]{1,64}", WPFLEET_DB_META_SCHEMA) or WPFLEET_DB_META_SCHEMA.startswith("wp_"):
     raise ImproperlyConfigured(
         f"WPFLEET_DB_META_SCHEMA={WPFLEET_DB_META_SCHEMA!r} must be a plain identifier outside the sites' wp_ prefix"
@@ -207,7 +223,7 @@ WPFLEET_SITE_DB_HOST = env.host_port("WPFLEET_SITE_DB_HOST", "10.10.0.20:3306")
 # Host pattern of each site's account: the Docker address pool its PHP
 # containers get addresses from (the lab's dockerd: 10.200.0.0/16), so a
 # leaked site password is useless from anywhere else. "%" is refused.
-WPFLEET_DB_USER_HOST = env.str("WPFLEET_DB_USER_HOST", "10.200.0.0/255.255.0.0")
+WPFLEET_DB_USER_HOST = env.text("WPFLEET_DB_USER_HOST", "10.200.0.0/255.255.0.0")
 if not re.fullmatch(r"[A-Za-z0-9.%_:\-/]{1,255}", WPFLEET_DB_USER_HOST):
     raise ImproperlyConfigured(f"WPFLEET_DB_USER_HOST={WPFLEET_DB_USER_HOST!r} is not a MariaDB host pattern")
 if WPFLEET_DB_USER_HOST.strip("%.") == "":
@@ -215,58 +231,58 @@ if WPFLEET_DB_USER_HOST.strip("%.") == "":
         f"WPFLEET_DB_USER_HOST={WPFLEET_DB_USER_HOST!r} lets a site's account log in from anywhere: "
         "use the Docker address range of the sites, e.g. 10.200.0.0/255.255.0.0"
     )
-WPFLEET_DB_MAX_USER_CONNECTIONS = env.int("WPFLEET_DB_MAX_USER_CONNECTIONS", 30, min=1, max=10000)
+WPFLEET_DB_MAX_USER_CONNECTIONS = env.integer("WPFLEET_DB_MAX_USER_CONNECTIONS", 30, min=1, max=10000)
 # Per-account statement time limit (0: none): a tenant's runaway query ends.
-WPFLEET_DB_MAX_STATEMENT_SECONDS = env.float("WPFLEET_DB_MAX_STATEMENT_SECONDS", 60.0, min=0, max=86400)
+WPFLEET_DB_MAX_STATEMENT_SECONDS = env.number("WPFLEET_DB_MAX_STATEMENT_SECONDS", 60.0, min=0, max=86400)
 
 # Docker host (app-01): empty means the SDK's own defaults (DOCKER_HOST, the
 # local socket).
-WPFLEET_DOCKER_HOST = env.str("WPFLEET_DOCKER_HOST", "", allow_empty=True)
-WPFLEET_DOCKER_TIMEOUT = env.int("WPFLEET_DOCKER_TIMEOUT", 60, min=1, max=600)
-WPFLEET_PHP_IMAGE = env.str("WPFLEET_PHP_IMAGE", "wordpress:php8.2-fpm")
-WPFLEET_NGINX_IMAGE = env.str("WPFLEET_NGINX_IMAGE", "nginx:alpine")
-WPFLEET_BACKEND_NETWORK = env.str("WPFLEET_BACKEND_NETWORK", "wp_backend")
-WPFLEET_PHP_LIMITS = {
-    "memory": env.bytes("WPFLEET_PHP_MEMORY", "512m"),
-    "cpus": env.float("WPFLEET_PHP_CPUS", 1.0, min=0.01, max=64),
-    "pids": env.int("WPFLEET_PHP_PIDS", 100, min=10, max=100000),
+WPFLEET_DOCKER_HOST = env.text("WPFLEET_DOCKER_HOST", "", allow_empty=True)
+WPFLEET_DOCKER_TIMEOUT = env.integer("WPFLEET_DOCKER_TIMEOUT", 60, min=1, max=600)
+WPFLEET_PHP_IMAGE = env.text("WPFLEET_PHP_IMAGE", "wordpress:php8.2-fpm")
+WPFLEET_NGINX_IMAGE = env.text("WPFLEET_NGINX_IMAGE", "nginx:alpine")
+WPFLEET_BACKEND_NETWORK = env.text("WPFLEET_BACKEND_NETWORK", "wp_backend")
+WPFLEET_PHP_LIMITS: Limits = {
+    "memory": env.size("WPFLEET_PHP_MEMORY", "512m"),
+    "cpus": env.number("WPFLEET_PHP_CPUS", 1.0, min=0.01, max=64),
+    "pids": env.integer("WPFLEET_PHP_PIDS", 100, min=10, max=100000),
 }
-WPFLEET_NGINX_LIMITS = {
-    "memory": env.bytes("WPFLEET_NGINX_MEMORY", "128m"),
-    "cpus": env.float("WPFLEET_NGINX_CPUS", 0.5, min=0.01, max=64),
-    "pids": env.int("WPFLEET_NGINX_PIDS", 50, min=5, max=100000),
+WPFLEET_NGINX_LIMITS: Limits = {
+    "memory": env.size("WPFLEET_NGINX_MEMORY", "128m"),
+    "cpus": env.number("WPFLEET_NGINX_CPUS", 0.5, min=0.01, max=64),
+    "pids": env.integer("WPFLEET_NGINX_PIDS", 50, min=5, max=100000),
 }
 # Where the PHP image keeps the WordPress sources its entrypoint copies into
 # an empty /var/www/html (the official image's /usr/src/wordpress). The site's
 # volume is mounted there too, so that Docker seeds it at create (denser:
 # the copy is not charged to the site); empty: let the entrypoint copy
 # (about 0.3 s faster per site).
-WPFLEET_PHP_SEED_FROM = env.str("WPFLEET_PHP_SEED_FROM", "/usr/src/wordpress", allow_empty=True)
+WPFLEET_PHP_SEED_FROM = env.text("WPFLEET_PHP_SEED_FROM", "/usr/src/wordpress", allow_empty=True)
 if WPFLEET_PHP_SEED_FROM and not WPFLEET_PHP_SEED_FROM.startswith("/"):
     raise ImproperlyConfigured(f"WPFLEET_PHP_SEED_FROM={WPFLEET_PHP_SEED_FROM!r} must be an absolute path or empty")
 # php-fpm process manager for each site's pool: ondemand keeps an idle site
 # at one master process.
-WPFLEET_PHP_PM = env.str("WPFLEET_PHP_PM", "ondemand", choices=("ondemand", "dynamic", "static"))
-WPFLEET_PHP_MAX_CHILDREN = env.int("WPFLEET_PHP_MAX_CHILDREN", 5, min=1, max=500)
+WPFLEET_PHP_PM = env.text("WPFLEET_PHP_PM", "ondemand", choices=("ondemand", "dynamic", "static"))
+WPFLEET_PHP_MAX_CHILDREN = env.integer("WPFLEET_PHP_MAX_CHILDREN", 5, min=1, max=500)
 # Where opcache keeps compiled scripts: "file" (page cache, reclaimable) or
 # "shm" (the image's default: shared memory, about 20 MB per visited site).
-WPFLEET_PHP_OPCACHE = env.str("WPFLEET_PHP_OPCACHE", "file", choices=("file", "shm"))
+WPFLEET_PHP_OPCACHE = env.text("WPFLEET_PHP_OPCACHE", "file", choices=("file", "shm"))
 
 # Caddy (app-01).
-WPFLEET_CADDY_CONTAINER = env.str("WPFLEET_CADDY_CONTAINER", "caddy")
-WPFLEET_CADDY_CONFIG = env.str("WPFLEET_CADDY_CONFIG", "/etc/caddy/Caddyfile")
-WPFLEET_CADDY_SITES_DIR = env.str("WPFLEET_CADDY_SITES_DIR", "/etc/caddy/sites")
+WPFLEET_CADDY_CONTAINER = env.text("WPFLEET_CADDY_CONTAINER", "caddy")
+WPFLEET_CADDY_CONFIG = env.text("WPFLEET_CADDY_CONFIG", "/etc/caddy/Caddyfile")
+WPFLEET_CADDY_SITES_DIR = env.text("WPFLEET_CADDY_SITES_DIR", "/etc/caddy/sites")
 # Where the live check (and the tests) reach Caddy's HTTP listener.
-WPFLEET_CADDY_URL = env.url("WPFLEET_CADDY_URL", "http://127.0.0.1:8080")
+WPFLEET_CADDY_URL: str = env.url("WPFLEET_CADDY_URL", "http://127.0.0.1:8080")
 # Scheme of the links to live sites in the admin: https in production (TLS is
 # terminated in front of Caddy); the lab has no TLS, so it uses http.
-WPFLEET_SITE_URL_SCHEME = env.str("WPFLEET_SITE_URL_SCHEME", "https", choices=("http", "https"))
+WPFLEET_SITE_URL_SCHEME = env.text("WPFLEET_SITE_URL_SCHEME", "https", choices=("http", "https"))
 
 # Fernet keys (comma-separated) for secrets the control database keeps, such
 # as each site's database password: the first encrypts, all decrypt
 # (rotation: docs/deploy.md). Generate one with
 # `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`.
-WPFLEET_ENCRYPTION_KEYS = env.list("WPFLEET_ENCRYPTION_KEYS", [])
+WPFLEET_ENCRYPTION_KEYS = env.items("WPFLEET_ENCRYPTION_KEYS", [])
 if not WPFLEET_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("WPFLEET_ENCRYPTION_KEYS is required but not set")
 for _key in WPFLEET_ENCRYPTION_KEYS:
@@ -276,21 +292,21 @@ for _key in WPFLEET_ENCRYPTION_KEYS:
         )
 
 # The operators' first superuser, created by `make up` (manage.py ensure_superuser).
-WPFLEET_ADMIN_USER = env.str("WPFLEET_ADMIN_USER", "admin")
-WPFLEET_ADMIN_PASSWORD = env.str("WPFLEET_ADMIN_PASSWORD", "")
+WPFLEET_ADMIN_USER = env.text("WPFLEET_ADMIN_USER", "admin")
+WPFLEET_ADMIN_PASSWORD = env.text("WPFLEET_ADMIN_PASSWORD", "")
 
 # --- jobs -----------------------------------------------------------------
 
 # Provisioning steps that do not depend on each other run side by side, up to
 # this many at once; 1 runs them one after another in the seed's order.
-WPFLEET_STEP_THREADS = env.int("WPFLEET_STEP_THREADS", 4, min=1, max=16)
-WPFLEET_MAX_ATTEMPTS = env.int("WPFLEET_MAX_ATTEMPTS", 3, min=1, max=20)
-WPFLEET_RETRY_BACKOFF_SECONDS = env.float("WPFLEET_RETRY_BACKOFF_SECONDS", 2.0, min=0, max=3600)
-WPFLEET_LIVE_TIMEOUT_SECONDS = env.float("WPFLEET_LIVE_TIMEOUT_SECONDS", 60.0, min=1, max=3600)
-WPFLEET_LEASE_SECONDS = env.int("WPFLEET_LEASE_SECONDS", 30, min=5, max=3600)
-WPFLEET_POLL_SECONDS = env.float("WPFLEET_POLL_SECONDS", 0.2, min=0.05, max=3.0)
-WPFLEET_WORKERS = env.int("WPFLEET_WORKERS", 4, min=1, max=64)
-WPFLEET_JOB_TIMEOUT_SECONDS = env.int("WPFLEET_JOB_TIMEOUT_SECONDS", 900, min=30, max=86400)
+WPFLEET_STEP_THREADS = env.integer("WPFLEET_STEP_THREADS", 4, min=1, max=16)
+WPFLEET_MAX_ATTEMPTS = env.integer("WPFLEET_MAX_ATTEMPTS", 3, min=1, max=20)
+WPFLEET_RETRY_BACKOFF_SECONDS = env.number("WPFLEET_RETRY_BACKOFF_SECONDS", 2.0, min=0, max=3600)
+WPFLEET_LIVE_TIMEOUT_SECONDS = env.number("WPFLEET_LIVE_TIMEOUT_SECONDS", 60.0, min=1, max=3600)
+WPFLEET_LEASE_SECONDS = env.integer("WPFLEET_LEASE_SECONDS", 30, min=5, max=3600)
+WPFLEET_POLL_SECONDS = env.number("WPFLEET_POLL_SECONDS", 0.2, min=0.05, max=3.0)
+WPFLEET_WORKERS = env.integer("WPFLEET_WORKERS", 4, min=1, max=64)
+WPFLEET_JOB_TIMEOUT_SECONDS = env.integer("WPFLEET_JOB_TIMEOUT_SECONDS", 900, min=30, max=86400)
 
 Q_CLUSTER = {
     "name": "wpfleet",
@@ -315,15 +331,15 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("WPFLEET_LOG_LEVEL", "INFO").upper()},
+    "root": {"handlers": ["console"], "level": env.text("WPFLEET_LOG_LEVEL", "INFO").upper()},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
 # Fault drills: names of provisioning steps after whose apply the provisioner
 # raises, to exercise rollback for real ("php" every attempt, "php@1" only the
 # first). Empty in production.
-WPFLEET_FAULTS = tuple(env.list("WPFLEET_FAULTS", []))
+WPFLEET_FAULTS = tuple(env.items("WPFLEET_FAULTS", []))
 # Crash drills: names of provisioning steps at whose start the worker process
 # kills itself with SIGKILL ("php", or "php@1" on the first attempt only).
 # Empty in production.
-WPFLEET_CRASH_DURING = tuple(env.list("WPFLEET_CRASH_DURING", []))
+WPFLEET_CRASH_DURING = tuple(env.items("WPFLEET_CRASH_DURING", []))

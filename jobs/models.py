@@ -151,18 +151,22 @@ class Job(models.Model):
         held = cls.objects.filter(pk=job_id, status=cls.Status.PROCESSING, worker=job.worker, lease_expires_at__lt=now)
         if job.abandoning:
             fields: dict[str, Any] = dict(
-                status=cls.Status.FAILED, finished_at=now,
+                status=cls.Status.FAILED,
+                finished_at=now,
                 error=(job.error + "; " if job.error else "") + "the worker died again while undoing: run the cleanup",
             )
         elif job.attempts >= job.max_attempts:
             fields = dict(
-                status=cls.Status.WAITING, next_attempt_at=now, abandoning=True,
+                status=cls.Status.WAITING,
+                next_attempt_at=now,
+                abandoning=True,
                 error=f"the worker running it died on attempt {job.attempts} of {job.max_attempts} "
                 "(killed, out of memory, or over the task timeout)",
             )
         else:
             fields = dict(
-                status=cls.Status.WAITING, next_attempt_at=now,
+                status=cls.Status.WAITING,
+                next_attempt_at=now,
                 error=f"the worker running attempt {job.attempts} died (killed, out of memory, or over the task timeout)",
             )
         fields.update(worker="", lease_expires_at=None, updated_at=now)

@@ -8,7 +8,8 @@ reconciler). Imports only point from those apps to ``jobs``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from jobs.models import Job
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
 class Recorder(Protocol):
     """Records a step's start (returns a handle) and its end (given the handle)."""
 
-    def __call__(self, name: str, phase: str, outcome: str, error: str = "", handle: object | None = None) -> object:
-        ...
+    def __call__(
+        self, name: str, phase: str, outcome: str, error: str = "", handle: object | None = None
+    ) -> object: ...
 
 
 class JobHandler(Protocol):

@@ -39,7 +39,9 @@ class StepRecorder:
 
     def __call__(self, name: str, phase: str, outcome: str, error: str = "", handle: object | None = None) -> object:
         if not isinstance(handle, JobStep):
-            return JobStep.objects.create(job=self.job, attempt=self.job.attempts, name=name, phase=phase, outcome=outcome)
+            return JobStep.objects.create(
+                job=self.job, attempt=self.job.attempts, name=name, phase=phase, outcome=outcome
+            )
         handle.outcome = outcome
         handle.error = redact(error, self.secrets)[:2000]
         handle.finished_at = timezone.now()

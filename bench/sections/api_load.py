@@ -30,8 +30,15 @@ def _closed_loop(clients: list[Api], requests_each: int, call) -> list[dict]:
         out = []
         for _ in range(requests_each):
             result: Call = call(api)
-            out.append({"client": index, "t_s": round(result.started_at - t0, 4),
-                        "latency_s": round(result.latency_s, 5), "status": result.status, "bytes": result.nbytes})
+            out.append(
+                {
+                    "client": index,
+                    "t_s": round(result.started_at - t0, 4),
+                    "latency_s": round(result.latency_s, 5),
+                    "status": result.status,
+                    "bytes": result.nbytes,
+                }
+            )
         return out
 
     with ThreadPoolExecutor(max_workers=len(clients)) as pool:

@@ -119,7 +119,7 @@ def read_all(docker, sites: list[str], rounds: int = 3, interval: float = 1.0) -
         for site in sites:
             readings[site].append(site_memory(docker, site))
     chosen = []
-    for site, rows in readings.items():
+    for _site, rows in readings.items():
         rows = [r for r in rows if "no_cache_docker_stats_mb" in r]
         if rows:
             rows.sort(key=lambda r: r["no_cache_docker_stats_mb"])
@@ -141,10 +141,19 @@ def _processes(docker, site: str) -> dict:
 
 
 def _summary(rows: list[dict]) -> dict:
-    return {key: dist((r[key] for r in rows), digits=2) for key in
-            ("usage_mb", "no_cache_docker_stats_mb", "no_cache_total_cache_mb", "unreclaimable_mb", "rss_mb", "shmem_mb",
-             "php_no_cache_mb",
-             "nginx_no_cache_mb")}
+    return {
+        key: dist((r[key] for r in rows), digits=2)
+        for key in (
+            "usage_mb",
+            "no_cache_docker_stats_mb",
+            "no_cache_total_cache_mb",
+            "unreclaimable_mb",
+            "rss_mb",
+            "shmem_mb",
+            "php_no_cache_mb",
+            "nginx_no_cache_mb",
+        )
+    }
 
 
 @timed
@@ -170,8 +179,11 @@ def run(ctx: Context) -> dict:
         raise RuntimeError(f"no site's memory could be read ({len(active)} ACTIVE); did the engine restart?")
     summary = _summary(idle)
     per_site = summary["no_cache_docker_stats_mb"]
-    print(f"  density: {len(idle)} sites idle {idled_s} s, php+nginx without cache p50 {per_site.get('p50')} MB, "
-          f"max {per_site.get('max')} MB (raw p50 {summary['usage_mb'].get('p50')} MB)", flush=True)
+    print(
+        f"  density: {len(idle)} sites idle {idled_s} s, php+nginx without cache p50 {per_site.get('p50')} MB, "
+        f"max {per_site.get('max')} MB (raw p50 {summary['usage_mb'].get('p50')} MB)",
+        flush=True,
+    )
     return {
         "sites": len(active),
         "idle_s_before_reading": idled_s,

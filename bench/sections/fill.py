@@ -54,8 +54,10 @@ class Fillers:
         """Write fillers up to ``level`` (one put_archive); returns the seconds it took."""
         started = time.perf_counter()
         if level > self.count:
-            files = {f"{filler_name(i)}.caddy": (filler_snippet(i, self.base_domain), 0o644, 0, 0)
-                     for i in range(self.count, level)}
+            files = {
+                f"{filler_name(i)}.caddy": (filler_snippet(i, self.base_domain), 0o644, 0, 0)
+                for i in range(self.count, level)
+            }
             container = self.infra.docker.container(self.caddy.container_name)
             self.infra.docker.put_files(container, self.caddy.sites_dir, files)
             self.count = level
@@ -103,8 +105,11 @@ def _level(ctx: Context, fillers: Fillers, level: int) -> dict:
     samples = measure.provision_sequential(ctx.api, plan.fill_sites_per_level, plan.batch_timeout(1))
     deleted = measure.delete_sites(ctx.api, [s["site"] for s in samples], plan.batch_timeout(len(samples)))
     summary = measure.summarize(samples)
-    print(f"  fill {level}: reload p50 {statistics.median(reloads):.3f} s, "
-          f"POST→ACTIVE p50 {summary['post_to_active_s'].get('p50')} s", flush=True)
+    print(
+        f"  fill {level}: reload p50 {statistics.median(reloads):.3f} s, "
+        f"POST→ACTIVE p50 {summary['post_to_active_s'].get('p50')} s",
+        flush=True,
+    )
     return {
         "existing": level,
         "write_fillers_s": round(write_s, 3),

@@ -14,8 +14,13 @@ def sequential(ctx: Context) -> dict:
     n = plan.sequential_n
     samples = measure.provision_sequential(ctx.api, n, plan.batch_timeout(1))
     deleted = measure.delete_sites(ctx.api, [s["site"] for s in samples], plan.batch_timeout(n))
-    return {"n": n, "workers": plan.workers, "summary": measure.summarize(samples), "samples": samples,
-            "delete": deleted}
+    return {
+        "n": n,
+        "workers": plan.workers,
+        "summary": measure.summarize(samples),
+        "samples": samples,
+        "delete": deleted,
+    }
 
 
 @timed
@@ -29,6 +34,9 @@ def concurrent(ctx: Context) -> dict:
         deleted = measure.delete_sites(ctx.api, [s["site"] for s in samples], plan.batch_timeout(n))
         summary = measure.summarize(samples)
         runs.append({"n": n, "workers": workers, "summary": summary, "samples": samples, "delete": deleted})
-        print(f"  concurrent N={n} workers={workers}: {summary['active']}/{n} ACTIVE, "
-              f"{summary.get('sites_per_min')} sites/min, p50 {summary['post_to_active_s'].get('p50')} s", flush=True)
+        print(
+            f"  concurrent N={n} workers={workers}: {summary['active']}/{n} ACTIVE, "
+            f"{summary.get('sites_per_min')} sites/min, p50 {summary['post_to_active_s'].get('p50')} s",
+            flush=True,
+        )
     return {"runs": runs}

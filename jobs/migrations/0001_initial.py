@@ -6,63 +6,104 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('contenttypes', '0002_remove_content_type_name'),
+        ("contenttypes", "0002_remove_content_type_name"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subject_id', models.PositiveBigIntegerField(blank=True, db_index=True, null=True)),
-                ('subject_name', models.CharField(db_index=True, max_length=64)),
-                ('type', models.CharField(max_length=32)),
-                ('status', models.CharField(choices=[('PENDING', 'Pending'), ('PROCESSING', 'Processing'), ('WAITING', 'Waiting to retry'), ('DONE', 'Done'), ('FAILED', 'Failed')], db_index=True, default='PENDING', max_length=16)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('max_attempts', models.PositiveIntegerField(default=3)),
-                ('abandoning', models.BooleanField(default=False)),
-                ('error', models.TextField(blank=True)),
-                ('traceback', models.TextField(blank=True)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('worker', models.CharField(blank=True, max_length=128)),
-                ('lease_expires_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('subject_type', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='contenttypes.contenttype')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("subject_id", models.PositiveBigIntegerField(blank=True, db_index=True, null=True)),
+                ("subject_name", models.CharField(db_index=True, max_length=64)),
+                ("type", models.CharField(max_length=32)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("PENDING", "Pending"),
+                            ("PROCESSING", "Processing"),
+                            ("WAITING", "Waiting to retry"),
+                            ("DONE", "Done"),
+                            ("FAILED", "Failed"),
+                        ],
+                        db_index=True,
+                        default="PENDING",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("max_attempts", models.PositiveIntegerField(default=3)),
+                ("abandoning", models.BooleanField(default=False)),
+                ("error", models.TextField(blank=True)),
+                ("traceback", models.TextField(blank=True)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("worker", models.CharField(blank=True, max_length=128)),
+                ("lease_expires_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "subject_type",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="contenttypes.contenttype",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='JobStep',
+            name="JobStep",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('attempt', models.PositiveIntegerField()),
-                ('name', models.CharField(max_length=32)),
-                ('phase', models.CharField(choices=[('apply', 'Apply'), ('undo', 'Undo')], default='apply', max_length=8)),
-                ('outcome', models.CharField(choices=[('RUNNING', 'Running'), ('OK', 'OK'), ('FAILED', 'Failed'), ('UNDONE', 'Undone'), ('UNDO_FAILED', 'Undo failed')], default='RUNNING', max_length=16)),
-                ('error', models.TextField(blank=True)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='jobs.job')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("attempt", models.PositiveIntegerField()),
+                ("name", models.CharField(max_length=32)),
+                (
+                    "phase",
+                    models.CharField(choices=[("apply", "Apply"), ("undo", "Undo")], default="apply", max_length=8),
+                ),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("RUNNING", "Running"),
+                            ("OK", "OK"),
+                            ("FAILED", "Failed"),
+                            ("UNDONE", "Undone"),
+                            ("UNDO_FAILED", "Undo failed"),
+                        ],
+                        default="RUNNING",
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "job",
+                    models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="steps", to="jobs.job"),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['status', 'next_attempt_at'], name='jobs_job_status_72c9f1_idx'),
+            model_name="job",
+            index=models.Index(fields=["status", "next_attempt_at"], name="jobs_job_status_72c9f1_idx"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['subject_type', 'subject_id'], name='jobs_job_subject_5bced6_idx'),
+            model_name="job",
+            index=models.Index(fields=["subject_type", "subject_id"], name="jobs_job_subject_5bced6_idx"),
         ),
     ]

@@ -24,7 +24,14 @@ from sites.services import SiteBusy, retry_site
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "type", "site_link", "status_badge", "attempts_display", "duration_display", "error_short", "created_at",
+        "id",
+        "type",
+        "site_link",
+        "status_badge",
+        "attempts_display",
+        "duration_display",
+        "error_short",
+        "created_at",
     ]
     list_display_links = ["id"]
     list_filter = ["type", "status"]
@@ -33,8 +40,19 @@ class JobAdmin(admin.ModelAdmin):
     actions = ["retry_jobs"]
     change_form_template = "admin/jobs/job/change_form.html"
     readonly_fields = [
-        "site_link", "type", "status_badge", "attempts_display", "created_at", "started_at", "finished_at",
-        "duration_display", "next_attempt_at", "worker", "lease_expires_at", "error", "traceback_text",
+        "site_link",
+        "type",
+        "status_badge",
+        "attempts_display",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration_display",
+        "next_attempt_at",
+        "worker",
+        "lease_expires_at",
+        "error",
+        "traceback_text",
     ]
 
     class Media:
@@ -64,10 +82,20 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None):
         fields = [
-            "site_link", "type", "status_badge", "attempts_display", "created_at", "started_at", "finished_at",
-            "duration_display", "next_attempt_at", "worker", "lease_expires_at", "error",
+            "site_link",
+            "type",
+            "status_badge",
+            "attempts_display",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_display",
+            "next_attempt_at",
+            "worker",
+            "lease_expires_at",
+            "error",
         ]
-        fieldsets = [(None, {"fields": fields})]
+        fieldsets: list[tuple[str | None, dict[str, list[str]]]] = [(None, {"fields": fields})]
         # The traceback names code paths and hosts; operators get the error line.
         if request.user.is_superuser:
             fieldsets.append(("Traceback", {"fields": ["traceback_text"], "classes": ["collapse"]}))
@@ -149,7 +177,10 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Retry the selected failed jobs", permissions=["retry"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
         tally = views.Tally()
-        sites = {site.pk: site for site in Site.objects.filter(pk__in=queryset.values("subject_id")).select_related("last_job")}
+        sites = {
+            site.pk: site
+            for site in Site.objects.filter(pk__in=queryset.values("subject_id")).select_related("last_job")
+        }
         for job in queryset.order_by("id"):
             label = f"#{job.pk} {job.subject_name}"
             if job.status != Job.Status.FAILED:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Iterable
 
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
@@ -215,7 +215,10 @@ def render_jobs(site: Site, limit: int = 10) -> SafeString:
     jobs = list(site.jobs.order_by("-created_at", "-id").prefetch_related("steps")[:limit])
     entries = [
         {
-            "job": job, "url": job_url(job), "timeline": timeline(job), "badge": job_status_badge(job),
+            "job": job,
+            "url": job_url(job),
+            "timeline": timeline(job),
+            "badge": job_status_badge(job),
             "duration": format_duration(job.duration),
         }
         for job in jobs
@@ -244,9 +247,13 @@ def site_progress(site: Site) -> dict:
     fingerprint = "|".join(
         str(part)
         for part in (
-            site.status, site.current_job_id, site.last_job_id,
-            job.status if job else "-", job.attempts if job else "-",
-            _steps_signature(site.last_job_id), is_open,
+            site.status,
+            site.current_job_id,
+            site.last_job_id,
+            job.status if job else "-",
+            job.attempts if job else "-",
+            _steps_signature(site.last_job_id),
+            is_open,
         )
     )
     return {"open": is_open, "fingerprint": fingerprint, "status": site.status}

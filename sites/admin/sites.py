@@ -25,10 +25,10 @@ from jobs.models import Job
 from jobs.redaction import redact
 from sites.admin import presenters as views
 from sites.models import Site, known_secrets
-from sites.permissions import can
-from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site, retry_site
 from sites.models.validation import NAME_RULE, taken_message, validate_site_name
 from sites.ops.cleanup import cleanup, zombie_sites
+from sites.permissions import can
+from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site, retry_site
 
 
 class SiteNameField(forms.Field):
@@ -117,7 +117,14 @@ class SiteAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = ["retry_failed_jobs", "deprovision_sites", "cleanup_zombies"]
     readonly_fields = [
-        "name", "status_badge", "domain_link", "current_job_link", "created_at", "updated_at", "checked_at", "drift",
+        "name",
+        "status_badge",
+        "domain_link",
+        "current_job_link",
+        "created_at",
+        "updated_at",
+        "checked_at",
+        "drift",
     ]
     change_form_template = "admin/sites/site/change_form.html"
 
@@ -214,7 +221,8 @@ class SiteAdmin(admin.ModelAdmin):
         if site.status != Site.Status.ACTIVE:
             return format_html('<span class="wpf-muted" title="not live">{}</span>', site.domain)
         return format_html(
-            '<a class="wpf-domain" href="{}" target="_blank" rel="noopener noreferrer">{}</a>', site.url,
+            '<a class="wpf-domain" href="{}" target="_blank" rel="noopener noreferrer">{}</a>',
+            site.url,
             site.domain,
         )
 
@@ -223,9 +231,7 @@ class SiteAdmin(admin.ModelAdmin):
         job = site.last_job
         if job is None:
             return "—"
-        html = format_html(
-            '<a href="{}">{}</a> {}', views.job_url(job), job.type_label, views.job_status_badge(job)
-        )
+        html = format_html('<a href="{}">{}</a> {}', views.job_url(job), job.type_label, views.job_status_badge(job))
         if job.error:
             html += format_html('<div class="wpf-error" title="{}">{}</div>', job.error, views.truncate(job.error, 70))
         return html
@@ -239,8 +245,9 @@ class SiteAdmin(admin.ModelAdmin):
     def current_job_link(self, site: Site) -> str:
         if site.current_job_id is None:
             return "none"
-        return format_html('<a href="{}">#{}</a>', reverse("admin:jobs_job_change", args=[site.current_job_id]),
-                           site.current_job_id)
+        return format_html(
+            '<a href="{}">#{}</a>', reverse("admin:jobs_job_change", args=[site.current_job_id]), site.current_job_id
+        )
 
     # --- the site's page: live resources, jobs, progress --------------------------------
 
@@ -248,7 +255,9 @@ class SiteAdmin(admin.ModelAdmin):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("progress/", self.admin_site.admin_view(self.list_progress_view), name=f"{prefix}_list_progress"),
-            path("<path:object_id>/progress/", self.admin_site.admin_view(self.progress_view), name=f"{prefix}_progress"),
+            path(
+                "<path:object_id>/progress/", self.admin_site.admin_view(self.progress_view), name=f"{prefix}_progress"
+            ),
             *super().get_urls(),
         ]
 
@@ -343,8 +352,12 @@ class SiteAdmin(admin.ModelAdmin):
     def deprovision_sites(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         if request.POST.get("post") != "yes":
             return self._confirm(
-                request, queryset, action="deprovision_sites", title="Delete sites?",
-                verb="delete", verb_past="deleted",
+                request,
+                queryset,
+                action="deprovision_sites",
+                title="Delete sites?",
+                verb="delete",
+                verb_past="deleted",
                 consequence=(
                     "Each site's containers, network, volume (all its uploaded files), database and "
                     "database user, and its Caddy route are removed by a deprovision job. This cannot be undone."
@@ -370,8 +383,12 @@ class SiteAdmin(admin.ModelAdmin):
         zombie_ids = {site.pk for site in zombies}
         if request.POST.get("post") != "yes":
             return self._confirm(
-                request, queryset, action="cleanup_zombies", title="Clean up zombie sites?",
-                verb="clean up", verb_past="cleaned up",
+                request,
+                queryset,
+                action="cleanup_zombies",
+                title="Clean up zombie sites?",
+                verb="clean up",
+                verb_past="cleaned up",
                 consequence=(
                     "Whatever each zombie site's failed jobs left behind (containers, network, volume, "
                     "database, Caddy route) is removed now, then the site's record. Sites that are not "
@@ -398,8 +415,17 @@ class SiteAdmin(admin.ModelAdmin):
         return _safe_next(request)
 
     def _confirm(
-        self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str, verb: str, verb_past: str,
-        consequence: str, skip, button: str,
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        *,
+        action: str,
+        title: str,
+        verb: str,
+        verb_past: str,
+        consequence: str,
+        skip,
+        button: str,
     ) -> TemplateResponse:
         sites = list(queryset.select_related("last_job").order_by("name"))
         rows = [{"site": site, "skip": skip(site), "badge": views.site_status_badge(site)} for site in sites]

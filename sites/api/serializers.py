@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from drf_spectacular.extensions import OpenApiSerializerExtension
+from typing import Any
+
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ParseError
 from rest_framework.settings import api_settings
@@ -36,8 +38,18 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "site", "type", "status", "attempts", "max_attempts", "error", "next_attempt_at",
-            "created_at", "started_at", "finished_at", "steps",
+            "id",
+            "site",
+            "type",
+            "status",
+            "attempts",
+            "max_attempts",
+            "error",
+            "next_attempt_at",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "steps",
         ]
 
 
@@ -63,11 +75,14 @@ class SiteCreateSerializer(serializers.Serializer):
     """
 
     site = serializers.RegexField(
-        r"^[a-z0-9]{1,32}$", min_length=1, max_length=32, trim_whitespace=False,
+        r"^[a-z0-9]{1,32}$",
+        min_length=1,
+        max_length=32,
+        trim_whitespace=False,
         help_text=NAME_RULE + " Must not be taken or reserved.",
     )
 
-    def to_internal_value(self, data: object) -> dict[str, str]:
+    def to_internal_value(self, data: Any) -> dict[str, str]:
         if not hasattr(data, "get") or not hasattr(data, "keys"):
             raise ParseError("Expected a JSON object or form fields with a 'site' field.")
         if "site" not in data:
@@ -77,9 +92,7 @@ class SiteCreateSerializer(serializers.Serializer):
         unknown = [key for key in data.keys() if key != "site"]
         if unknown:
             listed = ", ".join(repr(str(key)[:64]) for key in unknown[:5])
-            raise _refuse(
-                f"Unknown field(s): {listed}. The only field is 'site'.", code="unknown_field"
-            )
+            raise _refuse(f"Unknown field(s): {listed}. The only field is 'site'.", code="unknown_field")
         if hasattr(data, "getlist") and len(data.getlist("site")) > 1:
             raise _refuse("The field 'site' is given more than once.", code="duplicate_field")
         try:

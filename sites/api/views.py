@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
+from typing import Any
+
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -15,12 +16,12 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from jobs.models import Job, JobStep
-from sites.ops import health
 from sites.api.parsers import BoundedMultiPartParser, StrictJSONParser
 from sites.api.serializers import ErrorSerializer, JobSerializer, SiteCreateSerializer, SiteSerializer
 from sites.models import Site
+from sites.ops import health
 from sites.permissions import can
-from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site
+from sites.services import create_site, delete_site
 
 
 def _errors(described: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
@@ -45,9 +46,7 @@ class SitePagination(PageNumberPagination):
     max_page_size = 1000
 
 
-@extend_schema_view(
-    get=extend_schema(responses={200: SiteSerializer(many=True), **_errors({404: "No such page"})})
-)
+@extend_schema_view(get=extend_schema(responses={200: SiteSerializer(many=True), **_errors({404: "No such page"})}))
 class SiteListCreate(generics.ListAPIView):
     operations = {"GET": "list_sites", "POST": "create_site"}
     serializer_class = SiteSerializer
@@ -59,12 +58,14 @@ class SiteListCreate(generics.ListAPIView):
         request=SiteCreateSerializer,
         responses={
             202: SiteSerializer,
-            **_errors({
-                400: "Invalid or reserved name; malformed body; missing, repeated or unknown field",
-                409: "Name already taken",
-                413: "Body larger than the limit",
-                415: "Body neither JSON nor form data",
-            }),
+            **_errors(
+                {
+                    400: "Invalid or reserved name; malformed body; missing, repeated or unknown field",
+                    409: "Name already taken",
+                    413: "Body larger than the limit",
+                    415: "Body neither JSON nor form data",
+                }
+            ),
         },
     )
     def post(self, request: Request) -> Response:
@@ -121,7 +122,7 @@ class Health(APIView):
             dependencies: dict = report
         else:
             dependencies = {name: "ok" if item["ok"] else "degraded" for name, item in report.items()}
-        body = {"status": "ok" if ok else "degraded", "dependencies": dependencies}
+        body: dict[str, Any] = {"status": "ok" if ok else "degraded", "dependencies": dependencies}
         if not ok:
             body["failing"] = [name for name, item in report.items() if not item["ok"]]
         return Response(body, status=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE)

@@ -13,7 +13,6 @@ from django.conf import settings
 from sites.infra.docker_host import DockerHost
 from sites.infra.errors import ForeignResource, InfraError
 
-
 # A staged snippet: in sites/, but not matched by the Caddyfile's *.caddy import.
 PENDING = ".caddy.pending"
 
@@ -123,7 +122,8 @@ class Caddy:
         because it is not ours).
         """
         live, pending = self._path(site), self._path(site, PENDING)
-        ours, foreign = [], []
+        ours: list[str] = []
+        foreign: list[str] = []
         for path in (live, pending):
             content = self._read(path)
             if content is not None:
@@ -142,7 +142,9 @@ class Caddy:
         )
         if code not in (0, 1):
             raise InfraError("caddy", f"could not list {self.sites_dir}: {_last_line(output)}")
-        return sorted(line.rsplit("/", 1)[-1][: -len(".caddy")] for line in output.splitlines() if line.endswith(".caddy"))
+        return sorted(
+            line.rsplit("/", 1)[-1][: -len(".caddy")] for line in output.splitlines() if line.endswith(".caddy")
+        )
 
     def reload(self) -> None:
         code, output = self.docker.exec(

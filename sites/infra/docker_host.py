@@ -6,8 +6,8 @@ import io
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import docker
 import requests
@@ -77,7 +77,9 @@ class DockerHost:
                 if self._client is None:
                     if settings.WPFLEET_DOCKER_HOST:
                         self._client = docker.DockerClient(
-                            base_url=settings.WPFLEET_DOCKER_HOST, version="auto", timeout=settings.WPFLEET_DOCKER_TIMEOUT
+                            base_url=settings.WPFLEET_DOCKER_HOST,
+                            version="auto",
+                            timeout=settings.WPFLEET_DOCKER_TIMEOUT,
                         )
                     else:
                         self._client = docker.from_env(version="auto", timeout=settings.WPFLEET_DOCKER_TIMEOUT)
@@ -115,7 +117,9 @@ class DockerHost:
         found = {"container": self.container, "volume": self.volume, "network": self.network}[kind](name)
         if found is None:
             return None
-        return _owned(found.attrs.get("Config", {}).get("Labels") if kind == "container" else found.attrs.get("Labels"), labels)
+        return _owned(
+            found.attrs.get("Config", {}).get("Labels") if kind == "container" else found.attrs.get("Labels"), labels
+        )
 
     def _refuse_foreign(self, kind: str, name: str, labels: dict | None, expected: dict[str, str]) -> None:
         if not _owned(labels, expected):

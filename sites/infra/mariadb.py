@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from django.conf import settings
 
@@ -34,7 +34,7 @@ def owner_comment(site: str) -> str:
 
 
 def site_of_comment(comment: str) -> str | None:
-    return comment[len(OWNER_PREFIX):] if comment.startswith(OWNER_PREFIX) else None
+    return comment[len(OWNER_PREFIX) :] if comment.startswith(OWNER_PREFIX) else None
 
 
 class MariaDBAdmin:
@@ -78,9 +78,7 @@ class MariaDBAdmin:
     def database_comment(self, database: str) -> str | None:
         """The database's comment ('' if none), or None when it does not exist."""
         with self.cursor() as cur:
-            cur.execute(
-                "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,)
-            )
+            cur.execute("SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
             row = cur.fetchone()
         return None if row is None else (row[0] or "")
 
@@ -166,7 +164,13 @@ class MariaDBAdmin:
         )
 
     def ensure_site_database(
-        self, site: str, database: str, user: str, host: str, password: str, max_connections: int,
+        self,
+        site: str,
+        database: str,
+        user: str,
+        host: str,
+        password: str,
+        max_connections: int,
         max_statement_seconds: float = 0,
     ) -> None:
         import MySQLdb
@@ -192,7 +196,9 @@ class MariaDBAdmin:
                     "mariadb", f"database user {user}@{host} belongs to another owner or site; it was left untouched"
                 )
             if not self._claim_user(cur, site, user, host):
-                raise ForeignResource("mariadb", f"database user {user}@{host} was claimed concurrently; left untouched")
+                raise ForeignResource(
+                    "mariadb", f"database user {user}@{host} was claimed concurrently; left untouched"
+                )
             cur.execute(
                 f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)} "
                 "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci COMMENT %s",

@@ -8,33 +8,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('jobs', '0001_initial'),
+        ("jobs", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Site',
+            name="Site",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=32, unique=True)),
-                ('status', models.CharField(choices=[('PROVISIONING', 'Provisioning'), ('ACTIVE', 'Active'), ('DEPROVISIONING', 'Deprovisioning')], db_index=True, default='PROVISIONING', max_length=16)),
-                ('domain', models.CharField(max_length=255)),
-                ('db_password', sites.models.fields.EncryptedTextField(default=sites.models.site._new_db_password, editable=False)),
-                ('drift', models.TextField(blank=True, editable=False)),
-                ('drifted', models.BooleanField(db_index=True, default=False, editable=False)),
-                ('checked_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('repairing_since', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('current_job', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='jobs.job')),
-                ('last_job', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='jobs.job')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=32, unique=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("PROVISIONING", "Provisioning"),
+                            ("ACTIVE", "Active"),
+                            ("DEPROVISIONING", "Deprovisioning"),
+                        ],
+                        db_index=True,
+                        default="PROVISIONING",
+                        max_length=16,
+                    ),
+                ),
+                ("domain", models.CharField(max_length=255)),
+                (
+                    "db_password",
+                    sites.models.fields.EncryptedTextField(default=sites.models.site._new_db_password, editable=False),
+                ),
+                ("drift", models.TextField(blank=True, editable=False)),
+                ("drifted", models.BooleanField(db_index=True, default=False, editable=False)),
+                ("checked_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("repairing_since", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now, editable=False)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "current_job",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="jobs.job",
+                    ),
+                ),
+                (
+                    "last_job",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="jobs.job",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
     ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from django.core.exceptions import FieldError, ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 
@@ -64,6 +64,7 @@ class EncryptedTextField(models.TextField):
         return decrypt(value)
 
     def get_lookup(self, lookup_name: str) -> Any:
+        # None makes Django refuse the lookup ("Unsupported lookup ... for EncryptedTextField").
         if lookup_name != "isnull":
-            raise FieldError(f"{self.name} is encrypted: it cannot be filtered with '{lookup_name}'")
+            return None
         return super().get_lookup(lookup_name)

@@ -6,9 +6,9 @@ import secrets
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.db.models import Q
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
-from django.db.models import Q
 from django.utils import timezone
 
 from jobs.models import InvalidTransition, Job
@@ -29,9 +29,7 @@ class SiteQuerySet(models.QuerySet):
 
         ``Site.is_zombie`` is the same test on one row in memory.
         """
-        return self.filter(
-            status__in=ZOMBIE_STATUSES, current_job__isnull=True, last_job__status=Job.Status.FAILED
-        )
+        return self.filter(status__in=ZOMBIE_STATUSES, current_job__isnull=True, last_job__status=Job.Status.FAILED)
 
 
 def _new_db_password() -> str:
@@ -61,9 +59,13 @@ class Site(models.Model):
     # The job that holds the site (open: pending, processing or waiting to
     # retry). Set and cleared with conditional UPDATEs: at most one job per
     # site runs at a time.
-    current_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False)
+    current_job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
     # The newest job of any status, so lists show it without a query per row.
-    last_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False)
+    last_job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
     # The last drift the reconciler found and repaired (kept as a record), and
     # whether its latest check found any.
     drift = models.TextField(blank=True, editable=False)
@@ -172,7 +174,7 @@ ZOMBIE_STATUSES = (Site.Status.PROVISIONING, Site.Status.DEPROVISIONING)
 
 def known_secrets() -> list[str]:
     """Secrets of the panel itself that must never be shown."""
-    return [settings.WPFLEET_DB_ADMIN["password"], settings.SECRET_KEY]
+    return [str(settings.WPFLEET_DB_ADMIN["password"]), str(settings.SECRET_KEY)]
 
 
 @receiver(pre_delete, sender=Site)

@@ -25,7 +25,11 @@ def _probe(check) -> dict:
     except InfraError as exc:
         return {"ok": False, "error": exc.message, "ms": round((time.monotonic() - started) * 1000)}
     except Exception as exc:  # any failure of a dependency is a report, never a 500
-        return {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"[:300], "ms": round((time.monotonic() - started) * 1000)}
+        return {
+            "ok": False,
+            "error": f"{exc.__class__.__name__}: {exc}"[:300],
+            "ms": round((time.monotonic() - started) * 1000),
+        }
     return {"ok": True, "ms": round((time.monotonic() - started) * 1000)}
 
 

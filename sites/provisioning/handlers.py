@@ -74,7 +74,8 @@ class Deprovision(_SiteJob):
 
     def on_done(self, job: Job) -> None:
         # The name is free again; the job keeps subject_name for history.
-        Site.objects.filter(pk=job.subject_id).delete()
+        if job.subject_id is not None:
+            Site.objects.filter(pk=job.subject_id).delete()
 
 
 def register() -> None:

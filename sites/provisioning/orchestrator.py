@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Callable
 
 from django.conf import settings
 
@@ -43,8 +43,13 @@ StepHook = Callable[[str], None]
 
 class Provisioner:
     def __init__(
-        self, site: str, db_password: str, recorder: Recorder = _no_record, infra: Infra | None = None,
-        attempt: int = 1, during_step: StepHook | None = None,
+        self,
+        site: str,
+        db_password: str,
+        recorder: Recorder = _no_record,
+        infra: Infra | None = None,
+        attempt: int = 1,
+        during_step: StepHook | None = None,
     ):
         self.ctx = Context(site=site, db_password=db_password, infra=infra or Infra())
         self.record = recorder

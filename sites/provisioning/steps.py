@@ -20,12 +20,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import requests
 from django.conf import settings
 from docker.types import Mount
 
+from hosting.env import Limits
 from sites.infra.caddy import Caddy
 from sites.infra.docker_host import DockerHost
 from sites.infra.errors import InfraError
@@ -179,8 +180,13 @@ class DatabaseStep:
     def apply(self, ctx: Context) -> None:
         n = ctx.names
         ctx.infra.db.ensure_site_database(
-            ctx.site, n.database, n.db_user, settings.WPFLEET_DB_USER_HOST, ctx.db_password,
-            settings.WPFLEET_DB_MAX_USER_CONNECTIONS, settings.WPFLEET_DB_MAX_STATEMENT_SECONDS,
+            ctx.site,
+            n.database,
+            n.db_user,
+            settings.WPFLEET_DB_USER_HOST,
+            ctx.db_password,
+            settings.WPFLEET_DB_MAX_USER_CONNECTIONS,
+            settings.WPFLEET_DB_MAX_STATEMENT_SECONDS,
         )
 
     def undo(self, ctx: Context) -> None:
@@ -263,7 +269,7 @@ def _container_state(kind: str, name: str, view: View, names: SiteNames) -> Reso
     return Resource(kind, name, OK, "running")
 
 
-def _limits(limits: dict) -> dict:
+def _limits(limits: Limits) -> dict[str, Any]:
     return {
         "mem_limit": limits["memory"],
         # Swap equal to memory: no swap beyond the limit.
@@ -320,13 +326,21 @@ class PhpStep:
         if created or container.status != "running":
             # The official image reads php-fpm.d/*.conf and php/conf.d/*.ini:
             # files sorting last override its own.
-            docker.put_files(container, "/usr/local/etc", {
-                "php-fpm.d/zz-wpfleet.conf": (php_pool_config().encode(), 0o644, 0, 0),
-                "php/conf.d/zz-wpfleet.ini": (php_ini().encode(), 0o644, 0, 0),
-            })
-            docker.put_files(container, "/run", {
-                DB_PASSWORD_FILE.removeprefix("/run/"): (ctx.db_password.encode(), 0o400, WWW_DATA, WWW_DATA),
-            })
+            docker.put_files(
+                container,
+                "/usr/local/etc",
+                {
+                    "php-fpm.d/zz-wpfleet.conf": (php_pool_config().encode(), 0o644, 0, 0),
+                    "php/conf.d/zz-wpfleet.ini": (php_ini().encode(), 0o644, 0, 0),
+                },
+            )
+            docker.put_files(
+                container,
+                "/run",
+                {
+                    DB_PASSWORD_FILE.removeprefix("/run/"): (ctx.db_password.encode(), 0o400, WWW_DATA, WWW_DATA),
+                },
+            )
         docker.start(container)
 
     def undo(self, ctx: Context) -> None:

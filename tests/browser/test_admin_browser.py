@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,7 +49,7 @@ def chromium_args() -> list[str]:
 
 
 @pytest.fixture
-def browser(monkeypatch) -> Browser:
+def browser(monkeypatch) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: lab/up.sh installs Debian's chromium package")
     # Sync Playwright keeps an event loop running in this thread, which

@@ -13,12 +13,13 @@ import pytest
 import requests
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from jobs.models import Job
 from jobs.runner import run_job
 from sites.models import Site
-from sites.provisioning.steps import Infra, observe_site
 from sites.provisioning.orchestrator import Provisioner
+from sites.provisioning.steps import Infra, observe_site
 from sites.services import create_site
 from tests.conftest import unique_name
 
@@ -54,7 +55,9 @@ def leftovers(infra: Infra, name: str) -> list[str]:
     """
     found = [str(resource) for resource in observe_site(name, infra) if resource.exists]
     user = Site(name=name).names.db_user
-    found += [f"database user {user}@{host}" for host in infra.db.user_hosts(user) if host != settings.WPFLEET_DB_USER_HOST]
+    found += [
+        f"database user {user}@{host}" for host in infra.db.user_hosts(user) if host != settings.WPFLEET_DB_USER_HOST
+    ]
     return found
 
 
@@ -118,7 +121,11 @@ def start_cluster(**env_overrides: str) -> subprocess.Popen:
     }
     with open(WORKER_LOG, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "manage.py", "run_worker"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "manage.py", "run_worker"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -149,3 +156,52 @@ def worker_cluster(transactional_db, infra):
     process = start_cluster()
     yield process
     stop_cluster(process)
+
+
+# --- helpers for the reliability tests (tests/reliability) -------------------------------
+
+
+def run_to_end(job_id: int, timeout: float = 300) -> Job:
+    """Run a job in this process as the cluster would, attempt after attempt, until it is final.
+
+    ``run_job`` is one attempt; a failed attempt with attempts left is WAITING
+    until its due time, so wait for that (bounded) and run it again.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        run_job(job_id)
+        job = Job.objects.get(pk=job_id)
+        if job.is_final:
+            return job
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"job {job_id} still {job.status} after {timeout}s: {job.error}")
+        if job.status == Job.Status.WAITING and job.next_attempt_at is not None:
+            time.sleep(min(max(0.0, (job.next_attempt_at - timezone.now()).total_seconds()) + 0.01, 5))
+        else:
+            time.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed and not yet reaped, counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def worker_pid(job: Job) -> int:
+    """The pid of the worker process holding a job (jobs.runner.worker_id: host:pid:random)."""
+    return int(job.worker.rsplit(":", 2)[-2])
+
+
+def lab_up() -> None:
+    """`lab/up.sh`: start whatever of the lab is stopped (engine, MariaDB, Caddy), as an operator would."""
+    result = subprocess.run(
+        [str(REPO / "lab" / "up.sh")], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"lab/up.sh failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
+    connection.close()  # the control database may be on the MariaDB that was restarted

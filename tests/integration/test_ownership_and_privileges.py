@@ -41,8 +41,11 @@ def as_root(root_password):
 
     def run(sql: str, args: tuple = ()) -> tuple:
         conn = MySQLdb.connect(
-            host=settings.WPFLEET_DB_ADMIN["host"], port=settings.WPFLEET_DB_ADMIN["port"], user="root",
-            password=root_password, autocommit=True,
+            host=settings.WPFLEET_DB_ADMIN["host"],
+            port=settings.WPFLEET_DB_ADMIN["port"],
+            user="root",
+            password=root_password,
+            autocommit=True,
         )
         try:
             cur = conn.cursor()
@@ -157,8 +160,9 @@ PHP_CONNECT = (
 
 
 def php(infra, container: str, code: str, detach: bool = False) -> str:
-    result = infra.docker.container(container).exec_run(["php", "-r", PHP_CONNECT + code], user="www-data",
-                                                         detach=detach)
+    result = infra.docker.container(container).exec_run(
+        ["php", "-r", PHP_CONNECT + code], user="www-data", detach=detach
+    )
     return "" if detach else result.output.decode()
 
 
@@ -169,8 +173,12 @@ def test_one_site_at_its_connection_limit_does_not_keep_another_from_its_databas
     bystander = make_site()
     assert greedy.status == bystander.status == Site.Status.ACTIVE
 
-    php(infra, greedy.names.php,
-        "$held = [$open(), $open(), $open()]; file_put_contents('/tmp/held', 'yes'); sleep(30);", detach=True)
+    php(
+        infra,
+        greedy.names.php,
+        "$held = [$open(), $open(), $open()]; file_put_contents('/tmp/held', 'yes'); sleep(30);",
+        detach=True,
+    )
     deadline = time.monotonic() + 20
     while infra.docker.container(greedy.names.php).exec_run(["test", "-f", "/tmp/held"]).exit_code != 0:
         assert time.monotonic() < deadline, "the greedy site never opened its connections"
@@ -188,8 +196,12 @@ def test_the_lab_root_password_is_in_no_container_environment_and_no_process_arg
     for container in client.containers.list(all=True):
         config = container.attrs.get("Config") or {}
         shown = " ".join(
-            [*(config.get("Env") or []), *(config.get("Cmd") or []), *(config.get("Entrypoint") or []),
-             *(container.attrs.get("Args") or [])]
+            [
+                *(config.get("Env") or []),
+                *(config.get("Cmd") or []),
+                *(config.get("Entrypoint") or []),
+                *(container.attrs.get("Args") or []),
+            ]
         )
         assert root_password not in shown, f"container {container.name} shows MariaDB's root password"
     checked = 0

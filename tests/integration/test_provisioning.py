@@ -132,7 +132,9 @@ class Prober(threading.Thread):
 
 
 @pytest.mark.parametrize("step", STEP_NAMES)
-def test_a_fault_at_each_step_leaves_nothing_and_the_bystander_keeps_serving(step, make_site, bystander, infra, settings):
+def test_a_fault_at_each_step_leaves_nothing_and_the_bystander_keeps_serving(
+    step, make_site, bystander, infra, settings
+):
     settings.WPFLEET_FAULTS = (step,)
     with Prober(bystander.name) as prober:
         site = make_site(max_attempts=1)

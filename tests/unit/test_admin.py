@@ -23,13 +23,13 @@ from django.utils.html import escape
 from django_q.models import OrmQ
 
 from jobs.models import Job, JobStep
-from sites.admin import sites as site_admin
 from sites.admin import presenters as admin_views
+from sites.admin import sites as site_admin
 from sites.models import Site
-from sites.services import SiteNameTaken, create_site, delete_site
 from sites.models.validation import NAME_RULE, taken_message
 from sites.ops.cleanup import zombie_sites
 from sites.provisioning.steps import CaddySnippetStep
+from sites.services import SiteNameTaken, create_site, delete_site
 
 pytestmark = pytest.mark.django_db
 
@@ -62,8 +62,14 @@ def messages_of(response) -> list[str]:
 def fail_for_good(site: Site, error: str = "step php failed: boom") -> Job:
     """The site's open job fails on its last attempt and lets go of the site, as the runner does."""
     Job.objects.filter(pk=site.current_job_id).update(
-        status=Job.Status.FAILED, attempts=3, max_attempts=3, error=error, traceback="Traceback: boom",
-        started_at=timezone.now() - dt.timedelta(seconds=5), finished_at=timezone.now(), next_attempt_at=None,
+        status=Job.Status.FAILED,
+        attempts=3,
+        max_attempts=3,
+        error=error,
+        traceback="Traceback: boom",
+        started_at=timezone.now() - dt.timedelta(seconds=5),
+        finished_at=timezone.now(),
+        next_attempt_at=None,
     )
     job = Job.objects.get(pk=site.current_job_id)
     Site.objects.filter(pk=site.pk).update(current_job=None)
@@ -148,9 +154,9 @@ def test_add_site_with_a_taken_name_shows_the_api_message(admin_client, api):
     assert api_response.status_code == 409
     response = admin_client.post(ADD_SITE, {"name": "taken", "_save": "Save"})
     assert response.status_code == 200
-    assert response.context["adminform"].form.errors["name"] == [api_response.json()["detail"]] == [
-        taken_message("taken")
-    ]
+    assert (
+        response.context["adminform"].form.errors["name"] == [api_response.json()["detail"]] == [taken_message("taken")]
+    )
     assert Site.objects.count() == 1 and Job.objects.count() == 1 and not LogEntry.objects.exists()
 
 
@@ -186,14 +192,24 @@ def test_the_lists_of_ten_thousand_sites_and_jobs_take_a_fixed_number_of_queries
     now = timezone.now()
     building = 10  # the newest sites are still being built: the first page follows them
     jobs = Job.objects.bulk_create(
-        Job(subject_name=f"s{i}", type=Site.JobType.PROVISION, created_at=now,
-            status=Job.Status.PROCESSING if i < building else Job.Status.DONE, attempts=1)
+        Job(
+            subject_name=f"s{i}",
+            type=Site.JobType.PROVISION,
+            created_at=now,
+            status=Job.Status.PROCESSING if i < building else Job.Status.DONE,
+            attempts=1,
+        )
         for i in range(10_000)
     )
     Site.objects.bulk_create(
-        Site(name=f"s{i}", domain=f"s{i}.wpfleet.test", last_job=job, created_at=now - dt.timedelta(seconds=i),
-             status=Site.Status.PROVISIONING if i < building else Site.Status.ACTIVE,
-             current_job=job if i < building else None)
+        Site(
+            name=f"s{i}",
+            domain=f"s{i}.wpfleet.test",
+            last_job=job,
+            created_at=now - dt.timedelta(seconds=i),
+            status=Site.Status.PROVISIONING if i < building else Site.Status.ACTIVE,
+            current_job=job if i < building else None,
+        )
         for i, job in enumerate(jobs)
     )
     for query in ["", "?o=4", "?zombie=yes", "?zombie=no&status__exact=ACTIVE", "?q=s99", "?p=150"]:
@@ -280,12 +296,32 @@ def test_a_sites_page_shows_its_jobs_with_each_steps_timing_and_outcome(admin_cl
     site = create_site("steps")
     job = fail_for_good(site, "step nginx failed: port in use")
     start = timezone.now() - dt.timedelta(seconds=10)
-    JobStep.objects.create(job=job, attempt=1, name="database", outcome="OK", started_at=start,
-                           finished_at=start + dt.timedelta(milliseconds=250))
-    JobStep.objects.create(job=job, attempt=1, name="nginx", outcome="FAILED", error="port in use",
-                           started_at=start + dt.timedelta(seconds=1), finished_at=start + dt.timedelta(seconds=3))
-    JobStep.objects.create(job=job, attempt=1, name="database", phase="undo", outcome="UNDONE",
-                           started_at=start + dt.timedelta(seconds=3), finished_at=start + dt.timedelta(seconds=4))
+    JobStep.objects.create(
+        job=job,
+        attempt=1,
+        name="database",
+        outcome="OK",
+        started_at=start,
+        finished_at=start + dt.timedelta(milliseconds=250),
+    )
+    JobStep.objects.create(
+        job=job,
+        attempt=1,
+        name="nginx",
+        outcome="FAILED",
+        error="port in use",
+        started_at=start + dt.timedelta(seconds=1),
+        finished_at=start + dt.timedelta(seconds=3),
+    )
+    JobStep.objects.create(
+        job=job,
+        attempt=1,
+        name="database",
+        phase="undo",
+        outcome="UNDONE",
+        started_at=start + dt.timedelta(seconds=3),
+        finished_at=start + dt.timedelta(seconds=4),
+    )
     body = admin_client.get(site_page(site)).content.decode()
     assert "Attempt 1 of 3" in body
     assert "250 ms" in body and "2.0 s" in body
@@ -356,9 +392,7 @@ def test_retry_action_queues_a_fresh_job_for_failed_sites_and_reports_the_skippe
     busy = create_site("busy")
     done = active_site("done")
     response = act(admin_client, "retry_failed_jobs", [failed, busy, done])
-    assert messages_of(response) == [
-        "1 site queued for retry; 2 skipped: job in progress (busy); no failed job (done)"
-    ]
+    assert messages_of(response) == ["1 site queued for retry; 2 skipped: job in progress (busy); no failed job (done)"]
     failed.refresh_from_db()
     assert failed.current_job_id not in (None, old_job)
     assert failed.current_job.type == Site.JobType.PROVISION and failed.current_job.status == Job.Status.PENDING
@@ -453,7 +487,7 @@ def test_jobs_cannot_be_added_edited_or_deleted_from_the_admin(admin_client):
 
 
 def test_the_jobs_list_shows_site_status_attempts_duration_and_a_truncated_error(admin_client):
-    job = fail_for_good(create_site("listed"), "step caddy_snippet failed: " + "x" * 300)
+    fail_for_good(create_site("listed"), "step caddy_snippet failed: " + "x" * 300)
     body = admin_client.get(JOBS + "?status__exact=FAILED&type__exact=PROVISION").content.decode()
     assert "listed" in body and "3/3" in body and "5.0 s" in body
     assert "step caddy_snippet failed: xxx" in body and "x" * 100 + "…" not in body and "…" in body
@@ -461,8 +495,7 @@ def test_the_jobs_list_shows_site_status_attempts_duration_and_a_truncated_error
 
 def test_a_jobs_page_shows_the_traceback_to_superusers_only(admin_client, client):
     job = fail_for_good(create_site("trace"))
-    JobStep.objects.create(job=job, attempt=1, name="php", outcome="FAILED", error="boom",
-                           finished_at=timezone.now())
+    JobStep.objects.create(job=job, attempt=1, name="php", outcome="FAILED", error="boom", finished_at=timezone.now())
     as_superuser = admin_client.get(job_page(job)).content.decode()
     assert "Traceback: boom" in as_superuser and "step php failed: boom" in as_superuser
     assert "Attempt 1 of 3" in as_superuser
@@ -489,7 +522,8 @@ def test_job_retry_action_retries_only_the_latest_final_failure_of_an_existing_s
     orphan = fail_for_good(create_site("orphan"))
     Site.objects.filter(name="orphan").delete()
     response = admin_client.post(
-        JOBS, {"action": "retry_jobs", "_selected_action": [latest.pk, running.pk, orphan.pk], "index": 0},
+        JOBS,
+        {"action": "retry_jobs", "_selected_action": [latest.pk, running.pk, orphan.pk], "index": 0},
         follow=True,
     )
     assert messages_of(response) == [
@@ -509,9 +543,16 @@ def test_the_database_password_appears_on_no_admin_page(admin_client, django_cap
     password = site.db_password
     assert len(password) >= 24
     pages = [
-        SITES, SITES + "?zombie=yes", ADD_SITE, site_page(site), reverse("admin:sites_site_history", args=[site.pk]),
-        reverse("admin:sites_site_progress", args=[site.pk]), JOBS, job_page(job),
-        reverse("admin:jobs_job_history", args=[job.pk]), reverse("admin:jobs_job_progress", args=[job.pk]),
+        SITES,
+        SITES + "?zombie=yes",
+        ADD_SITE,
+        site_page(site),
+        reverse("admin:sites_site_history", args=[site.pk]),
+        reverse("admin:sites_site_progress", args=[site.pk]),
+        JOBS,
+        job_page(job),
+        reverse("admin:jobs_job_history", args=[job.pk]),
+        reverse("admin:jobs_job_progress", args=[job.pk]),
         reverse("admin:index"),
     ]
     for url in pages:

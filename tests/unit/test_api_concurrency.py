@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django_q.models import OrmQ
 from rest_framework.authtoken.models import Token

@@ -14,7 +14,6 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from django.contrib.auth import get_user_model
 from django.core import signals
 from django.core.cache import cache
 from django.db import close_old_connections

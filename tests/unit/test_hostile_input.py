@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django_q.models import OrmQ
 from rest_framework.authtoken.models import Token
@@ -214,7 +213,7 @@ NOT_STRINGS = {
 
 @pytest.mark.parametrize("raw", NOT_STRINGS.values(), ids=NOT_STRINGS.keys())
 def test_a_site_that_is_not_a_string_is_400(send, raw):
-    body = assert_refused(send("POST", "/api/sites", '{"site": %s}' % raw), 400)
+    body = assert_refused(send("POST", "/api/sites", f'{{"site": {raw}}}'), 400)
     assert "must be a string" in body["detail"]
 
 
@@ -433,7 +432,9 @@ def test_a_bad_name_in_the_url_is_404_json(send, method, name):
     assert body["code"] == "not_found"
 
 
-@pytest.mark.parametrize("job_id", ["0", "99999999", "9223372036854775808", "1" + "0" * 40, "-1", "abc", "1.5", "1/steps"])
+@pytest.mark.parametrize(
+    "job_id", ["0", "99999999", "9223372036854775808", "1" + "0" * 40, "-1", "abc", "1.5", "1/steps"]
+)
 def test_a_job_id_that_names_no_job_is_404_json(send, job_id):
     assert_refused(send("GET", f"/api/jobs/{job_id}"), 404)
 

@@ -84,10 +84,16 @@ def queued(monkeypatch):
 def job(status=Job.Status.PENDING, attempts=0, max_attempts=3, due=None, lease=None, abandoning=False, **more) -> Job:
     now = timezone.now()
     return Job.objects.create(
-        subject_name="thing", type="FAKE", status=status, attempts=attempts, max_attempts=max_attempts,
-        abandoning=abandoning, worker="old-worker" if status == Job.Status.PROCESSING else "",
+        subject_name="thing",
+        type="FAKE",
+        status=status,
+        attempts=attempts,
+        max_attempts=max_attempts,
+        abandoning=abandoning,
+        worker="old-worker" if status == Job.Status.PROCESSING else "",
         next_attempt_at=None if due is None else now + dt.timedelta(seconds=due),
-        lease_expires_at=None if lease is None else now + dt.timedelta(seconds=lease), **more,
+        lease_expires_at=None if lease is None else now + dt.timedelta(seconds=lease),
+        **more,
     )
 
 
@@ -177,7 +183,14 @@ def test_a_taken_over_job_no_longer_accepts_its_dead_workers_lease_or_result():
     ],
 )
 def test_one_attempt_ends_done_waiting_or_failed(
-    handler, queued, outcome, attempts, max_attempts, status, handler_calls, queued_again,
+    handler,
+    queued,
+    outcome,
+    attempts,
+    max_attempts,
+    status,
+    handler_calls,
+    queued_again,
     django_capture_on_commit_callbacks,
 ):
     handler.outcomes = [outcome]
@@ -213,8 +226,13 @@ def test_secrets_are_redacted_from_the_error_and_the_traceback(handler, queued):
 
 
 def test_an_abandoned_job_only_undoes_then_fails_saying_why(handler, queued):
-    row = job(status=Job.Status.WAITING, attempts=3, due=PAST, abandoning=True,
-              error="the worker running it died on attempt 3 of 3")
+    row = job(
+        status=Job.Status.WAITING,
+        attempts=3,
+        due=PAST,
+        abandoning=True,
+        error="the worker running it died on attempt 3 of 3",
+    )
     assert runner.run_job(row.pk) == "failed"
     row.refresh_from_db()
     assert [call for call, _ in handler.calls] == ["abandon", "final failure"]

@@ -15,19 +15,20 @@ import string
 
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django_q.models import OrmQ
-from hypothesis import HealthCheck, event, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, event, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from jobs.models import Job
 from sites.infra.caddy import owner_marker
-from sites.provisioning.templates import caddy_snippet as snippet_for
 from sites.infra.mariadb import grant_pattern, quote_ident
 from sites.models import Site
 from sites.models.naming import SiteNames
 from sites.models.validation import validate_site_name
+from sites.provisioning.templates import caddy_snippet as snippet_for
 from tests.conftest import user_in_group
 
 ALPHABET = string.ascii_lowercase + string.digits

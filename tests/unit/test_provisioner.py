@@ -28,7 +28,7 @@ class FakeStep:
 
 @pytest.fixture
 def steps(monkeypatch):
-    log = []
+    log: list[tuple[str, str]] = []
 
     def install(*specs):
         # Each fake step needs the ones before it: they run one after another.
@@ -68,16 +68,20 @@ def test_an_undo_failure_does_not_stop_the_rest_of_the_rollback(steps):
 
 
 def test_every_step_is_recorded_as_it_runs(steps):
-    records = []
+    records: list[tuple[str, str, str]] = []
     _, install = steps
     install(("a", {}), ("b", {"fail_apply": True}))
     with pytest.raises(provisioner.StepFailed):
         provisioner.Provisioner("s", "pw", recorder=recorder(records)).provision()
     assert records == [
-        ("a", "apply", "RUNNING"), ("a", "apply", "OK"),
-        ("b", "apply", "RUNNING"), ("b", "apply", "FAILED"),
-        ("b", "undo", "RUNNING"), ("b", "undo", "UNDONE"),
-        ("a", "undo", "RUNNING"), ("a", "undo", "UNDONE"),
+        ("a", "apply", "RUNNING"),
+        ("a", "apply", "OK"),
+        ("b", "apply", "RUNNING"),
+        ("b", "apply", "FAILED"),
+        ("b", "undo", "RUNNING"),
+        ("b", "undo", "UNDONE"),
+        ("a", "undo", "RUNNING"),
+        ("a", "undo", "UNDONE"),
     ]
 
 
@@ -99,7 +103,15 @@ def test_deprovision_undoes_all_steps_in_reverse(steps):
 
 def test_the_real_steps_follow_the_seed_order():
     assert real_steps.STEP_NAMES == (
-        "database", "volume", "network", "php", "nginx", "nginx_config", "caddy_snippet", "caddy_reload", "live_check",
+        "database",
+        "volume",
+        "network",
+        "php",
+        "nginx",
+        "nginx_config",
+        "caddy_snippet",
+        "caddy_reload",
+        "live_check",
     )
 
 

@@ -12,48 +12,48 @@ def env(**values: str) -> Env:
 
 def test_int_rejects_words_and_names_the_variable():
     with pytest.raises(ImproperlyConfigured, match="WPFLEET_MAX_ATTEMPTS='three' is not a whole number"):
-        env(WPFLEET_MAX_ATTEMPTS="three").int("WPFLEET_MAX_ATTEMPTS", 3)
+        env(WPFLEET_MAX_ATTEMPTS="three").integer("WPFLEET_MAX_ATTEMPTS", 3)
 
 
 def test_int_enforces_its_range():
     with pytest.raises(ImproperlyConfigured, match="WPFLEET_MAX_ATTEMPTS=0 is below the minimum 1"):
-        env(WPFLEET_MAX_ATTEMPTS="0").int("WPFLEET_MAX_ATTEMPTS", 3, min=1)
-    assert env(WPFLEET_MAX_ATTEMPTS=" 5 ").int("WPFLEET_MAX_ATTEMPTS", 3, min=1) == 5
+        env(WPFLEET_MAX_ATTEMPTS="0").integer("WPFLEET_MAX_ATTEMPTS", 3, min=1)
+    assert env(WPFLEET_MAX_ATTEMPTS=" 5 ").integer("WPFLEET_MAX_ATTEMPTS", 3, min=1) == 5
 
 
 def test_missing_values_take_the_default_and_required_ones_fail():
-    assert env().int("X", 7) == 7
-    assert env().str("X", "a") == "a"
+    assert env().integer("X", 7) == 7
+    assert env().text("X", "a") == "a"
     with pytest.raises(ImproperlyConfigured, match="DJANGO_SECRET_KEY is required"):
-        env().str("DJANGO_SECRET_KEY")
+        env().text("DJANGO_SECRET_KEY")
 
 
 def test_float_rejects_nan_and_text():
     with pytest.raises(ImproperlyConfigured, match="WPFLEET_POLL_SECONDS='nan' is not a finite number"):
-        env(WPFLEET_POLL_SECONDS="nan").float("WPFLEET_POLL_SECONDS", 1.0)
+        env(WPFLEET_POLL_SECONDS="nan").number("WPFLEET_POLL_SECONDS", 1.0)
     with pytest.raises(ImproperlyConfigured, match="is not a number"):
-        env(WPFLEET_POLL_SECONDS="fast").float("WPFLEET_POLL_SECONDS", 1.0)
+        env(WPFLEET_POLL_SECONDS="fast").number("WPFLEET_POLL_SECONDS", 1.0)
     with pytest.raises(ImproperlyConfigured, match="above the maximum 3"):
-        env(WPFLEET_POLL_SECONDS="5").float("WPFLEET_POLL_SECONDS", 1.0, max=3)
+        env(WPFLEET_POLL_SECONDS="5").number("WPFLEET_POLL_SECONDS", 1.0, max=3)
 
 
 def test_bool_accepts_the_usual_spellings_only():
-    assert env(D="yes").bool("D", False) is True
-    assert env(D="0").bool("D", True) is False
+    assert env(D="yes").flag("D", False) is True
+    assert env(D="0").flag("D", True) is False
     with pytest.raises(ImproperlyConfigured, match="D='maybe' is not a boolean"):
-        env(D="maybe").bool("D", False)
+        env(D="maybe").flag("D", False)
 
 
 def test_sizes_are_parsed_to_bytes():
-    assert env(M="512m").bytes("M", "1g") == 512 * 1024**2
-    assert env().bytes("M", "1g") == 1024**3
+    assert env(M="512m").size("M", "1g") == 512 * 1024**2
+    assert env().size("M", "1g") == 1024**3
     with pytest.raises(ImproperlyConfigured, match="M='lots' is not a size"):
-        env(M="lots").bytes("M", "1g")
+        env(M="lots").size("M", "1g")
 
 
 def test_choices_are_enforced():
     with pytest.raises(ImproperlyConfigured, match="is not one of: ondemand, dynamic"):
-        env(PM="lazy").str("PM", "ondemand", choices=("ondemand", "dynamic"))
+        env(PM="lazy").text("PM", "ondemand", choices=("ondemand", "dynamic"))
 
 
 def test_urls_and_host_ports_are_checked():
@@ -74,8 +74,16 @@ def test_database_url_sqlite_is_relative_to_the_repository(tmp_path: Path):
 
 
 def test_database_url_mysql_is_split_and_decoded(tmp_path: Path):
-    db = env(DATABASE_URL="mysql://wpfleet:p%40ss@127.0.0.1:3307/wpfleet").database("DATABASE_URL", "", base_dir=tmp_path)
-    assert (db["USER"], db["PASSWORD"], db["HOST"], db["PORT"], db["NAME"]) == ("wpfleet", "p@ss", "127.0.0.1", "3307", "wpfleet")
+    db = env(DATABASE_URL="mysql://wpfleet:p%40ss@127.0.0.1:3307/wpfleet").database(
+        "DATABASE_URL", "", base_dir=tmp_path
+    )
+    assert (db["USER"], db["PASSWORD"], db["HOST"], db["PORT"], db["NAME"]) == (
+        "wpfleet",
+        "p@ss",
+        "127.0.0.1",
+        "3307",
+        "wpfleet",
+    )
 
 
 def test_database_url_with_unknown_scheme_is_refused(tmp_path: Path):
@@ -89,8 +97,8 @@ def test_process_environment_overrides_the_dotenv_file(tmp_path: Path):
     values = read_dotenv(dotenv)
     assert values == {"A": "from-file", "B": "quoted value", "C": "3"}
     merged = Env({"A": "from-env"}, values)
-    assert merged.str("A") == "from-env"
-    assert merged.str("B") == "quoted value"
+    assert merged.text("A") == "from-env"
+    assert merged.text("B") == "quoted value"
 
 
 def test_malformed_dotenv_line_is_reported_with_its_number(tmp_path: Path):
@@ -117,5 +125,5 @@ def test_a_bad_setting_stops_manage_py_with_a_message_naming_it():
 
 
 def test_an_explicitly_empty_value_is_kept_only_where_allowed():
-    assert env(SEED="").str("SEED", "/usr/src/wordpress", allow_empty=True) == ""
-    assert env(SEED="").str("SEED", "/usr/src/wordpress") == "/usr/src/wordpress"
+    assert env(SEED="").text("SEED", "/usr/src/wordpress", allow_empty=True) == ""
+    assert env(SEED="").text("SEED", "/usr/src/wordpress") == "/usr/src/wordpress"

@@ -11,7 +11,12 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         Schedule.objects.update_or_create(
             name="wpfleet-housekeeping",
-            defaults={"func": "jobs.housekeeping.housekeeping", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+            defaults={
+                "func": "jobs.housekeeping.housekeeping",
+                "schedule_type": Schedule.MINUTES,
+                "minutes": 1,
+                "repeats": -1,
+            },
         )
         self.stdout.write(f"housekeeping at start: {housekeeping()}")
         self.stdout.flush()

@@ -11,8 +11,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 
-from sites.models.fields import rotate
 from sites.models import Site
+from sites.models.fields import rotate
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         table = connection.ops.quote_name(Site._meta.db_table)
-        column = connection.ops.quote_name(Site._meta.get_field("db_password").column)
+        column = connection.ops.quote_name(str(Site._meta.get_field("db_password").column))
         rotated = 0
         with transaction.atomic():
             with connection.cursor() as cursor:
