@@ -375,28 +375,25 @@ def production_environment(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_check_deploy_is_clean_with_the_documented_production_environment(tmp_path):
-    env = production_environment(tmp_path)
+def check_deploy(tmp_path: Path, **overrides: str) -> subprocess.CompletedProcess:
+    """`manage.py check --deploy` with the documented production environment only (no lab variables, no .env)."""
     clean = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "WPFLEET_", "DATABASE"))}
-    result = subprocess.run(
+    env = {**clean, **production_environment(tmp_path), **overrides, "WPFLEET_DOTENV": str(tmp_path / "no.env")}
+    return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        env={**clean, **env, "WPFLEET_DOTENV": str(tmp_path / "no.env")},
+        env=env,
         capture_output=True,
         text=True,
         cwd=REPO,
     )
+
+
+def test_check_deploy_is_clean_with_the_documented_production_environment(tmp_path):
+    result = check_deploy(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
 
 
 def test_check_deploy_names_an_unpinned_image(tmp_path):
-    env = {**production_environment(tmp_path), "WPFLEET_PHP_IMAGE": "wordpress:php8.2-fpm"}
-    clean = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "WPFLEET_", "DATABASE"))}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        env={**clean, **env, "WPFLEET_DOTENV": str(tmp_path / "no.env")},
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    result = check_deploy(tmp_path, WPFLEET_PHP_IMAGE="wordpress:php8.2-fpm")
     assert result.returncode != 0 and "wpfleet.W001" in result.stderr + result.stdout
