@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import registry
-from jobs.models import Job
+from jobs.models import Job, JobStep
 from jobs.queue import enqueue
 
 log = logging.getLogger("wpfleet.jobs")
@@ -35,6 +35,10 @@ def reap_expired_leases() -> list[int]:
             job = Job.take_over(job_id)
             if job is None:
                 continue
+            # The dead attempt's unfinished steps will never finish: say so.
+            JobStep.objects.filter(job=job, attempt=job.attempts, finished_at__isnull=True).update(
+                outcome=JobStep.Outcome.FAILED, error="the worker died during this step", finished_at=timezone.now()
+            )
             if job.status == Job.Status.FAILED:
                 registry.handler_for(job.type).on_final_failure(job)
         log.warning("job %s: its worker died; %s", job.pk, job.error)

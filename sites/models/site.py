@@ -174,7 +174,10 @@ ZOMBIE_STATUSES = (Site.Status.PROVISIONING, Site.Status.DEPROVISIONING)
 
 def known_secrets() -> list[str]:
     """Secrets of the panel itself that must never be shown."""
-    return [str(settings.WPFLEET_DB_ADMIN["password"]), str(settings.SECRET_KEY)]
+    from django.db import connection
+
+    control = str(connection.settings_dict.get("PASSWORD") or "")
+    return [str(settings.WPFLEET_DB_ADMIN["password"]), str(settings.SECRET_KEY), control]
 
 
 @receiver(pre_delete, sender=Site)

@@ -81,7 +81,7 @@ def make_site(infra, transactional_db):
         if max_attempts is not None:
             Job.objects.filter(pk=site.current_job_id).update(max_attempts=max_attempts)
         if run:
-            run_job(site.current_job_id)
+            run_to_end(site.current_job_id)
             site.refresh_from_db()
         return site
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from jobs import reaper, registry, runner
 from jobs.housekeeping import housekeeping
-from jobs.models import Job
+from jobs.models import Job, JobStep
 
 pytestmark = pytest.mark.django_db
 
@@ -310,3 +310,17 @@ def test_housekeeping_runs_the_registered_periodic_work_and_survives_its_failure
     report = housekeeping()
     assert report["repaired"] == {"site": ["volume missing"]}
     assert report["other"] == "not done: engine down"
+
+
+def test_the_steps_a_dead_worker_left_running_are_closed_as_failed(handler, queued):
+    row = job(status=Job.Status.PROCESSING, attempts=2, lease=PAST)
+    earlier = JobStep.objects.create(
+        job=row, attempt=1, name="php", outcome=JobStep.Outcome.FAILED, finished_at=timezone.now()
+    )
+    running = JobStep.objects.create(job=row, attempt=2, name="php")
+    assert reaper.reap_expired_leases() == [row.pk]
+    running.refresh_from_db()
+    assert running.outcome == JobStep.Outcome.FAILED and running.finished_at is not None
+    assert running.error == "the worker died during this step"
+    earlier.refresh_from_db()
+    assert earlier.error == ""
