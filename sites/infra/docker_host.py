@@ -272,7 +272,8 @@ class DockerHost:
             filters["label"].append(f"wpfleet.site={site}")
         with docker_errors(f"list {kind}s"):
             if kind == "container":
-                return self.client.containers.list(all=True, filters=filters)
+                # A container removed while the list is read (another job) is no error.
+                return self.client.containers.list(all=True, filters=filters, ignore_removed=True)
             if kind == "volume":
                 return self.client.volumes.list(filters=filters)
             return self.client.networks.list(filters=filters)
