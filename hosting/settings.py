@@ -194,6 +194,12 @@ WPFLEET_RESERVED_NAMES = frozenset(
         ],
     )
 )
+# The WordPress admin's email when a site is created without one.
+WPFLEET_DEFAULT_ADMIN_EMAIL = env.text("WPFLEET_DEFAULT_ADMIN_EMAIL", f"webmaster@{WPFLEET_BASE_DOMAIN}")
+# How long the provisioner waits for a new PHP container to have written its
+# wp-config.php (the image's entrypoint does it at start) before installing.
+WPFLEET_WORDPRESS_READY_SECONDS = env.number("WPFLEET_WORDPRESS_READY_SECONDS", 60.0, min=1, max=3600)
+
 # Owner label written on every Docker resource: what does not carry it is
 # never modified or removed.
 WPFLEET_OWNER = env.text("WPFLEET_OWNER", "wpfleet")

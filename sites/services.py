@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from jobs.models import Job
 from jobs.queue import enqueue
 from sites.models import Site, SiteBusy
 from sites.models.naming import SiteNames
-from sites.models.validation import taken_message, validate_site_name
+from sites.models.validation import (
+    taken_message,
+    validate_admin_email,
+    validate_admin_user,
+    validate_site_name,
+    validate_title,
+)
 
 __all__ = ["SiteBusy", "SiteNameTaken", "create_site", "delete_site", "retry_site"]
 
@@ -24,14 +31,27 @@ def _open(site: Site, job_type: str) -> Job:
     return job
 
 
-def create_site(name: object) -> Site:
-    """Validate, insert the Site and its PROVISION job in one transaction, enqueue after commit."""
+def create_site(name: object, *, title: object = None, admin_email: object = None, admin_user: object = None) -> Site:
+    """Validate, insert the Site and its PROVISION job in one transaction, enqueue after commit.
+
+    ``title``, ``admin_email`` and ``admin_user`` are WordPress's; each may be
+    left out (None): the site's name, WPFLEET_DEFAULT_ADMIN_EMAIL, a random
+    user name.
+    """
     name = validate_site_name(name)
+    profile: dict[str, str] = {
+        "title": name if title is None else validate_title(title),
+        "admin_email": settings.WPFLEET_DEFAULT_ADMIN_EMAIL
+        if admin_email is None
+        else validate_admin_email(admin_email),
+    }
+    if admin_user is not None:
+        profile["admin_user"] = validate_admin_user(admin_user)
     if Site.objects.filter(name=name).exists():
         raise SiteNameTaken(name)
     try:
         with transaction.atomic():
-            site = Site.objects.create(name=name, domain=SiteNames(name).domain)
+            site = Site.objects.create(name=name, domain=SiteNames(name).domain, **profile)
             _open(site, Site.JobType.PROVISION)
     except IntegrityError:
         # Lost the race to a concurrent request for the same name.

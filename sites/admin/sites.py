@@ -25,7 +25,14 @@ from jobs.models import Job
 from jobs.redaction import redact
 from sites.admin import presenters as views
 from sites.models import Site, known_secrets
-from sites.models.validation import NAME_RULE, taken_message, validate_site_name
+from sites.models.validation import (
+    NAME_RULE,
+    taken_message,
+    validate_admin_email,
+    validate_admin_user,
+    validate_site_name,
+    validate_title,
+)
 from sites.ops.cleanup import cleanup, zombie_sites
 from sites.permissions import can
 from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site, retry_site
@@ -46,6 +53,14 @@ class SiteAddForm(forms.ModelForm):
         widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off", "spellcheck": "false"}),
     )
 
+    title = forms.CharField(required=False, label="Title", help_text="WordPress's site title; the name if empty.")
+    admin_email = forms.CharField(
+        required=False, label="Admin email", help_text="The WordPress admin's email; a default if empty."
+    )
+    admin_user = forms.CharField(
+        required=False, label="Admin user", help_text="The WordPress admin's login; random if empty (never “admin”)."
+    )
+
     class Meta:
         model = Site
         fields = ["name"]
@@ -62,6 +77,18 @@ class SiteAddForm(forms.ModelForm):
         if Site.objects.filter(name=name).exists():
             raise ValidationError(taken_message(name), code="taken")
         return name
+
+    def clean_title(self) -> str | None:
+        value = self.cleaned_data.get("title")
+        return validate_title(value) if value else None
+
+    def clean_admin_email(self) -> str | None:
+        value = self.cleaned_data.get("admin_email")
+        return validate_admin_email(value) if value else None
+
+    def clean_admin_user(self) -> str | None:
+        value = self.cleaned_data.get("admin_user")
+        return validate_admin_user(value) if value else None
 
     def validate_unique(self) -> None:
         """create_site checks the name again under the unique constraint; the
@@ -120,6 +147,9 @@ class SiteAdmin(admin.ModelAdmin):
         "name",
         "status_badge",
         "domain_link",
+        "title",
+        "admin_user",
+        "admin_email",
         "current_job_link",
         "created_at",
         "updated_at",
@@ -166,9 +196,24 @@ class SiteAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Site | None = None):
         if obj is None:
-            return [(None, {"fields": ["name"]})]
+            return [(None, {"fields": ["name", "title", "admin_email", "admin_user"]})]
         return [
-            (None, {"fields": ["name", "status_badge", "domain_link", "current_job_link", "checked_at", "drift"]}),
+            (
+                None,
+                {
+                    "fields": [
+                        "name",
+                        "status_badge",
+                        "domain_link",
+                        "title",
+                        "admin_user",
+                        "admin_email",
+                        "current_job_link",
+                        "checked_at",
+                        "drift",
+                    ]
+                },
+            ),
             ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
         ]
 
@@ -185,7 +230,13 @@ class SiteAdmin(admin.ModelAdmin):
             return super().save_form(request, form, change)
         # The site and its PROVISION job are written by the service, in one
         # transaction, exactly as for the API; the job is queued on commit.
-        return create_site(form.cleaned_data["name"])
+        data = form.cleaned_data
+        return create_site(
+            data["name"],
+            title=data.get("title"),
+            admin_email=data.get("admin_email"),
+            admin_user=data.get("admin_user"),
+        )
 
     def save_model(self, request: HttpRequest, obj: Site, form: SiteAddForm, change: bool) -> None:
         """Saved by create_site in save_form; nothing on a site is edited here."""

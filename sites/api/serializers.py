@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -10,7 +11,14 @@ from rest_framework.settings import api_settings
 
 from jobs.models import Job, JobStep
 from sites.models import Site
-from sites.models.validation import NAME_RULE, validate_site_name
+from sites.models.validation import (
+    NAME_RULE,
+    TITLE_MAX,
+    validate_admin_email,
+    validate_admin_user,
+    validate_site_name,
+    validate_title,
+)
 
 
 class JobStepSerializer(serializers.ModelSerializer):
@@ -59,7 +67,7 @@ class SiteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Site
-        fields = ["name", "status", "domain", "zombie", "created_at", "job"]
+        fields = ["name", "status", "domain", "title", "admin_user", "admin_email", "zombie", "created_at", "job"]
 
 
 def _refuse(message: str, code: str) -> serializers.ValidationError:
@@ -68,10 +76,10 @@ def _refuse(message: str, code: str) -> serializers.ValidationError:
 
 
 class SiteCreateSerializer(serializers.Serializer):
-    """The body of POST /api/sites: exactly one field, ``site``.
+    """The body of POST /api/sites: ``site``, and optionally WordPress's ``title``, ``admin_email`` and ``admin_user``.
 
-    The field declares the schema; ``to_internal_value`` is the one path of
-    validation, ending in validate_site_name, the validator the admin uses too.
+    The fields declare the schema; ``to_internal_value`` is the one path of
+    validation, ending in the validators the admin and the service use too.
     """
 
     site = serializers.RegexField(
@@ -81,24 +89,46 @@ class SiteCreateSerializer(serializers.Serializer):
         trim_whitespace=False,
         help_text=NAME_RULE + " Must not be taken or reserved.",
     )
+    title = serializers.CharField(
+        required=False, max_length=TITLE_MAX, help_text="WordPress's site title (default: the name)."
+    )
+    admin_email = serializers.EmailField(required=False, help_text="The WordPress admin's email (default: a setting).")
+    admin_user = serializers.RegexField(
+        r"^[A-Za-z0-9_.@-]{3,60}$",
+        required=False,
+        help_text="The WordPress admin's login (default: random; guessable names such as admin are refused).",
+    )
+
+    VALIDATORS: dict[str, Callable[[object], str]] = {
+        "site": validate_site_name,
+        "title": validate_title,
+        "admin_email": validate_admin_email,
+        "admin_user": validate_admin_user,
+    }
 
     def to_internal_value(self, data: Any) -> dict[str, str]:
         if not hasattr(data, "get") or not hasattr(data, "keys"):
             raise ParseError("Expected a JSON object or form fields with a 'site' field.")
         if "site" not in data:
             raise _refuse("The field 'site' is required.", code="required")
-        # A client that sends more than the name is confused (a typo, or fields
+        # A client that sends more than we know is confused (a typo, or fields
         # such as status or domain it expects us to honour): say so, act on nothing.
-        unknown = [key for key in data.keys() if key != "site"]
+        unknown = [key for key in data.keys() if key not in self.VALIDATORS]
         if unknown:
             listed = ", ".join(repr(str(key)[:64]) for key in unknown[:5])
-            raise _refuse(f"Unknown field(s): {listed}. The only field is 'site'.", code="unknown_field")
-        if hasattr(data, "getlist") and len(data.getlist("site")) > 1:
-            raise _refuse("The field 'site' is given more than once.", code="duplicate_field")
-        try:
-            return {"site": validate_site_name(data.get("site"))}
-        except DjangoValidationError as exc:
-            raise _refuse(exc.messages[0], code=exc.error_list[0].code or "invalid") from None
+            known = ", ".join(f"'{name}'" for name in self.VALIDATORS)
+            raise _refuse(f"Unknown field(s): {listed}. The fields are {known}.", code="unknown_field")
+        values: dict[str, str] = {}
+        for field, validate in self.VALIDATORS.items():
+            if field not in data:
+                continue
+            if hasattr(data, "getlist") and len(data.getlist(field)) > 1:
+                raise _refuse(f"The field '{field}' is given more than once.", code="duplicate_field")
+            try:
+                values[field] = validate(data.get(field))
+            except DjangoValidationError as exc:
+                raise _refuse(exc.messages[0], code=exc.error_list[0].code or "invalid") from None
+        return values
 
 
 class SiteCreateSchema(OpenApiSerializerExtension):

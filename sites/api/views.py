@@ -73,7 +73,8 @@ class SiteListCreate(generics.ListAPIView):
         body.is_valid(raise_exception=True)
         # SiteNameTaken (a race lost to another request) answers 409 through
         # the API's exception handler, like every domain error.
-        site = create_site(body.validated_data["site"])
+        values = dict(body.validated_data)
+        site = create_site(values.pop("site"), **values)
         return Response(SiteSerializer(site).data, status=status.HTTP_202_ACCEPTED)
 
 

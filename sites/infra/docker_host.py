@@ -232,11 +232,15 @@ class DockerHost:
             if not container.put_archive(directory, tar_of(files)):
                 raise InfraError("docker", f"write into {container.name}:{directory} was refused")
 
-    def exec(self, container: Container | str, argv: list[str]) -> tuple[int, str]:
+    def exec(
+        self, container: Container | str, argv: list[str], *, user: str = "", environment: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        """Run a command in the container; (exit code, output). Pass values in
+        ``environment``, never inside ``argv``, when they come from users."""
         name = container if isinstance(container, str) else container.name
         with docker_errors(f"exec in {name}"):
             target = self.client.containers.get(name) if isinstance(container, str) else container
-            result = target.exec_run(argv, stdout=True, stderr=True)
+            result = target.exec_run(argv, stdout=True, stderr=True, user=user, environment=environment)
         return result.exit_code, (result.output or b"").decode("utf-8", "replace").strip()
 
     def file_exists(self, container: Container | str, path: str) -> bool:
@@ -268,7 +272,8 @@ class DockerHost:
             filters["label"].append(f"wpfleet.site={site}")
         with docker_errors(f"list {kind}s"):
             if kind == "container":
-                return self.client.containers.list(all=True, filters=filters)
+                # A container removed while the list is read (another job) is no error.
+                return self.client.containers.list(all=True, filters=filters, ignore_removed=True)
             if kind == "volume":
                 return self.client.volumes.list(filters=filters)
             return self.client.networks.list(filters=filters)

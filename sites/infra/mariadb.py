@@ -236,6 +236,44 @@ class MariaDBAdmin:
                 cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
         return "; ".join(notes) or None
 
+    def wordpress_siteurl(self, database: str) -> str | None:
+        """The installed WordPress's siteurl option, or None when it is not installed there."""
+        try:
+            with self.cursor() as cur:
+                cur.execute(
+                    f"SELECT option_value FROM {quote_ident(database)}.wp_options WHERE option_name = 'siteurl'"
+                )
+                row = cur.fetchone()
+        except InfraError as exc:
+            # 1146: no such table, 1049: no such database: not installed.
+            if exc.message.startswith(("(1146)", "(1049)")):
+                return None
+            raise
+        return None if row is None else str(row[0])
+
+    def installed_databases(self) -> set[str]:
+        """The wp_* databases that hold a WordPress options table (one query for all sites)."""
+        with self.cursor() as cur:
+            cur.execute(
+                "SELECT table_schema FROM information_schema.TABLES WHERE table_name = 'wp_options'"
+                " AND table_schema LIKE 'wp\\_%%'"
+            )
+            return {row[0] for row in cur.fetchall()}
+
+    def clear_database(self, site: str, database: str) -> str | None:
+        """Drop every table of the site's database (WordPress's install), if the database is ours."""
+        comment = self.database_comment(database)
+        if comment is None:
+            return None
+        if comment != owner_comment(site):
+            return f"database {database} is not wpfleet's: left untouched"
+        with self.cursor() as cur:
+            cur.execute("SELECT table_name FROM information_schema.TABLES WHERE table_schema = %s", (database,))
+            tables = [row[0] for row in cur.fetchall()]
+            for table in tables:
+                cur.execute(f"DROP TABLE IF EXISTS {quote_ident(database)}.{quote_ident(table.lower())}")
+        return None
+
     def site_databases(self) -> dict[str, str]:
         """{database: site} of every database our owner comment marks as a site's."""
         with self.cursor() as cur:

@@ -36,6 +36,11 @@ def _new_db_password() -> str:
     return secrets.token_urlsafe(24)
 
 
+def _new_admin_user() -> str:
+    # Not "admin": a login name an attacker has to guess too.
+    return "wp-" + secrets.token_hex(5)
+
+
 class Site(models.Model):
     """A WordPress site; its resources are described by sites.provisioning.steps."""
 
@@ -53,6 +58,12 @@ class Site(models.Model):
     name = models.CharField(max_length=32, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROVISIONING, db_index=True)
     domain = models.CharField(max_length=255)
+    # WordPress as installed at creation (sites.provisioning.steps.WordPressStep).
+    # The admin's password is generated inside WordPress and never known to
+    # the panel; operators log in with a one-time link or rotate it.
+    title = models.CharField(max_length=200, default="")
+    admin_user = models.CharField(max_length=60, default=_new_admin_user)
+    admin_email = models.EmailField(max_length=254, default="")
     # Random per site, never derived from the name; never shown anywhere;
     # stored encrypted (sites.models.fields), never queried.
     db_password = EncryptedTextField(default=_new_db_password, editable=False)

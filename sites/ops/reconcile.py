@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from jobs.redaction import redact
 from sites.models import Site
+from sites.provisioning.handlers import wordpress_profile
 from sites.provisioning.steps import PROVISION_STEPS, Context, Infra, View, step_named
 
 log = logging.getLogger("wpfleet.reconcile")
@@ -29,7 +30,7 @@ _FOLLOWERS = {"nginx": ("nginx_config",)}
 
 def reconcile_site(site: Site, view: View, infra: Infra) -> tuple[list[str], bool]:
     """Repair one site; returns (what was wrong, whether Caddy must reload)."""
-    ctx = Context(site=site.name, db_password=site.db_password, infra=infra)
+    ctx = Context(site=site.name, db_password=site.db_password, infra=infra, profile=wordpress_profile(site))
     drift: list[str] = []
     repaired: set[str] = set()
     for step in PROVISION_STEPS:

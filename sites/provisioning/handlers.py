@@ -7,6 +7,7 @@ from jobs.models import Job
 from sites.infra.errors import InfraError
 from sites.models import Site, known_secrets
 from sites.provisioning.orchestrator import Provisioner
+from sites.provisioning.steps import WordPressProfile
 
 
 class SiteGone(InfraError):
@@ -16,12 +17,18 @@ class SiteGone(InfraError):
         super().__init__("site", f"the site {name} no longer exists")
 
 
+def wordpress_profile(site: Site) -> WordPressProfile:
+    return WordPressProfile(title=site.title or site.name, admin_user=site.admin_user, admin_email=site.admin_email)
+
+
 def _site(job: Job) -> Site | None:
     return Site.objects.filter(pk=job.subject_id).first() if job.subject_id else None
 
 
 def _provisioner(site: Site, job: Job, record: registry.Recorder) -> Provisioner:
-    return Provisioner(site.name, site.db_password, recorder=record, attempt=job.attempts)
+    return Provisioner(
+        site.name, site.db_password, recorder=record, attempt=job.attempts, profile=wordpress_profile(site)
+    )
 
 
 class _SiteJob:

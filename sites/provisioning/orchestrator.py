@@ -11,7 +11,7 @@ from django.conf import settings
 
 from jobs.registry import Recorder
 from sites.infra.errors import InfraError
-from sites.provisioning.steps import PROVISION_STEPS, Context, Infra, Step
+from sites.provisioning.steps import PROVISION_STEPS, Context, Infra, Step, WordPressProfile
 
 
 class StepFailed(Exception):
@@ -50,8 +50,9 @@ class Provisioner:
         infra: Infra | None = None,
         attempt: int = 1,
         during_step: StepHook | None = None,
+        profile: WordPressProfile | None = None,
     ):
-        self.ctx = Context(site=site, db_password=db_password, infra=infra or Infra())
+        self.ctx = Context(site=site, db_password=db_password, infra=infra or Infra(), profile=profile)
         self.record = recorder
         self.attempt = attempt
         self.during_step = during_step

@@ -56,11 +56,22 @@ class Infra:
         return Caddy(self.docker)
 
 
+@dataclass(frozen=True)
+class WordPressProfile:
+    """What WordPress is installed with (the admin's password is WordPress's own secret)."""
+
+    title: str
+    admin_user: str
+    admin_email: str
+
+
 @dataclass
 class Context:
     site: str
     db_password: str
     infra: Infra
+    # None where nothing is built (deprovision, cleanup): the install step refuses then.
+    profile: WordPressProfile | None = None
     notes: list[str] = field(default_factory=list)
     snippet_written_at: float = 0.0
 
@@ -147,6 +158,11 @@ class View:
 
     def user_is_ours(self, user: str, host: str, site: str) -> bool:
         return self.infra.db.user_owner(user, host) == (settings.WPFLEET_OWNER, site)
+
+    def installed_databases(self) -> set[str]:
+        if not hasattr(self, "_installed"):
+            self._installed = self.infra.db.installed_databases()
+        return self._installed
 
     def snippet(self, site: str) -> str | None:
         if self.bulk:
@@ -432,7 +448,8 @@ class NginxConfigStep:
 
 class CaddySnippetStep:
     name = "caddy_snippet"
-    needs: tuple[str, ...] = ("nginx",)
+    # No route before WordPress is installed (see WordPressStep).
+    needs: tuple[str, ...] = ("nginx", "wordpress")
     reversible = True
 
     def apply(self, ctx: Context) -> None:
@@ -484,13 +501,122 @@ class CaddyReloadStep:
         return [Resource("Caddy route", ctx.names.domain, OK if routed else MISSING, "served" if routed else "")]
 
 
+# Runs inside the site's PHP container as www-data, with its values in the
+# environment (never in the command line). WordPress's own installer: the
+# tables, the admin user with a password WordPress generates and nobody
+# sees, then home and siteurl set to the site's URL. Idempotent: an
+# installed site is only given its URL again.
+INSTALL_PHP = r"""
+function wp_mail() { return true; } // no mail server: the "new site" notice goes nowhere
+define('WP_INSTALLING', true);
+$_SERVER['HTTP_HOST'] = getenv('WPFLEET_HOST');
+$_SERVER['REQUEST_URI'] = '/';
+if (getenv('WPFLEET_HTTPS') === 'on') { $_SERVER['HTTPS'] = 'on'; }
+require '/var/www/html/wp-load.php';
+require_once ABSPATH . 'wp-admin/includes/upgrade.php';
+if (!is_blog_installed()) {
+    wp_install(getenv('WPFLEET_TITLE'), getenv('WPFLEET_ADMIN_USER'), getenv('WPFLEET_ADMIN_EMAIL'), true);
+}
+update_option('home', getenv('WPFLEET_URL'));
+update_option('siteurl', getenv('WPFLEET_URL'));
+wp_cache_flush();
+echo is_blog_installed() ? 'WPFLEET-INSTALLED' : 'WPFLEET-NOT-INSTALLED';
+"""
+
+
+class WordPressStep:
+    """Install WordPress before any route reaches the site.
+
+    An uninstalled WordPress makes its first visitor the administrator, able
+    to run PHP in the site's container (the install hijack); so the site has
+    no route in Caddy until this step has run.
+    """
+
+    name = "wordpress"
+    needs: tuple[str, ...] = ("database", "php")
+    reversible = True
+
+    def apply(self, ctx: Context) -> None:
+        if ctx.profile is None:
+            raise InfraError("wordpress", f"no WordPress profile given for {ctx.site}")
+        n = ctx.names
+        docker = ctx.infra.docker
+        wait = settings.WPFLEET_WORDPRESS_READY_SECONDS
+        deadline = time.monotonic() + wait
+        # The image's entrypoint writes wp-config.php when the container starts.
+        while docker.exec(n.php, ["test", "-f", "/var/www/html/wp-config.php"])[0] != 0:
+            if time.monotonic() >= deadline:
+                raise InfraError("wordpress", f"{n.php} wrote no wp-config.php within {wait:g}s")
+            time.sleep(0.1)
+        url = site_url(n)
+        code, output = docker.exec(
+            n.php,
+            ["php", "-r", INSTALL_PHP],
+            user="www-data",
+            environment={
+                "WPFLEET_HOST": n.domain,
+                "WPFLEET_URL": url,
+                "WPFLEET_HTTPS": "on" if url.startswith("https:") else "off",
+                "WPFLEET_TITLE": ctx.profile.title,
+                "WPFLEET_ADMIN_USER": ctx.profile.admin_user,
+                "WPFLEET_ADMIN_EMAIL": ctx.profile.admin_email,
+            },
+        )
+        if code != 0 or not output.endswith("WPFLEET-INSTALLED"):
+            last = output.splitlines()[-1][:300] if output else f"exit {code}"
+            raise InfraError("wordpress", f"install in {n.php} failed: {last}")
+
+    def undo(self, ctx: Context) -> None:
+        ctx.note(ctx.infra.db.clear_database(ctx.site, ctx.names.database))
+
+    def observe(self, ctx: Context, view: View) -> list[Resource]:
+        n = ctx.names
+        if view.bulk:
+            installed = n.database in view.installed_databases()
+            return [Resource("WordPress install", n.database, OK if installed else MISSING)]
+        siteurl = view.infra.db.wordpress_siteurl(n.database)
+        if siteurl is None:
+            return [Resource("WordPress install", n.database, MISSING, "not installed")]
+        if siteurl.rstrip("/") != site_url(n).rstrip("/"):
+            return [Resource("WordPress install", n.database, DRIFTED, f"siteurl is {siteurl}")]
+        return [Resource("WordPress install", n.database, OK, f"installed, {siteurl}")]
+
+
+def site_url(names: SiteNames) -> str:
+    return f"{settings.WPFLEET_SITE_URL_SCHEME}://{names.domain}"
+
+
 class LiveCheckStep:
-    """Live means verified: WordPress answers through Caddy for the site's hostname."""
+    """Live means verified: the installed WordPress answers through Caddy for the site's hostname.
+
+    Its home page answers, its REST index names the site's title (the value
+    WordPress stored, not a texturized rendering), and install.php offers no
+    install form.
+    """
 
     name = "live_check"
-    needs: tuple[str, ...] = ("database", "nginx_config", "caddy_reload")
+    needs: tuple[str, ...] = ("database", "nginx_config", "wordpress", "caddy_reload")
     reversible = False
-    path = "/wp-admin/install.php"
+
+    def _verdict(self, session: requests.Session, ctx: Context) -> str | None:
+        """None when the site is live; else what is still wrong."""
+        headers = {"Host": ctx.names.domain}
+        base = settings.WPFLEET_CADDY_URL
+        home = session.get(base + "/", headers=headers, allow_redirects=False, timeout=5)
+        if home.status_code != 200:
+            return f"home page HTTP {home.status_code}"
+        index = session.get(base + "/?rest_route=/", headers=headers, allow_redirects=False, timeout=5)
+        try:
+            name = index.json().get("name") if index.status_code == 200 else None
+        except ValueError:
+            name = None
+        title = ctx.profile.title if ctx.profile is not None else None
+        if title is not None and name != title:
+            return f"REST index HTTP {index.status_code}, name {name!r}"
+        install = session.get(base + "/wp-admin/install.php", headers=headers, allow_redirects=False, timeout=5)
+        if install.status_code != 200 or "Already Installed" not in install.text or 'id="setup"' in install.text:
+            return f"install.php HTTP {install.status_code} does not say it is installed"
+        return None
 
     def apply(self, ctx: Context) -> None:
         deadline = time.monotonic() + settings.WPFLEET_LIVE_TIMEOUT_SECONDS
@@ -499,15 +625,10 @@ class LiveCheckStep:
         delay = 0.05
         while True:
             try:
-                response = session.get(
-                    settings.WPFLEET_CADDY_URL + self.path,
-                    headers={"Host": ctx.names.domain},
-                    allow_redirects=False,
-                    timeout=5,
-                )
-                if response.status_code == 200 and "WordPress" in response.text:
+                problem = self._verdict(session, ctx)
+                if problem is None:
                     return
-                last = f"HTTP {response.status_code}"
+                last = problem
             except requests.RequestException as exc:
                 last = exc.__class__.__name__
             if time.monotonic() >= deadline:
@@ -533,6 +654,7 @@ PROVISION_STEPS: tuple[Step, ...] = (
     PhpStep(),
     NginxStep(),
     NginxConfigStep(),
+    WordPressStep(),
     CaddySnippetStep(),
     CaddyReloadStep(),
     LiveCheckStep(),

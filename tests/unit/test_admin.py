@@ -105,10 +105,12 @@ def deprovision_zombie(name: str) -> Site:
 # --- adding a site ------------------------------------------------------------------------
 
 
-def test_add_site_asks_only_for_the_name(admin_client):
+def test_add_site_asks_for_the_name_and_optionally_wordpress_title_and_admin(admin_client):
     response = admin_client.get(ADD_SITE)
     assert response.status_code == 200
-    assert list(response.context["adminform"].form.fields) == ["name"]
+    form = response.context["adminform"].form
+    assert list(form.fields) == ["name", "title", "admin_email", "admin_user"]
+    assert [name for name, field in form.fields.items() if field.required] == []  # "name" is checked by the validator
     assert "db_password" not in response.content.decode()
 
 
@@ -162,7 +164,7 @@ def test_add_site_with_a_taken_name_shows_the_api_message(admin_client, api):
 
 def test_add_site_that_loses_the_race_for_its_name_shows_the_api_message(admin_client, monkeypatch):
     # Another request takes the name between the form's check and the insert.
-    def taken_meanwhile(name):
+    def taken_meanwhile(name, **wordpress):
         raise SiteNameTaken(name)
 
     monkeypatch.setattr(site_admin, "create_site", taken_meanwhile)
@@ -275,10 +277,11 @@ def test_a_sites_page_says_its_resources_are_unreachable_when_the_lab_is_down(ad
     response = admin_client.get(site_page(site))
     assert response.status_code == 200
     body = response.content.decode()
-    assert body.count('<td class="wpf-state">unreachable<') == 8, "every step that owns a resource"
+    assert body.count('<td class="wpf-state">unreachable<') == 9, "every step that owns a resource"
     assert body.count("unreachable: docker: connect: engine unreachable") == 1, "the reason, once"
     assert "(volume, network, php, nginx, nginx_config, caddy_snippet, caddy_reload)" in body, "naming what it hides"
     assert body.count("unreachable: mariadb: (2002)") == 1
+    assert "(database, wordpress)" in body
 
 
 def test_a_dependency_that_hangs_is_reported_without_holding_the_page(monkeypatch):

@@ -109,6 +109,7 @@ def test_the_real_steps_follow_the_seed_order():
         "php",
         "nginx",
         "nginx_config",
+        "wordpress",
         "caddy_snippet",
         "caddy_reload",
         "live_check",
