@@ -5,25 +5,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('sites', '0002_groups_and_cache'),
+        ("sites", "0002_groups_and_cache"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='site',
-            name='admin_email',
-            field=models.EmailField(default='', max_length=254),
+            model_name="site",
+            name="admin_email",
+            field=models.EmailField(default="", max_length=254),
         ),
         migrations.AddField(
-            model_name='site',
-            name='admin_user',
+            model_name="site",
+            name="admin_user",
             field=models.CharField(default=sites.models.site._new_admin_user, max_length=60),
         ),
         migrations.AddField(
-            model_name='site',
-            name='title',
-            field=models.CharField(default='', max_length=200),
+            model_name="site",
+            name="title",
+            field=models.CharField(default="", max_length=200),
         ),
     ]
