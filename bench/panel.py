@@ -137,15 +137,19 @@ class BenchPanel:
         call_command("migrate", interactive=False, verbosity=0)
 
     def tokens(self, count: int, prefix: str = "bench") -> list[str]:
-        """``count`` staff users with a DRF token each (one per API client: the throttle is per user)."""
+        """``count`` operators (the "Site operators" group) with a DRF token each (one per
+        API client: the throttle is per user)."""
         from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
         from rest_framework.authtoken.models import Token
 
         user_model = get_user_model()
+        operators = Group.objects.get(name="Site operators")
         keys = []
         for i in range(count):
             # No password: hashing costs a quarter second each and the API uses tokens.
             user, _ = user_model.objects.get_or_create(username=f"{prefix}{i:02d}", defaults={"is_staff": True})
+            user.groups.add(operators)
             keys.append(Token.objects.get_or_create(user=user)[0].key)
         return keys
 
