@@ -524,6 +524,9 @@ echo is_blog_installed() ? 'WPFLEET-INSTALLED' : 'WPFLEET-NOT-INSTALLED';
 """
 
 
+READY_CHECK = 'case "$(tr "\\0" " " </proc/1/cmdline)" in php-fpm*) exit 0 ;; esac; exit 1'
+
+
 class WordPressStep:
     """Install WordPress before any route reaches the site.
 
@@ -543,10 +546,14 @@ class WordPressStep:
         docker = ctx.infra.docker
         wait = settings.WPFLEET_WORDPRESS_READY_SECONDS
         deadline = time.monotonic() + wait
-        # The image's entrypoint writes wp-config.php when the container starts.
-        while docker.exec(n.php, ["test", "-f", "/var/www/html/wp-config.php"])[0] != 0:
+        # The image's entrypoint copies WordPress in and writes wp-config.php,
+        # then becomes php-fpm: only then are both complete (a file that merely
+        # exists may still be half written).
+        # (The entrypoint's own command line names php-fpm as its argument:
+        # match the program, the start of PID 1's command line.)
+        while docker.exec(n.php, ["sh", "-c", READY_CHECK])[0] != 0:
             if time.monotonic() >= deadline:
-                raise InfraError("wordpress", f"{n.php} wrote no wp-config.php within {wait:g}s")
+                raise InfraError("wordpress", f"{n.php} did not finish its entrypoint within {wait:g}s")
             time.sleep(0.1)
         url = site_url(n)
         code, output = docker.exec(
