@@ -189,9 +189,19 @@ def delete_sites(api: Api, names: list[str], timeout: float) -> dict:
     if not names:
         return {"n": 0}
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
-        statuses = Counter(call.status for call in pool.map(api.delete_site, names))
     deadline = started + timeout
+
+    def delete(name: str) -> int:
+        # 409 busy: a job of the site, or the reconciler repairing it, holds it
+        # for the moment; a client asks again, as the API's docs say.
+        while True:
+            status = api.delete_site(name).status
+            if status != 409 or time.monotonic() >= deadline:
+                return status
+            time.sleep(POLL_SECONDS * 2)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+        statuses = Counter(pool.map(delete, names))
     while Site.objects.filter(name__in=names).exists() and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS * 2)
     leftover = sorted(Site.objects.filter(name__in=names).values_list("name", flat=True))

@@ -50,6 +50,12 @@ def reconcile_site(site: Site, view: View, infra: Infra) -> tuple[list[str], boo
     return drift, "caddy_snippet" in repaired
 
 
+def needs_repair(site: Site, view: View, infra: Infra) -> bool:
+    """Whether any step observes something of the site missing, stopped, drifted or foreign (no change made)."""
+    ctx = Context(site=site.name, db_password="", infra=infra, profile=wordpress_profile(site))
+    return any(r.needs_repair or r.state == "foreign" for step in PROVISION_STEPS for r in step.observe(ctx, view))
+
+
 def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
     """Check every ACTIVE site that no job holds; returns {site: drift} for those repaired."""
     infra = infra or Infra()
@@ -63,6 +69,15 @@ def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
     reload_needed = False
     now = timezone.now()
     for site in sites:
+        # Look first, without holding the site: a site in order is only
+        # marked checked, so a DELETE at that moment is not refused as busy.
+        try:
+            wrong = needs_repair(site, view, infra)
+        except Exception:
+            wrong = True  # the repair below reports what failed
+        if not wrong:
+            Site.objects.filter(pk=site.pk).update(checked_at=now, drifted=False)
+            continue
         # The same conditional UPDATE as a job's: skip a site a job has just taken.
         if not site.claim_for_repair():
             continue
