@@ -213,7 +213,7 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
     if "post" in api:
         for verb, key in (("POST", "post"), ("GET", "get")):
             d = api[key]
-            extra = f", {api['sites_listed']} sites listed" if key == "get" else ""
+            extra = f", first page of {api['sites_listed']} sites" if key == "get" else ""
             alone = api.get("alone", {}).get(key, {}).get("latency_s", {}).get("p50")
             extra += f"; 1 client alone p50 {_fmt(alone, ' s', 3)}" if alone is not None else ""
             rows.append(
@@ -399,8 +399,10 @@ def markdown(results: dict, plots: list[str]) -> str:
         md += [
             f"## 3. API latency, {api['clients']} concurrent clients, no workers",
             "",
-            f"Each client (own user and token) sends {api['requests_per_client']} requests back to back; "
-            f"GET lists all {api['sites_listed']} sites the POSTs created (the list is not paginated).",
+            f"Each client (own user and token) sends {api['requests_per_client']} requests back to back. "
+            "No worker cluster runs during this section: a POST writes the site and its job and queues a "
+            "task that nothing runs, so the figures are the API's own cost, not provisioning's. "
+            f"GET answers the first page (100 sites) of the {api['sites_listed']} sites the POSTs created.",
             "",
         ]
         alone = api.get("alone", {})

@@ -95,7 +95,7 @@ def run(ctx: Context) -> dict:
         post_alone = _closed_loop(clients[:1], baseline_n, post)
         post_rows = _closed_loop(clients, plan.api_requests_per_client, post)
         listed = Site.objects.count()
-        # GET after the POSTs: the list then holds every site just created (unpaginated).
+        # GET after the POSTs: the first page (100) of the sites just created.
         get_alone = _closed_loop(clients[:1], baseline_n, lambda api: api.list_sites())
         get_rows = _closed_loop(clients, plan.api_requests_per_client, lambda api: api.list_sites())
     finally:
