@@ -81,20 +81,7 @@ class JobAdmin(admin.ModelAdmin):
         return can(request.user, "retry_site")
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None):
-        fields = [
-            "site_link",
-            "type",
-            "status_badge",
-            "attempts_display",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "duration_display",
-            "next_attempt_at",
-            "worker",
-            "lease_expires_at",
-            "error",
-        ]
+        fields = [name for name in self.readonly_fields if name != "traceback_text"]
         fieldsets: list[tuple[str | None, dict[str, list[str]]]] = [(None, {"fields": fields})]
         # The traceback names code paths and hosts; operators get the error line.
         if request.user.is_superuser:
