@@ -310,6 +310,25 @@ def test_the_control_database_file_is_created_readable_by_its_owner_only(tmp_pat
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
 
 
+def test_an_existing_control_database_is_never_opened_to_tighten_it(tmp_path, monkeypatch):
+    # Closing any descriptor of a SQLite file drops the process's locks on it,
+    # those of its other connections too: that corrupts the database.
+    database = tmp_path / "control.sqlite3"
+    database.write_bytes(b"")
+    database.chmod(0o640)
+    opened: list[str] = []
+    real_open = os.open
+
+    def recording_open(path, *args):
+        opened.append(str(path))
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    make_private(str(database))
+    assert opened == [str(database)], "only the exclusive create, which fails on an existing file"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+
+
 def test_the_database_in_use_is_mode_0600_when_it_is_sqlite():
     if connection.vendor != "sqlite":
         pytest.skip("the control database is MariaDB in this run")
