@@ -1,4 +1,4 @@
-"""Removing what the bench created: its sites, their rows, the filler snippets.
+"""Removing what the bench created: its sites, their rows, the filler route files.
 
 The normal path deletes sites through the API (the workers deprovision them).
 This module is the other path, for what is left after a failure or a Ctrl-C:
@@ -16,7 +16,10 @@ from bench import config
 # Names of the sites this run has posted and not yet seen deleted.
 REGISTRY: set[str] = set()
 
-FILLER_MARKER = f"# wpfleet owner={config.FILLER_OWNER} site=fill"
+# First line of every filler route file (bench/sections/fill.py). A panel's
+# routes are "# wpfleet owner=<its owner> site=<site>": this marker names the
+# filler owner, so no panel (the bench's own included) takes a filler for a site.
+FILLER_MARKER = f"# wpfleet owner={config.FILLER_OWNER} site="
 
 
 def force_remove(names: list[str] | set[str]) -> dict:
@@ -44,7 +47,7 @@ def force_remove(names: list[str] | set[str]) -> dict:
 
 
 def owned_site_names() -> set[str]:
-    """Sites with anything labelled or commented as the bench's: containers, volumes, networks, databases, snippets."""
+    """Sites with anything labelled or commented as the bench's: containers, volumes, networks, databases, routes."""
     from sites.ops.cleanup import sites_with_resources
     from sites.provisioning.steps import Infra
 
@@ -52,31 +55,32 @@ def owned_site_names() -> set[str]:
 
 
 def remove_fillers() -> int:
-    """Delete the filler snippets (one exec; only files carrying the filler marker). Returns how many."""
+    """Delete the filler route files (one exec; only files carrying the filler marker). Returns how many."""
     from sites.provisioning.steps import Infra
 
     caddy = Infra().caddy
-    # Only files that carry the filler marker: a real site may well be named fill-something.
+    # Only files that carry the filler marker: the routes directory holds the
+    # routes of every panel on the host (Caddy sees a deletion at the next request).
     script = (
-        f"files=$(find {caddy.sites_dir} -maxdepth 1 -name 'fill*.caddy' -exec grep -lF -- \"$1\" {{}} +); "
+        'files=$(find "$2" -maxdepth 1 -type f -name "$3*" -exec grep -lF -- "$1" {} +); '
         '[ -z "$files" ] || echo "$files" | xargs rm -f; echo "$files"'
     )
-    code, output = caddy.docker.exec(caddy.container_name, ["sh", "-c", script, "sh", FILLER_MARKER])
+    code, output = caddy.docker.exec(
+        caddy.container_name,
+        ["sh", "-c", script, "sh", FILLER_MARKER, caddy.routes_dir, config.FILLER_PREFIX],
+    )
     if code != 0:
-        raise RuntimeError(f"removing filler snippets failed ({code}): {output[-300:]}")
-    return len([line for line in output.splitlines() if line.endswith(".caddy")])
+        raise RuntimeError(f"removing filler routes failed ({code}): {output[-300:]}")
+    return len([line for line in output.splitlines() if line.startswith(caddy.routes_dir + "/")])
 
 
 def sweep(reason: str) -> dict:
     """Everything of the bench's, whatever state it is in: fillers, then every owned site, then rows."""
     from sites.models import Site
-    from sites.provisioning.steps import Infra
 
     report: dict = {"reason": reason}
     try:
         report["fillers_removed"] = remove_fillers()
-        if report["fillers_removed"]:
-            Infra().caddy.reload()
     except Exception as exc:
         report["fillers_error"] = str(exc)[:300]
     try:

@@ -15,6 +15,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 DB_FILE = VAR / "bench.sqlite3"
 OWNER = "wpfleet-bench"
 FILLER_OWNER = "wpfleet-bench-filler"
+# Filler hostnames (section fill) start with this: a hyphen, which no site name has.
+FILLER_PREFIX = "bench-filler-"
 WEB_BIND = "127.0.0.1:8100"
 WEB_URL = f"http://{WEB_BIND}"
 # Same shape as scripts/panel.sh, so API latency means what production sees.
@@ -30,8 +32,6 @@ def bench_env() -> dict[str, str]:
     return {
         "DATABASE_URL": f"sqlite:///{DB_FILE}",
         "WPFLEET_OWNER": OWNER,
-        # The lab has no TLS in front of Caddy.
-        "WPFLEET_SITE_URL_SCHEME": "http",
         "DJANGO_SETTINGS_MODULE": "hosting.settings",
     }
 
@@ -51,7 +51,6 @@ class Plan:
     api_requests_per_client: int = 10
     fill_levels: tuple[int, ...] = (0, 100, 500, 1000)
     fill_sites_per_level: int = 5
-    fill_reloads: int = 5
     density_sites: int = 10
     # php-fpm's ondemand pool reaps idle children after 10 s; 15 s leaves margin.
     idle_seconds: float = 15.0
@@ -73,6 +72,5 @@ QUICK_PLAN = Plan(
     api_requests_per_client=5,
     fill_levels=(0, 100),
     fill_sites_per_level=1,
-    fill_reloads=3,
     density_sites=3,
 )

@@ -199,6 +199,8 @@ WPFLEET_DEFAULT_ADMIN_EMAIL = env.text("WPFLEET_DEFAULT_ADMIN_EMAIL", f"webmaste
 # How long the provisioner waits for a new PHP container to have written its
 # wp-config.php (the image's entrypoint does it at start) before installing.
 WPFLEET_WORDPRESS_READY_SECONDS = env.number("WPFLEET_WORDPRESS_READY_SECONDS", 60.0, min=1, max=3600)
+# How long a one-click login link to wp-admin stays valid (it also works only once).
+WPFLEET_LOGIN_LINK_SECONDS = env.integer("WPFLEET_LOGIN_LINK_SECONDS", 60, min=5, max=600)
 
 # Owner label written on every Docker resource: what does not carry it is
 # never modified or removed.
@@ -276,13 +278,18 @@ WPFLEET_PHP_OPCACHE = env.text("WPFLEET_PHP_OPCACHE", "file", choices=("file", "
 
 # Caddy (app-01).
 WPFLEET_CADDY_CONTAINER = env.text("WPFLEET_CADDY_CONTAINER", "caddy")
-WPFLEET_CADDY_CONFIG = env.text("WPFLEET_CADDY_CONFIG", "/etc/caddy/Caddyfile")
-WPFLEET_CADDY_SITES_DIR = env.text("WPFLEET_CADDY_SITES_DIR", "/etc/caddy/sites")
-# Where the live check (and the tests) reach Caddy's HTTP listener.
-WPFLEET_CADDY_URL: str = env.url("WPFLEET_CADDY_URL", "http://127.0.0.1:8080")
-# Scheme of the links to live sites in the admin: https in production (TLS is
-# terminated in front of Caddy); the lab has no TLS, so it uses http.
-WPFLEET_SITE_URL_SCHEME = env.text("WPFLEET_SITE_URL_SCHEME", "https", choices=("http", "https"))
+# Caddy serves a hostname while <routes dir>/<hostname> exists in its
+# container (sites/infra/caddy.py; the Caddyfile in lab/caddy/).
+WPFLEET_CADDY_ROUTES_DIR = env.text("WPFLEET_CADDY_ROUTES_DIR", "/etc/caddy/routes")
+# Where the live check (and the tests) reach Caddy: its HTTPS listener, and
+# its plain-HTTP one (which must answer a site's hostname with a redirect).
+WPFLEET_CADDY_URL: str = env.url("WPFLEET_CADDY_URL", "https://127.0.0.1:443", schemes=("https",))
+WPFLEET_CADDY_HTTP_URL: str = env.url("WPFLEET_CADDY_HTTP_URL", "http://127.0.0.1:80", schemes=("http",))
+# Certificates of the sites are checked against this PEM bundle (the lab's
+# own CA, var/lab-ca.crt); empty: the system's authorities (ACME in production).
+WPFLEET_CA_BUNDLE = env.text("WPFLEET_CA_BUNDLE", "")
+if WPFLEET_CA_BUNDLE and not Path(WPFLEET_CA_BUNDLE).is_file():
+    raise ImproperlyConfigured(f"WPFLEET_CA_BUNDLE={WPFLEET_CA_BUNDLE!r} is not a file")
 
 # Fernet keys (comma-separated) for secrets the control database keeps, such
 # as each site's database password: the first encrypts, all decrypt

@@ -17,7 +17,7 @@ STEP=start
 # shellcheck disable=SC2154 # rc is assigned inside the trap
 trap 'rc=$?; if ((rc != 0)); then printf "lab: ERROR: up.sh failed during: %s (exit %s)\n" "$STEP" "$rc" >&2; fi' EXIT
 
-HOST_PACKAGES=(docker.io debootstrap iptables iproute2 curl openssl chromium
+HOST_PACKAGES=(docker.io debootstrap iptables iproute2 curl openssl chromium libnss3-tools
 	default-libmysqlclient-dev pkg-config)
 DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
 # Docker's default pools allow only ~30 user networks (one per site here);
@@ -31,7 +31,11 @@ BACKEND_SUBNET=10.201.0.0/16
 ENGINE_TIMEOUT=60
 DB_TIMEOUT=120
 CADDY_TIMEOUT=30
-CADDY_PUBLISH=127.0.0.1:8080
+# Where the host reaches Caddy (site URLs carry no port with the defaults).
+CADDY_HTTP_PUBLISH=${WPFLEET_LAB_HTTP_PUBLISH:-127.0.0.1:80}
+CADDY_HTTPS_PUBLISH=${WPFLEET_LAB_HTTPS_PUBLISH:-127.0.0.1:443}
+# The lab's CA (Caddy's local_certs root), for clients that must trust the sites.
+LAB_CA="$VAR_DIR/lab-ca.crt"
 PANEL_DB_USER=wpfleet_panel
 DB_SECRETS_DIR="$VAR_DIR/lab/secrets"
 
@@ -131,8 +135,9 @@ env_defaults() {
 		WPFLEET_NGINX_IMAGE $(pinned_tag nginx)
 		WPFLEET_CADDY_CONTAINER $CADDY_CONTAINER
 		WPFLEET_BACKEND_NETWORK $BACKEND_NETWORK
-		WPFLEET_CADDY_URL http://$CADDY_PUBLISH
-		WPFLEET_SITE_URL_SCHEME http
+		WPFLEET_CADDY_URL https://$CADDY_HTTPS_PUBLISH
+		WPFLEET_CADDY_HTTP_URL http://$CADDY_HTTP_PUBLISH
+		WPFLEET_CA_BUNDLE $LAB_CA
 		WPFLEET_ADMIN_USER admin
 		WPFLEET_ADMIN_PASSWORD $(rand_hex 16)
 	EOF
@@ -143,6 +148,8 @@ env_defaults() {
 lab_managed_env_key() {
 	case $1 in
 	WPFLEET_PHP_IMAGE | WPFLEET_NGINX_IMAGE) return 0 ;;
+	# where Caddy is published follows WPFLEET_LAB_HTTP(S)_PUBLISH
+	WPFLEET_CADDY_URL | WPFLEET_CADDY_HTTP_URL | WPFLEET_CA_BUNDLE) return 0 ;;
 	*) return 1 ;;
 	esac
 }
@@ -170,6 +177,13 @@ ensure_env() {
 		printf '%s=%s\n' "$key" "$value" >>"$ENV_FILE"
 		added+=("$key")
 	done <<<"$defaults"
+	# keys the panel no longer reads (every site is https since Caddy terminates TLS)
+	for key in WPFLEET_SITE_URL_SCHEME; do
+		if grep -q "^$key=" "$ENV_FILE"; then
+			sed -i "/^$key=/d" "$ENV_FILE"
+			log ".env: removed $key (no longer read)"
+		fi
+	done
 	if [[ ${#added[@]} -gt 0 ]]; then log ".env: added ${added[*]}"; fi
 	if [[ ${#updated[@]} -gt 0 ]]; then
 		log ".env: updated ${updated[*]}; a panel already running keeps the old images until restarted (scripts/panel.sh down && make up)"
@@ -496,23 +510,49 @@ check_mariadb_reachability() {
 		die "a container on $BACKEND_NETWORK cannot reach MariaDB at $gw:3306 (host firewall INPUT rules?)"
 }
 
+# Caddy's certificates: its own CA (offline), or ACME (Let's Encrypt, then
+# ZeroSSL) when WPFLEET_ACME_EMAIL is set and the names resolve to this host.
+caddy_tls_option() {
+	if [[ -n ${WPFLEET_ACME_EMAIL:-} ]]; then
+		[[ $WPFLEET_ACME_EMAIL =~ ^[^[:space:]@]+@[^[:space:]@]+$ ]] ||
+			die "WPFLEET_ACME_EMAIL=$WPFLEET_ACME_EMAIL is not an email address"
+		echo "email $WPFLEET_ACME_EMAIL"
+	else
+		echo local_certs
+	fi
+}
+
 ensure_caddy() {
 	local caddyfile="$LAB_DIR/caddy/Caddyfile"
 	ensure_container "$CADDY_CONTAINER" "$IMG_CADDY" \
-		"$(sha256sum <"$caddyfile") $(dk network inspect -f '{{.Id}}' "$BACKEND_NETWORK")" \
-		--network "$BACKEND_NETWORK" -p "$CADDY_PUBLISH:80" --restart unless-stopped \
+		"$(sha256sum <"$caddyfile") $(dk network inspect -f '{{.Id}}' "$BACKEND_NETWORK") $CADDY_HTTP_PUBLISH $CADDY_HTTPS_PUBLISH $(caddy_tls_option)" \
+		--network "$BACKEND_NETWORK" --restart unless-stopped \
+		-p "$CADDY_HTTP_PUBLISH:80" -p "$CADDY_HTTPS_PUBLISH:443" \
+		-e "WPFLEET_CADDY_TLS=$(caddy_tls_option)" \
 		-v "$caddyfile:/etc/caddy/Caddyfile:ro" \
-		-v wpfleet_caddy_sites:/etc/caddy/sites \
+		-v wpfleet_caddy_routes:/etc/caddy/routes \
 		-v wpfleet_caddy_data:/data
-	# ready = the catch-all answers 404 for a host without a snippet
+	# ready = the catch-all answers 404 for a host without a route
 	local i code
 	for ((i = 0; i < CADDY_TIMEOUT * 2; i++)); do
-		code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: lab-probe.invalid' "http://$CADDY_PUBLISH/" || true)
-		[[ $code == 404 ]] && return 0
+		code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: lab-probe.invalid' "http://$CADDY_HTTP_PUBLISH/" || true)
+		[[ $code == 404 ]] && break
 		sleep 0.5
 	done
-	dk logs --tail 20 "$CADDY_CONTAINER" >&2 || true
-	die "Caddy did not answer on http://$CADDY_PUBLISH within ${CADDY_TIMEOUT}s (last status: $code)"
+	if [[ $code != 404 ]]; then
+		dk logs --tail 20 "$CADDY_CONTAINER" >&2 || true
+		die "Caddy did not answer on http://$CADDY_HTTP_PUBLISH within ${CADDY_TIMEOUT}s (last status: $code)"
+	fi
+	# Caddy creates its CA when it starts; clients of the lab trust its root.
+	[[ $(caddy_tls_option) == local_certs ]] || return 0
+	for ((i = 0; i < CADDY_TIMEOUT * 2; i++)); do
+		if dk cp "$CADDY_CONTAINER:/data/caddy/pki/authorities/local/root.crt" "$LAB_CA.tmp" 2>/dev/null; then
+			mv "$LAB_CA.tmp" "$LAB_CA"
+			return 0
+		fi
+		sleep 0.5
+	done
+	die "Caddy's local CA root did not appear in $CADDY_CONTAINER:/data/caddy/pki/authorities/local/root.crt"
 }
 
 summary() {
@@ -522,7 +562,7 @@ summary() {
 		lab:   images     $IMG_WORDPRESS, $IMG_NGINX, $IMG_CADDY, $IMG_MARIADB
 		lab:   network    $BACKEND_NETWORK
 		lab:   mariadb    $MARIADB_CONTAINER on 127.0.0.1:3306 and $gw:3306 (sites), control DB wpfleet
-		lab:   caddy      $CADDY_CONTAINER on http://$CADDY_PUBLISH (sites: /etc/caddy/sites/*.caddy)
+		lab:   caddy      $CADDY_CONTAINER on https://$CADDY_HTTPS_PUBLISH and http://$CADDY_HTTP_PUBLISH (routes: /etc/caddy/routes/<hostname>; CA: $LAB_CA)
 		lab:   config     $ENV_FILE
 		lab: stop with lab/down.sh, inspect with lab/status.sh
 	EOF

@@ -58,7 +58,7 @@ up() {
 wpfleet is up ($((SECONDS - started)) s for the panel).
   admin:   http://$WEB_BIND/admin/   user: ${user:-admin}   password: $password
   API:     http://$WEB_BIND/api/docs/   (token: .venv/bin/python manage.py drf_create_token ${user:-admin})
-  sites:   through Caddy on http://127.0.0.1:8080 with Host <name>.$(grep -E '^WPFLEET_BASE_DOMAIN=' .env | cut -d= -f2-)
+  sites:   https://<name>.$(grep -E "^WPFLEET_BASE_DOMAIN=" .env | cut -d= -f2-)/ through Caddy at $(grep -E "^WPFLEET_CADDY_URL=" .env | cut -d= -f2-) (CA: var/lab-ca.crt)
   logs:    var/log/web.log var/log/worker.log   config: .env
 TXT
 }

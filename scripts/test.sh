@@ -14,8 +14,6 @@ esac
 # Tests label what they create with their own owner, so that they never touch
 # (nor clean up) the sites of a panel running beside them.
 export WPFLEET_OWNER=${WPFLEET_TEST_OWNER:-wpfleet-test}
-# The lab has no TLS in front of Caddy: the admin's links to sites are http.
-export WPFLEET_SITE_URL_SCHEME=http
 mkdir -p var/test-artifacts
 echo "tests: control database $db"
 exec .venv/bin/python -m pytest "$@"

@@ -22,6 +22,9 @@ OPERATIONS: dict[str, str] = {
     # Retrying a failed job changes the site (a new job holds it).
     "retry_site": "sites.change_site",
     "delete_site": "sites.delete_site",
+    # Inside the site's WordPress, as its administrator: changes the site.
+    "new_admin_password": "sites.change_site",
+    "login_link": "sites.change_site",
     # Cleanup removes zombie sites and their leftovers: a deletion.
     "cleanup_sites": "sites.delete_site",
     "view_job": "jobs.view_job",

@@ -16,8 +16,23 @@ from sites.models.validation import (
     validate_site_name,
     validate_title,
 )
+from sites.ops.wordpress import Credentials, LoginLink, SiteNotActive, WordPressUserMissing
+from sites.ops.wordpress import login_link as _login_link
+from sites.ops.wordpress import new_admin_password as _new_admin_password
 
-__all__ = ["SiteBusy", "SiteNameTaken", "create_site", "delete_site", "retry_site"]
+__all__ = [
+    "Credentials",
+    "LoginLink",
+    "SiteBusy",
+    "SiteNameTaken",
+    "SiteNotActive",
+    "WordPressUserMissing",
+    "create_site",
+    "delete_site",
+    "login_link",
+    "new_admin_password",
+    "retry_site",
+]
 
 
 class SiteNameTaken(Exception):
@@ -73,3 +88,25 @@ def retry_site(site: Site) -> Job:
         raise SiteBusy(f"site {site.name} has no failed job to retry")
     with transaction.atomic():
         return _open(site, last.type)
+
+
+def new_admin_password(site: Site) -> Credentials:
+    """A new random password for the site's WordPress admin, for the caller's eyes only.
+
+    SiteNotActive unless the site is ACTIVE and no job holds it.
+    """
+    _require_live(site)
+    return _new_admin_password(site)
+
+
+def login_link(site: Site) -> LoginLink:
+    """A one-time link into the site's wp-admin (SiteNotActive unless the site is live and idle)."""
+    _require_live(site)
+    return _login_link(site)
+
+
+def _require_live(site: Site) -> None:
+    site.refresh_from_db()
+    if site.status != Site.Status.ACTIVE or site.current_job_id is not None:
+        state = site.get_status_display() if site.status != Site.Status.ACTIVE else "busy with a job"
+        raise SiteNotActive(f"site {site.name} is {state.lower()}: only an active site has a WordPress to log in to")

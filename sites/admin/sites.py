@@ -24,6 +24,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from jobs.models import Job
 from jobs.redaction import redact
 from sites.admin import presenters as views
+from sites.infra.errors import InfraError
 from sites.models import Site, known_secrets
 from sites.models.validation import (
     NAME_RULE,
@@ -35,7 +36,17 @@ from sites.models.validation import (
 )
 from sites.ops.cleanup import cleanup, zombie_sites
 from sites.permissions import can
-from sites.services import SiteBusy, SiteNameTaken, create_site, delete_site, retry_site
+from sites.services import (
+    SiteBusy,
+    SiteNameTaken,
+    SiteNotActive,
+    WordPressUserMissing,
+    create_site,
+    delete_site,
+    login_link,
+    new_admin_password,
+    retry_site,
+)
 
 
 class SiteNameField(forms.Field):
@@ -309,6 +320,16 @@ class SiteAdmin(admin.ModelAdmin):
             path(
                 "<path:object_id>/progress/", self.admin_site.admin_view(self.progress_view), name=f"{prefix}_progress"
             ),
+            path(
+                "<path:object_id>/wordpress-login/",
+                self.admin_site.admin_view(self.wordpress_login_view),
+                name=f"{prefix}_wordpress_login",
+            ),
+            path(
+                "<path:object_id>/admin-password/",
+                self.admin_site.admin_view(self.admin_password_view),
+                name=f"{prefix}_admin_password",
+            ),
             *super().get_urls(),
         ]
 
@@ -369,8 +390,59 @@ class SiteAdmin(admin.ModelAdmin):
                 "pk": site.pk,
                 "retry": can_retry and self.has_retry_permission(request),
                 "deprovision": site.current_job_id is None and self.has_deprovision_permission(request),
+                "wordpress": site.status == Site.Status.ACTIVE
+                and site.current_job_id is None
+                and can(request.user, "login_link"),
             }
         return super().change_view(request, object_id, form_url, context)
+
+    # --- inside the site's WordPress: one-click login, a new admin password -------------
+
+    def _wordpress_site(self, request: HttpRequest, object_id: str, operation: str) -> Site:
+        if request.method != "POST":
+            raise PermissionDenied  # a GET (a prefetch, a pasted link) must not log anyone in
+        site = self.get_object(request, unquote(object_id))
+        if site is None or not can(request.user, operation):
+            raise PermissionDenied
+        return site
+
+    def wordpress_login_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Redirect to a one-time link that opens the site's wp-admin as its admin."""
+        site = self._wordpress_site(request, object_id, "login_link")
+        try:
+            link = login_link(site)
+        except (SiteNotActive, WordPressUserMissing, InfraError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:sites_site_change", args=[site.pk]))
+        self.log_change(request, site, "Opened its WordPress as the admin (one-click login).")
+        response = HttpResponseRedirect(link.url)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def admin_password_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Set a new random password for the site's WordPress admin and show it on this page only."""
+        site = self._wordpress_site(request, object_id, "new_admin_password")
+        try:
+            credentials = new_admin_password(site)
+        except (SiteNotActive, WordPressUserMissing, InfraError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:sites_site_change", args=[site.pk]))
+        # Logged without the password; shown in this response and nowhere else
+        # (not a message: those can travel in a cookie).
+        self.log_change(request, site, "Set a new WordPress admin password.")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"New WordPress admin password for {site.name}",
+            "subtitle": None,
+            "opts": self.opts,
+            "site": site,
+            "credentials": credentials,
+            "site_page": reverse("admin:sites_site_change", args=[site.pk]),
+        }
+        request.current_app = self.admin_site.name
+        response = TemplateResponse(request, "wpfleet/admin_password.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     # --- actions ---------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from rest_framework.exceptions import APIException, NotFound, PermissionDenied, 
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from sites.services import SiteBusy, SiteNameTaken
+from sites.infra.errors import InfraError
+from sites.services import SiteBusy, SiteNameTaken, SiteNotActive, WordPressUserMissing
 
 
 def _first_message(detail: object) -> str:
@@ -31,7 +32,18 @@ class Conflict(APIException):
 
 # Domain errors of the service layer, as the API answers them (the admin shows
 # the same messages): one place, so no view needs a try/except of its own.
-DOMAIN_ERRORS: dict[type[Exception], str] = {SiteNameTaken: "taken", SiteBusy: "busy"}
+DOMAIN_ERRORS: dict[type[Exception], str] = {
+    SiteNameTaken: "taken",
+    SiteBusy: "busy",
+    SiteNotActive: "not_active",
+    WordPressUserMissing: "no_such_user",
+}
+
+
+class Unavailable(APIException):
+    """A dependency did not do what was asked (Docker, the site's PHP): trying again later may help."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
 
 def _first_code(codes: object) -> str:
@@ -47,6 +59,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         if isinstance(exc, domain_error):
             exc = Conflict(str(exc), code=code)
             break
+    if isinstance(exc, InfraError):
+        # Adapters' messages name the dependency and what failed, never a secret.
+        exc = Unavailable(str(exc), code="unavailable")
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": "Request body too large.", "code": "too_large"}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE

@@ -146,5 +146,20 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="What went wrong, for a person to read.")
     code = serializers.CharField(
         help_text="A stable code for programs: invalid, reserved, required, unknown_field, taken, busy, not_found, "
-        "parse_error, unsupported_media_type, too_large, not_authenticated, throttled, ..."
+        "not_active, no_such_user, unavailable, parse_error, unsupported_media_type, too_large, not_authenticated, "
+        "throttled, ..."
     )
+
+
+class CredentialsSerializer(serializers.Serializer):
+    """The WordPress admin's new password: shown in this answer only, kept nowhere."""
+
+    username = serializers.CharField()
+    password = serializers.CharField()
+
+
+class LoginLinkSerializer(serializers.Serializer):
+    """A link that opens wp-admin logged in as the site's admin: once, until ``expires_at``."""
+
+    url = serializers.URLField()
+    expires_at = serializers.DateTimeField()

@@ -6,6 +6,8 @@ from sites.api import views
 urlpatterns = [
     path("sites", views.SiteListCreate.as_view(), name="api-sites"),
     path("sites/<str:name>", views.SiteDetail.as_view(), name="api-site"),
+    path("sites/<str:name>/admin-password", views.SiteAdminPassword.as_view(), name="api-site-admin-password"),
+    path("sites/<str:name>/login-link", views.SiteLoginLink.as_view(), name="api-site-login-link"),
     path("jobs/<int:pk>", views.JobDetail.as_view(), name="api-job"),
     path("health", views.Health.as_view(), name="api-health"),
     # The schema and its viewer describe the API and touch no data: no

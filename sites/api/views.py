@@ -17,11 +17,18 @@ from rest_framework.views import APIView
 
 from jobs.models import Job, JobStep
 from sites.api.parsers import BoundedMultiPartParser, StrictJSONParser
-from sites.api.serializers import ErrorSerializer, JobSerializer, SiteCreateSerializer, SiteSerializer
+from sites.api.serializers import (
+    CredentialsSerializer,
+    ErrorSerializer,
+    JobSerializer,
+    LoginLinkSerializer,
+    SiteCreateSerializer,
+    SiteSerializer,
+)
 from sites.models import Site
 from sites.ops import health
 from sites.permissions import can
-from sites.services import create_site, delete_site
+from sites.services import create_site, delete_site, login_link, new_admin_password
 
 
 def _errors(described: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
@@ -95,6 +102,44 @@ class SiteDetail(APIView):
     def delete(self, request: Request, name: str) -> Response:
         delete_site(self._site(name))  # SiteBusy answers 409
         return Response(SiteSerializer(self._site(name)).data, status=status.HTTP_202_ACCEPTED)
+
+
+_WORDPRESS_ERRORS = _errors(
+    {
+        404: "No such site",
+        409: "The site is not active, or a job holds it, or its WordPress has no such admin user",
+        503: "The site's PHP container did not run the request; try again",
+    }
+)
+
+
+def _secret(body: dict) -> Response:
+    # A secret shown once: no cache along the way may keep a copy.
+    response = Response(body)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class SiteAdminPassword(APIView):
+    """Set a new random password for the site's WordPress admin and show it, once."""
+
+    operations = {"POST": "new_admin_password"}
+
+    @extend_schema(request=None, responses={200: CredentialsSerializer, **_WORDPRESS_ERRORS})
+    def post(self, request: Request, name: str) -> Response:
+        credentials = new_admin_password(get_object_or_404(Site, name=name))
+        return _secret(CredentialsSerializer(credentials).data)
+
+
+class SiteLoginLink(APIView):
+    """A one-time link that opens the site's wp-admin logged in as its admin."""
+
+    operations = {"POST": "login_link"}
+
+    @extend_schema(request=None, responses={200: LoginLinkSerializer, **_WORDPRESS_ERRORS})
+    def post(self, request: Request, name: str) -> Response:
+        link = login_link(get_object_or_404(Site, name=name))
+        return _secret(LoginLinkSerializer(link).data)
 
 
 @extend_schema_view(get=extend_schema(responses={200: JobSerializer, **_errors({404: "No such job"})}))

@@ -1,37 +1,61 @@
-"""The shared Caddy container: per-site snippets and zero-downtime reloads."""
+"""The shared Caddy container: one route file per hostname, and HTTPS requests through it.
+
+Caddy's configuration (lab/caddy/Caddyfile) never changes while sites come
+and go. It serves a hostname only if ``<routes dir>/<hostname>`` exists:
+that file lets Caddy get a certificate for the name (on-demand TLS asks an
+endpoint that checks for it) and lets requests through to the upstream of
+the same name, a network alias of the site's nginx on the backend network.
+
+So creating or deleting a site reloads nothing. A reload hands Caddy's
+listeners from the old server to the new one, and connections arriving at
+that moment were reset (measured on 2.6 and 2.11: a few per sixty reloads,
+for every site on the host); a file appearing is seen by the next request.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import time
-from pathlib import Path
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 
+import urllib3
 from django.conf import settings
 
 from sites.infra.docker_host import DockerHost
 from sites.infra.errors import ForeignResource, InfraError
 
-# A staged snippet: in sites/, but not matched by the Caddyfile's *.caddy import.
-PENDING = ".caddy.pending"
-
 
 def owner_marker() -> str:
-    # Snippets carry no labels: this first line marks the ones that are ours.
+    # Route files carry no labels: this first line marks the ones that are ours.
     return f"# wpfleet owner={settings.WPFLEET_OWNER}"
+
+
+def route_content(site: str) -> str:
+    return f"{owner_marker()} site={site}\n"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP response from Caddy, read whole."""
+
+    status_code: int
+    headers: dict[str, str]
+    text: str
+    cookies: tuple[str, ...] = ()  # each Set-Cookie header as sent
+
+    def json(self) -> Any:
+        return json.loads(self.text)
 
 
 class Caddy:
     def __init__(self, docker_host: DockerHost) -> None:
         self.docker = docker_host
         self.container_name = settings.WPFLEET_CADDY_CONTAINER
-        self.config = settings.WPFLEET_CADDY_CONFIG
-        self.sites_dir = settings.WPFLEET_CADDY_SITES_DIR.rstrip("/")
-        run_dir = Path(settings.VAR_DIR) / "run"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_path = run_dir / f"caddy-reload-{self.container_name}.lock"
-        self._state_path = run_dir / f"caddy-reload-{self.container_name}.state"
+        self.routes_dir = settings.WPFLEET_CADDY_ROUTES_DIR.rstrip("/")
+        self._pools: dict[str, urllib3.HTTPSConnectionPool] = {}
+        self._pools_lock = threading.Lock()
 
     def _container(self):
         container = self.docker.container(self.container_name)
@@ -54,131 +78,138 @@ class Caddy:
         self.docker.start(container)
         return True
 
-    def _path(self, site: str, suffix: str = ".caddy") -> str:
-        return f"{self.sites_dir}/{site}{suffix}"
+    # --- route files -------------------------------------------------------------
 
-    def stage(self, site: str, content: str) -> None:
-        """Write the snippet beside the live ones, where the import glob does not see it, and check it.
+    def route_path(self, host: str) -> str:
+        return f"{self.routes_dir}/{host}"
 
-        A bad snippet in sites/ would make every later reload fail, for every
-        site; so it is parsed on its own first. Staging in the same directory
-        lets `install` publish it with an atomic rename: a concurrent reload by
-        another job never reads half a file.
-        """
-        container = self._container()
-        pending = self._path(site, PENDING)
-        self.docker.put_files(container, self.sites_dir, {pending.rsplit("/", 1)[1]: (content.encode(), 0o644, 0, 0)})
-        code, output = self.docker.exec(container, ["caddy", "adapt", "--config", pending, "--adapter", "caddyfile"])
+    def route_owner(self, host: str) -> str | None:
+        """The site a route names as its own; "" for a file that is not ours; None when there is none."""
+        content = self.docker.read_file(self._container(), self.route_path(host))
+        return None if content is None else _owner_of(content.split("\n", 1)[0])
+
+    def check_not_foreign(self, site: str, host: str) -> None:
+        """Refuse (permanently) when a route for this host exists and is not this site's."""
+        if self.route_owner(host) not in (None, site):
+            raise ForeignResource("caddy", f"{self.route_path(host)} exists and is not this site's; left untouched")
+
+    def add_route(self, site: str, host: str) -> None:
+        """Route ``host`` to the site (its nginx answers to the alias ``host``); never over another's file."""
+        self.check_not_foreign(site, host)
+        self.docker.put_files(self._container(), self.routes_dir, {host: (route_content(site).encode(), 0o644, 0, 0)})
+
+    def remove_route(self, site: str, host: str) -> tuple[bool, str | None]:
+        """Remove the route if it is the site's: (whether one was removed, a note if one was left)."""
+        owner = self.route_owner(host)
+        if owner is None:
+            return False, None
+        if owner != site:
+            return False, f"{self.route_path(host)} not this site's: left untouched"
+        code, output = self.docker.exec(self._container(), ["rm", "-f", self.route_path(host)])
         if code != 0:
-            self.docker.exec(container, ["rm", "-f", pending])
-            raise InfraError("caddy", f"snippet for {site} is invalid: {_last_line(output)}")
+            raise InfraError("caddy", f"could not remove the route of {host}: {_last_line(output)}")
+        return True, None
 
-    def install(self, site: str) -> None:
-        code, output = self.docker.exec(self._container(), ["mv", "-f", self._path(site, PENDING), self._path(site)])
-        if code != 0:
-            raise InfraError("caddy", f"could not install snippet of {site}: {_last_line(output)}")
-
-    def is_ours(self, site: str, content: str | None) -> bool:
-        return content is not None and content.split("\n", 1)[0] == f"{owner_marker()} site={site}"
-
-    def _read(self, path: str) -> str | None:
-        code, output = self.docker.exec(self._container(), ["cat", path])
-        return output + "\n" if code == 0 else None
-
-    def check_not_foreign(self, site: str) -> None:
-        """Refuse (permanently) when a snippet with this site's file name exists and is not ours."""
-        for path in (self._path(site), self._path(site, PENDING)):
-            content = self._read(path)
-            if content is not None and not self.is_ours(site, content):
-                raise ForeignResource("caddy", f"{path} exists and is not wpfleet's; it was left untouched")
-
-    def read_pending(self, site: str) -> str | None:
-        return self._read(self._path(site, PENDING))
-
-    def running_config(self) -> dict:
-        """The configuration Caddy is serving now, from its admin API inside the container."""
-        request = 'printf "GET /config/ HTTP/1.0\\r\\nHost: 127.0.0.1:2019\\r\\n\\r\\n" >&3'
-        code, output = self.docker.exec(
-            self._container(), ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/2019 && {request} && cat <&3"]
-        )
-        head, _, body = output.partition("\r\n\r\n")
-        if code != 0 or " 200 " not in head.split("\r\n", 1)[0]:
-            raise InfraError("caddy", f"could not read the running config: {_last_line(output)}")
-        try:
-            return json.loads(body or "null") or {}
-        except ValueError:
-            raise InfraError("caddy", "the running config is not JSON") from None
-
-    def has_snippet(self, site: str) -> bool:
-        return self.docker.file_exists(self._container(), f"{self.sites_dir}/{site}.caddy")
-
-    def read_snippet(self, site: str) -> str | None:
-        return self._read(self._path(site))
-
-    def remove(self, site: str) -> tuple[bool, str | None]:
-        """Remove the site's snippet (and a staged one) if ours.
-
-        Returns (whether a live snippet was removed, a note naming a file left
-        because it is not ours).
-        """
-        live, pending = self._path(site), self._path(site, PENDING)
-        ours: list[str] = []
-        foreign: list[str] = []
-        for path in (live, pending):
-            content = self._read(path)
-            if content is not None:
-                (ours if self.is_ours(site, content) else foreign).append(path)
-        if ours:
-            code, output = self.docker.exec(self._container(), ["rm", "-fv", *ours])
-            if code != 0:
-                raise InfraError("caddy", f"could not remove snippet of {site}: {_last_line(output)}")
-        note = f"{', '.join(foreign)} not wpfleet's: left untouched" if foreign else None
-        return live in ours, note
-
-    def snippet_sites(self) -> list[str]:
-        """Sites that have a snippet of ours (by the owner marker on its first line)."""
-        code, output = self.docker.exec(
-            self._container(), ["grep", "-rlF", "--include=*.caddy", owner_marker() + " site=", self.sites_dir]
-        )
+    def routes(self) -> dict[str, str]:
+        """Every route of ours: {hostname: site}, read from the owner marker of each file."""
+        code, output = self.docker.exec(self._container(), ["grep", "-rHF", owner_marker() + " site=", self.routes_dir])
         if code not in (0, 1):
-            raise InfraError("caddy", f"could not list {self.sites_dir}: {_last_line(output)}")
-        return sorted(
-            line.rsplit("/", 1)[-1][: -len(".caddy")] for line in output.splitlines() if line.endswith(".caddy")
-        )
+            raise InfraError("caddy", f"could not list {self.routes_dir}: {_last_line(output)}")
+        found: dict[str, str] = {}
+        for line in output.splitlines():
+            path, _, first = line.partition(":")
+            owner = _owner_of(first)
+            if owner and path.startswith(self.routes_dir + "/"):
+                found[path[len(self.routes_dir) + 1 :]] = owner
+        return found
 
-    def reload(self) -> None:
-        code, output = self.docker.exec(
-            self._container(), ["caddy", "reload", "--config", self.config, "--adapter", "caddyfile"]
-        )
-        if code != 0:
-            raise InfraError("caddy", f"reload failed, the previous config keeps running: {_last_line(output)}")
+    # --- requests through Caddy --------------------------------------------------
 
-    def reload_covering(self, changed_at: float) -> bool:
-        """Make sure a reload that started after ``changed_at`` has succeeded.
+    def get(self, host: str, path: str = "/", timeout: float = 5) -> Answer:
+        """GET https://<host><path> from Caddy, verifying its certificate for that name (see ``request``)."""
+        return self.request("GET", host, path, timeout=timeout)
 
-        Jobs that finish together queue on a file lock; the first one reloads
-        for all of them and the rest find a reload newer than their change and
-        return at once. Returns True if this call did the reload.
+    def request(
+        self,
+        method: str,
+        host: str,
+        path: str = "/",
+        *,
+        fields: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 5,
+    ) -> Answer:
+        """An HTTPS request to ``host`` through this host's Caddy.
+
+        The connection goes to WPFLEET_CADDY_URL (whatever DNS says about the
+        name) with the hostname as SNI and Host header; the certificate must
+        chain to WPFLEET_CA_BUNDLE (the system's authorities when empty).
+        ``fields`` are sent form-encoded. Redirects are returned, not
+        followed. Connection and TLS failures raise InfraError (a retry may help).
         """
-        with open(self._lock_path, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if self._last_reload_started() >= changed_at:
-                    return False
-                started = time.time()
-                self.reload()
-                tmp = self._state_path.with_suffix(f".{os.getpid()}")
-                tmp.write_text(repr(started))
-                tmp.replace(self._state_path)
-                return True
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _last_reload_started(self) -> float:
+        all_headers = {"Host": host, **(headers or {})}
+        body = None
+        if fields is not None:
+            body = urlencode(fields)
+            all_headers["Content-Type"] = "application/x-www-form-urlencoded"
         try:
-            return float(self._state_path.read_text())
-        except (OSError, ValueError):
-            return 0.0
+            response = self._pool(host).request(
+                method,
+                path,
+                body=body,
+                headers=all_headers,
+                redirect=False,
+                retries=False,
+                timeout=urllib3.Timeout(total=timeout),
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise InfraError("caddy", f"https://{host}{path}: {exc.__class__.__name__}: {exc}") from exc
+        headers_out = {name: value for name, value in response.headers.items()}
+        cookies = response.headers.getlist("Set-Cookie")
+        return Answer(response.status, headers_out, response.data.decode("utf-8", "replace"), tuple(cookies))
+
+    def get_plain_http(self, host: str, path: str = "/", timeout: float = 5) -> Answer:
+        """GET http://<host><path> from Caddy's plain-HTTP listener (WPFLEET_CADDY_HTTP_URL)."""
+        url = urlsplit(settings.WPFLEET_CADDY_HTTP_URL)
+        pool = urllib3.HTTPConnectionPool(url.hostname or "127.0.0.1", url.port or 80, maxsize=1)
+        try:
+            response = pool.request(
+                "GET", path, headers={"Host": host}, redirect=False, retries=False, timeout=urllib3.Timeout(timeout)
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise InfraError("caddy", f"http://{host}{path}: {exc.__class__.__name__}: {exc}") from exc
+        finally:
+            pool.close()
+        return Answer(response.status, dict(response.headers), response.data.decode("utf-8", "replace"))
+
+    def _pool(self, host: str) -> urllib3.HTTPSConnectionPool:
+        with self._pools_lock:
+            pool = self._pools.get(host)
+            if pool is None:
+                url = urlsplit(settings.WPFLEET_CADDY_URL)
+                pool = urllib3.HTTPSConnectionPool(
+                    url.hostname or "127.0.0.1",
+                    url.port or 443,
+                    server_hostname=host,
+                    assert_hostname=host,
+                    cert_reqs="CERT_REQUIRED",
+                    ca_certs=settings.WPFLEET_CA_BUNDLE or None,
+                    maxsize=4,
+                )
+                self._pools[host] = pool
+            return pool
+
+    def close(self) -> None:
+        with self._pools_lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+
+
+def _owner_of(first_line: str) -> str:
+    """The site named by a route file's first line, or "" if the line is not our marker."""
+    marker = owner_marker() + " site="
+    return first_line[len(marker) :].strip() if first_line.startswith(marker) else ""
 
 
 def _last_line(output: str) -> str:

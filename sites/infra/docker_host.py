@@ -174,17 +174,31 @@ class DockerHost:
                 pass
         return None
 
-    def connect(self, network: str, container: Container) -> None:
-        """Attach a container to a network unless it already is."""
+    def connect(self, network: str, container: Container, aliases: list[str] | None = None) -> None:
+        """Attach a container to a network with these DNS aliases, unless it already is.
+
+        Docker cannot add an alias to an attached container: one attached
+        without all of them is detached and attached again (a moment in
+        which that one container is unreachable on the network).
+        """
+        wanted = list(aliases or ())
         attached = container.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
         if network in attached:
-            return
+            if set(wanted) <= set(attached[network].get("Aliases") or ()):
+                return
+            with docker_errors(f"disconnect {container.name} from {network}"):
+                self.client.networks.get(network).disconnect(container)
         with docker_errors(f"connect {container.name} to {network}"):
             try:
-                self.client.networks.get(network).connect(container)
+                self.client.networks.get(network).connect(container, aliases=wanted or None)
             except APIError as exc:
                 if "already exists" not in str(exc.explanation or ""):
                     raise
+
+    @staticmethod
+    def aliases(container: Container, network: str) -> list[str]:
+        attached = container.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
+        return list((attached.get(network) or {}).get("Aliases") or ())
 
     # --- containers -------------------------------------------------------------
 

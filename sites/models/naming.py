@@ -45,8 +45,9 @@ class SiteNames:
         return f"{self.site}.{settings.WPFLEET_BASE_DOMAIN}"
 
     @property
-    def snippet(self) -> str:
-        return f"{settings.WPFLEET_CADDY_SITES_DIR.rstrip('/')}/{self.site}.caddy"
+    def route(self) -> str:
+        # Caddy serves the site's hostname while this file exists (sites.infra.caddy).
+        return f"{settings.WPFLEET_CADDY_ROUTES_DIR.rstrip('/')}/{self.domain}"
 
     @property
     def nginx_config(self) -> str:

@@ -103,8 +103,8 @@ class Site(models.Model):
 
     @property
     def url(self) -> str:
-        # https in production (TLS is terminated in front of Caddy); the lab has none.
-        return f"{settings.WPFLEET_SITE_URL_SCHEME}://{self.domain}/"
+        # Caddy serves every site over HTTPS (plain HTTP redirects there).
+        return f"https://{self.domain}/"
 
     @property
     def is_zombie(self) -> bool:

@@ -4,7 +4,7 @@ A zombie is a site whose last job failed for good (Site.objects.zombies()).
 Rollback normally leaves nothing behind; this removes what a crash or a
 failed undo left (every step's undo, ours only), and then the rows. Orphans
 are resources of this owner whose site has no row: found by label, database
-comment, account record and snippet marker.
+comment, account record and route marker.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def zombie_sites() -> QuerySet[Site]:
 
 
 def sites_with_resources(infra: Infra) -> set[str]:
-    """Names of the sites that own anything of this owner's: by label, database comment, account record, snippet marker."""
+    """Names of the sites that own anything of this owner's: by label, database comment, account record, route marker."""
     found: set[str] = set()
     for kind in ("container", "volume", "network"):
         for resource in infra.docker.list_owned(kind):
@@ -45,7 +45,7 @@ def sites_with_resources(infra: Infra) -> set[str]:
                 found.add(labels["wpfleet.site"])
     found.update(infra.db.site_databases().values())
     found.update(infra.db.owned_users().values())
-    found.update(infra.caddy.snippet_sites())
+    found.update(infra.caddy.routes().values())
     return found
 
 

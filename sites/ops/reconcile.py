@@ -5,14 +5,13 @@ After the Docker engine restarts (cleanly, or after a crash when even
 hand, each ACTIVE site is compared with what its steps describe
 (sites.provisioning.steps: one ``observe`` per step, on a bulk listing read
 once per pass): a step whose resources are missing, stopped or drifted is
-applied again (every apply is idempotent, and refuses what is not ours),
-Caddy is reloaded once for all, and the drift found is recorded on the site.
+applied again (every apply is idempotent, and refuses what is not ours)
+and the drift found is recorded on the site.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 from django.utils import timezone
 
@@ -28,8 +27,8 @@ log = logging.getLogger("wpfleet.reconcile")
 _FOLLOWERS = {"nginx": ("nginx_config",)}
 
 
-def reconcile_site(site: Site, view: View, infra: Infra) -> tuple[list[str], bool]:
-    """Repair one site; returns (what was wrong, whether Caddy must reload)."""
+def reconcile_site(site: Site, view: View, infra: Infra) -> list[str]:
+    """Repair one site; returns what was wrong."""
     ctx = Context(site=site.name, db_password=site.db_password, infra=infra, profile=wordpress_profile(site))
     drift: list[str] = []
     repaired: set[str] = set()
@@ -47,7 +46,7 @@ def reconcile_site(site: Site, view: View, infra: Infra) -> tuple[list[str], boo
             for follower in _FOLLOWERS.get(step.name, ()):
                 step_named(follower).apply(ctx)
                 repaired.add(follower)
-    return drift, "caddy_snippet" in repaired
+    return drift
 
 
 def needs_repair(site: Site, view: View, infra: Infra) -> bool:
@@ -66,7 +65,6 @@ def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
     if infra.caddy.ensure_running():
         repaired["(caddy)"] = [f"container {infra.caddy.container_name} was stopped: started"]
     view = View(infra, bulk=True)
-    reload_needed = False
     now = timezone.now()
     for site in sites:
         # Look first, without holding the site: a site in order is only
@@ -82,20 +80,17 @@ def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
         if not site.claim_for_repair():
             continue
         try:
-            drift, needs_reload = reconcile_site(site, view, infra)
+            drift = reconcile_site(site, view, infra)
         except Exception as exc:  # one broken site must not stop the others' repair
             # Redacted like a job's error: an adapter's message may quote a secret.
-            drift, needs_reload = [f"repair failed: {redact(str(exc), site.secrets())}"], False
+            drift = [f"repair failed: {redact(str(exc), site.secrets())}"]
             log.warning("reconcile %s: %s", site.name, drift[0])
-        reload_needed |= needs_reload
         fields: dict[str, object] = {"checked_at": now, "drifted": bool(drift)}
         if drift:
             drift = [redact(line, site.secrets()) for line in drift]
             repaired[site.name] = drift
             fields["drift"] = f"{now:%Y-%m-%d %H:%M:%S} UTC: " + "; ".join(drift)
         site.end_repair(**fields)
-    if reload_needed:
-        infra.caddy.reload_covering(time.time())
     if repaired:
         log.warning("reconcile repaired %d site(s): %s", len(repaired), repaired)
     return repaired

@@ -16,13 +16,11 @@ description of a site.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-import requests
 from django.conf import settings
 from docker.types import Mount
 
@@ -32,7 +30,7 @@ from sites.infra.docker_host import DockerHost
 from sites.infra.errors import InfraError
 from sites.infra.mariadb import MariaDBAdmin, owner_comment
 from sites.models.naming import SiteNames
-from sites.provisioning.templates import caddy_snippet, nginx_server_block, php_ini, php_pool_config
+from sites.provisioning.templates import LOGIN_PLUGIN, LOGIN_PLUGIN_PATH, nginx_server_block, php_ini, php_pool_config
 
 # Where the PHP container finds its database password: a file, not an
 # environment variable, so `docker inspect` does not show it.
@@ -73,7 +71,6 @@ class Context:
     # None where nothing is built (deprovision, cleanup): the install step refuses then.
     profile: WordPressProfile | None = None
     notes: list[str] = field(default_factory=list)
-    snippet_written_at: float = 0.0
 
     @cached_property
     def names(self) -> SiteNames:
@@ -119,7 +116,7 @@ class View:
     """What exists now, asked through the adapters.
 
     ``bulk=True`` reads each listing once (containers, volumes, networks,
-    databases, accounts, snippets of this owner) for a pass over many sites:
+    databases, accounts, routes of this owner) for a pass over many sites:
     the reconciler's cost then does not grow with one Docker call per site
     per resource. A name missing from a bulk listing is either absent or not
     ours; repairing it (apply) tells which, and never touches a foreign one.
@@ -135,7 +132,7 @@ class View:
             self._networks = {n.name: n for n in docker.list_owned("network")}
             self._databases = infra.db.site_databases()
             self._users = infra.db.users_at(settings.WPFLEET_DB_USER_HOST)
-            self._snippets = set(infra.caddy.snippet_sites())
+            self._routes = infra.caddy.routes()
 
     def container(self, name: str):
         return self._containers.get(name) if self.bulk else self.infra.docker.container(name)
@@ -164,11 +161,12 @@ class View:
             self._installed = self.infra.db.installed_databases()
         return self._installed
 
-    def snippet(self, site: str) -> str | None:
+    def route_owner(self, host: str) -> str | None:
+        """The site a route file names as its own: "" for a file that is not ours, None for no file."""
         if self.bulk:
-            # Listed by our marker: ours, with that name.
-            return f"(ours: {site})" if site in self._snippets else None
-        return self.infra.caddy.read_snippet(site)
+            # Listed by our marker: a foreign file is not in the listing (apply finds it).
+            return self._routes.get(host)
+        return self.infra.caddy.route_owner(host)
 
 
 class Step(Protocol):
@@ -388,13 +386,23 @@ class NginxStep:
             **_limits(settings.WPFLEET_NGINX_LIMITS),
         )
         # Only nginx faces Caddy; PHP-FPM stays on the site's own network.
-        docker.connect(settings.WPFLEET_BACKEND_NETWORK, container)
+        # Caddy proxies a routed hostname to the upstream of that name: the
+        # site's hostname is an alias of its nginx on the backend network.
+        docker.connect(settings.WPFLEET_BACKEND_NETWORK, container, aliases=[n.domain])
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_container(ctx.names.nginx, ctx.names.labels("nginx")))
 
     def observe(self, ctx: Context, view: View) -> list[Resource]:
-        return [_container_state("nginx container", ctx.names.nginx, view, ctx.names)]
+        n = ctx.names
+        state = _container_state("nginx container", n.nginx, view, n)
+        if state.state != OK or view.bulk:
+            # (a listing does not show aliases: a bulk pass checks them by the live check's symptoms)
+            return [state]
+        container = view.container(n.nginx)
+        if n.domain not in DockerHost.aliases(container, settings.WPFLEET_BACKEND_NETWORK):
+            return [Resource("nginx container", n.nginx, DRIFTED, f"not reachable as {n.domain} from Caddy")]
+        return [state]
 
 
 class NginxConfigStep:
@@ -446,59 +454,35 @@ class NginxConfigStep:
         return [Resource("nginx server block", name, OK, "installed")]
 
 
-class CaddySnippetStep:
-    name = "caddy_snippet"
+class RouteStep:
+    """Let Caddy serve the site's hostname: a route file of ours, read by Caddy at each request.
+
+    No reload: Caddy's configuration is the same for every site (see
+    sites.infra.caddy), and the file takes effect at the next request, also
+    for the certificate that Caddy then gets for the name.
+    """
+
+    name = "route"
     # No route before WordPress is installed (see WordPressStep).
     needs: tuple[str, ...] = ("nginx", "wordpress")
     reversible = True
 
     def apply(self, ctx: Context) -> None:
-        caddy = ctx.infra.caddy
-        # Staging and installing overwrite: a file of that name that someone
-        # else wrote must never be replaced.
-        caddy.check_not_foreign(ctx.site)
-        caddy.stage(ctx.site, caddy_snippet(ctx.names))
-        caddy.install(ctx.site)
-        ctx.snippet_written_at = time.time()
+        # A route file of that name that someone else wrote is never replaced.
+        ctx.infra.caddy.add_route(ctx.site, ctx.names.domain)
 
     def undo(self, ctx: Context) -> None:
-        caddy = ctx.infra.caddy
-        removed, note = caddy.remove(ctx.site)
+        _, note = ctx.infra.caddy.remove_route(ctx.site, ctx.names.domain)
         ctx.note(note)
-        if removed:
-            caddy.reload_covering(time.time())
 
     def observe(self, ctx: Context, view: View) -> list[Resource]:
         n = ctx.names
-        content = view.snippet(ctx.site)
-        if content is None:
-            found = [Resource("Caddy snippet", n.snippet, MISSING)]
-        elif view.bulk or view.infra.caddy.is_ours(ctx.site, content):
-            found = [Resource("Caddy snippet", n.snippet, OK, "installed")]
-        else:
-            found = [Resource("Caddy snippet", n.snippet, FOREIGN, "exists, not wpfleet's")]
-        if not view.bulk and view.infra.caddy.read_pending(ctx.site) is not None:
-            # Staged by a job that did not finish: harmless (not imported), but a leftover.
-            found.append(Resource("staged Caddy snippet", n.snippet + ".pending", DRIFTED, "staged, not installed"))
-        return found
-
-
-class CaddyReloadStep:
-    name = "caddy_reload"
-    needs: tuple[str, ...] = ("caddy_snippet",)
-    reversible = False  # the snippet's undo reloads
-
-    def apply(self, ctx: Context) -> None:
-        ctx.infra.caddy.reload_covering(ctx.snippet_written_at or time.time())
-
-    def undo(self, ctx: Context) -> None:
-        """The snippet's undo reloads."""
-
-    def observe(self, ctx: Context, view: View) -> list[Resource]:
-        if view.bulk:
-            return []  # the reconciler reloads once for every repaired snippet
-        routed = ctx.names.domain in json.dumps(view.infra.caddy.running_config())
-        return [Resource("Caddy route", ctx.names.domain, OK if routed else MISSING, "served" if routed else "")]
+        owner = view.route_owner(n.domain)
+        if owner is None:
+            return [Resource("Caddy route", n.route, MISSING)]
+        if owner != ctx.site:
+            return [Resource("Caddy route", n.route, FOREIGN, "exists, not this site's")]
+        return [Resource("Caddy route", n.route, OK, f"serves https://{n.domain}")]
 
 
 # Runs inside the site's PHP container as www-data, with its values in the
@@ -511,7 +495,7 @@ function wp_mail() { return true; } // no mail server: the "new site" notice goe
 define('WP_INSTALLING', true);
 $_SERVER['HTTP_HOST'] = getenv('WPFLEET_HOST');
 $_SERVER['REQUEST_URI'] = '/';
-if (getenv('WPFLEET_HTTPS') === 'on') { $_SERVER['HTTPS'] = 'on'; }
+$_SERVER['HTTPS'] = 'on';
 require '/var/www/html/wp-load.php';
 require_once ABSPATH . 'wp-admin/includes/upgrade.php';
 if (!is_blog_installed()) {
@@ -563,7 +547,6 @@ class WordPressStep:
             environment={
                 "WPFLEET_HOST": n.domain,
                 "WPFLEET_URL": url,
-                "WPFLEET_HTTPS": "on" if url.startswith("https:") else "off",
                 "WPFLEET_TITLE": ctx.profile.title,
                 "WPFLEET_ADMIN_USER": ctx.profile.admin_user,
                 "WPFLEET_ADMIN_EMAIL": ctx.profile.admin_email,
@@ -572,6 +555,7 @@ class WordPressStep:
         if code != 0 or not output.endswith("WPFLEET-INSTALLED"):
             last = output.splitlines()[-1][:300] if output else f"exit {code}"
             raise InfraError("wordpress", f"install in {n.php} failed: {last}")
+        install_login_plugin(docker, n)
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.db.clear_database(ctx.site, ctx.names.database))
@@ -586,62 +570,86 @@ class WordPressStep:
             return [Resource("WordPress install", n.database, MISSING, "not installed")]
         if siteurl.rstrip("/") != site_url(n).rstrip("/"):
             return [Resource("WordPress install", n.database, DRIFTED, f"siteurl is {siteurl}")]
+        # The plugin lives in the site's files: looked for only where its PHP container runs them.
+        if view.container(n.php) is not None and view.infra.docker.read_file(n.php, LOGIN_PLUGIN_PATH) != LOGIN_PLUGIN:
+            return [Resource("WordPress install", n.database, DRIFTED, "one-click login plugin missing or changed")]
         return [Resource("WordPress install", n.database, OK, f"installed, {siteurl}")]
 
 
+def install_login_plugin(docker: DockerHost, names: SiteNames) -> None:
+    """Write the one-click login's must-use plugin (sites.ops.wordpress) into the site's files.
+
+    The directory is made by www-data, so that a site's own mu-plugins
+    directory stays its own; the file is ours and rewritten as it should be.
+    """
+    plugin_dir, plugin_file = LOGIN_PLUGIN_PATH.rsplit("/", 1)
+    code, output = docker.exec(names.php, ["mkdir", "-p", plugin_dir], user="www-data")
+    if code != 0:
+        raise InfraError("wordpress", f"could not make {plugin_dir} in {names.php}: {output[-300:]}")
+    container = docker.container(names.php)
+    if container is None:
+        raise InfraError("wordpress", f"container {names.php} is missing")
+    docker.put_files(container, plugin_dir, {plugin_file: (LOGIN_PLUGIN.encode(), 0o644, WWW_DATA, WWW_DATA)})
+
+
 def site_url(names: SiteNames) -> str:
-    return f"{settings.WPFLEET_SITE_URL_SCHEME}://{names.domain}"
+    return f"https://{names.domain}"
 
 
 class LiveCheckStep:
-    """Live means verified: the installed WordPress answers through Caddy for the site's hostname.
+    """Live means verified: the installed WordPress answers over HTTPS through Caddy.
 
-    Its home page answers, its REST index names the site's title (the value
-    WordPress stored, not a texturized rendering), and install.php offers no
-    install form.
+    Caddy presents a certificate for the hostname that the configured
+    authorities trust; plain HTTP answers with a permanent redirect to the
+    https URL; the home page answers, the REST index names the site's title
+    (the value WordPress stored, not a texturized rendering), and install.php
+    offers no install form.
     """
 
     name = "live_check"
-    needs: tuple[str, ...] = ("database", "nginx_config", "wordpress", "caddy_reload")
+    needs: tuple[str, ...] = ("database", "nginx_config", "wordpress", "route")
     reversible = False
 
-    def _verdict(self, session: requests.Session, ctx: Context) -> str | None:
+    def _verdict(self, ctx: Context) -> str | None:
         """None when the site is live; else what is still wrong."""
-        headers = {"Host": ctx.names.domain}
-        base = settings.WPFLEET_CADDY_URL
-        home = session.get(base + "/", headers=headers, allow_redirects=False, timeout=5)
+        caddy, host = ctx.infra.caddy, ctx.names.domain
+        home = caddy.get(host, "/")
         if home.status_code != 200:
             return f"home page HTTP {home.status_code}"
-        index = session.get(base + "/?rest_route=/", headers=headers, allow_redirects=False, timeout=5)
+        index = caddy.get(host, "/?rest_route=/")
         try:
             name = index.json().get("name") if index.status_code == 200 else None
-        except ValueError:
+        except (ValueError, AttributeError):
             name = None
         title = ctx.profile.title if ctx.profile is not None else None
         if title is not None and name != title:
             return f"REST index HTTP {index.status_code}, name {name!r}"
-        install = session.get(base + "/wp-admin/install.php", headers=headers, allow_redirects=False, timeout=5)
+        install = caddy.get(host, "/wp-admin/install.php")
         if install.status_code != 200 or "Already Installed" not in install.text or 'id="setup"' in install.text:
             return f"install.php HTTP {install.status_code} does not say it is installed"
+        plain = caddy.get_plain_http(host, "/wp-login.php")
+        if plain.status_code != 308 or plain.headers.get("Location") != f"https://{host}/wp-login.php":
+            return (
+                f"plain HTTP answers {plain.status_code} {plain.headers.get('Location', '')}, not a redirect to https"
+            )
         return None
 
     def apply(self, ctx: Context) -> None:
         deadline = time.monotonic() + settings.WPFLEET_LIVE_TIMEOUT_SECONDS
         last = "no answer"
-        session = requests.Session()
         delay = 0.05
         while True:
             try:
-                problem = self._verdict(session, ctx)
+                problem = self._verdict(ctx)
                 if problem is None:
                     return
                 last = problem
-            except requests.RequestException as exc:
-                last = exc.__class__.__name__
+            except InfraError as exc:
+                last = exc.message
             if time.monotonic() >= deadline:
                 raise InfraError(
                     "site",
-                    f"{ctx.names.domain} did not answer through Caddy within "
+                    f"https://{ctx.names.domain} did not answer through Caddy within "
                     f"{settings.WPFLEET_LIVE_TIMEOUT_SECONDS:g}s (last: {last})",
                 )
             time.sleep(delay)
@@ -662,8 +670,7 @@ PROVISION_STEPS: tuple[Step, ...] = (
     NginxStep(),
     NginxConfigStep(),
     WordPressStep(),
-    CaddySnippetStep(),
-    CaddyReloadStep(),
+    RouteStep(),
     LiveCheckStep(),
 )
 STEP_NAMES = tuple(step.name for step in PROVISION_STEPS)

@@ -1,19 +1,10 @@
-"""The configuration files wpfleet writes for a site: nginx server block, PHP pool and ini, Caddy snippet."""
+"""The configuration files wpfleet writes for a site: nginx server block, PHP pool and ini."""
 
 from __future__ import annotations
 
 from django.conf import settings
 
-from sites.infra.caddy import owner_marker
 from sites.models.naming import SiteNames
-
-
-def caddy_snippet(names: SiteNames) -> str:
-    # http:// because TLS is terminated in front of Caddy (as in the seed).
-    return (
-        f"{owner_marker()} site={names.site}\n"
-        f"http://{names.domain} {{\n\tencode gzip\n\treverse_proxy {names.nginx}:80\n}}\n"
-    )
 
 
 def nginx_server_block(names: SiteNames) -> str:
@@ -59,3 +50,45 @@ def php_ini() -> str:
     # never reclaim; in files they are page cache, reclaimed under pressure,
     # for about 15 ms more per request (measured on the lab, docs/performance.md).
     return "opcache.file_cache = /tmp\nopcache.file_cache_only = 1\n"
+
+
+# The must-use plugin behind the panel's one-click login (sites.ops.wordpress).
+# A link carries "<user id>.<expiry>.<nonce>.<signature>": the signature is an
+# HMAC with the site's own auth salt (the panel never learns it), the nonce a
+# transient that the first use deletes, so a link works once, until it expires.
+LOGIN_PLUGIN_PATH = "/var/www/html/wp-content/mu-plugins/wpfleet-login.php"
+LOGIN_PLUGIN = r"""<?php
+/*
+ * Plugin Name: wpfleet one-click login
+ * Description: Lets the hosting panel open wp-admin with a signed link that works once, for 60 seconds or less. Installed and rewritten by wpfleet: edits are lost.
+ */
+add_action('init', function () {
+    if (!isset($_GET['wpfleet_login'])) {
+        return;
+    }
+    nocache_headers();
+    $parts = explode('.', (string) wp_unslash($_GET['wpfleet_login']));
+    $user = false;
+    if (count($parts) === 4) {
+        list($uid, $expires, $nonce, $signature) = $parts;
+        $expected = hash_hmac('sha256', "wpfleet-login|$uid|$expires|$nonce", wp_salt('auth'));
+        if (hash_equals($expected, $signature)
+            && ctype_digit($uid) && ctype_digit($expires) && (int) $expires >= time()
+            && preg_match('/^[A-Za-z0-9]{32}$/', $nonce)
+            && get_transient('wpfleet_login_' . $nonce) !== false
+            && delete_transient('wpfleet_login_' . $nonce)) {
+            $candidate = get_user_by('id', (int) $uid);
+            if ($candidate && user_can($candidate, 'manage_options')) {
+                $user = $candidate;
+            }
+        }
+    }
+    if (!$user) {
+        wp_safe_redirect(wp_login_url());
+        exit;
+    }
+    wp_set_auth_cookie($user->ID, false, is_ssl());
+    wp_safe_redirect(admin_url());
+    exit;
+}, 0);
+"""

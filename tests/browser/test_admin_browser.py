@@ -3,12 +3,23 @@ go live without reloading, visit the installed WordPress through Caddy, delete i
 
 Headless Chromium (Debian's package) driven by Playwright, against the live
 test server, a real worker cluster and the real lab.
+
+The sites are served over HTTPS only, with certificates of the lab's own CA
+(settings.WPFLEET_CA_BUNDLE, var/lab-ca.crt). The browser trusts that CA the
+way Chromium on Linux trusts any local root: it is imported into the NSS
+database of the browser's $HOME (~/.pki/nssdb), a throwaway HOME of this
+test's. Certificate errors are never ignored: a site whose certificate the
+browser does not trust fails the test.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,7 +27,8 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from jobs.models import Job
 from sites.models import Site
@@ -28,10 +40,21 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(
 
 ARTIFACTS = Path(settings.BASE_DIR) / "var" / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
+CA_NICKNAME = "wpfleet-lab"
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+Answer = tuple[str, int, str]  # url, status, Location
+Failure = tuple[str, str | None]  # url, why
+
+
+def caddy_address() -> str:
+    """host:port of the lab's Caddy HTTPS listener (settings.WPFLEET_CADDY_URL)."""
+    url = urlsplit(settings.WPFLEET_CADDY_URL)
+    host = url.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{url.port or 443}"
 
 
 def chromium_args() -> list[str]:
-    caddy = urlsplit(settings.WPFLEET_CADDY_URL).netloc
     return [
         "--no-sandbox",
         "--disable-gpu",
@@ -39,17 +62,44 @@ def chromium_args() -> list[str]:
         "--no-first-run",
         "--disable-component-update",
         "--disable-sync",
+        # TCP only: the published HTTPS port is TCP, no HTTP/3 attempts.
         "--disable-quic",
-        # Every site's hostname, on port 80, reaches the lab's Caddy: DNS for
-        # the base domain without touching the machine's resolver.
-        f"--host-resolver-rules=MAP *.{settings.WPFLEET_BASE_DOMAIN} {caddy}",
-        # The lab has no TLS: a silent upgrade of the site link to https would fail.
-        "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
+        # Every site's hostname reaches the lab's Caddy on its HTTPS port:
+        # DNS for the base domain without touching the machine's resolver.
+        # The name (SNI, Host) stays the site's, so its certificate is checked.
+        f"--host-resolver-rules=MAP *.{settings.WPFLEET_BASE_DOMAIN} {caddy_address()}",
     ]
 
 
+def certutil(*args: str) -> str:
+    done = subprocess.run(["certutil", *args], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        pytest.fail(f"certutil {' '.join(args)} failed ({done.returncode}): {done.stderr or done.stdout}")
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def browser_home(tmp_path_factory) -> Path:
+    """A HOME for Chromium whose NSS database trusts the lab's CA for TLS servers, and nothing else of ours."""
+    ca = settings.WPFLEET_CA_BUNDLE
+    if not ca or not Path(ca).is_file():
+        pytest.fail(f"WPFLEET_CA_BUNDLE={ca!r} is not the lab's CA certificate: lab/up.sh writes var/lab-ca.crt")
+    if shutil.which("certutil") is None:
+        pytest.fail("certutil is missing: the lab needs Debian's libnss3-tools package")
+    home = tmp_path_factory.mktemp("chromium-home")
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    database = f"sql:{nssdb}"
+    certutil("-N", "-d", database, "--empty-password")
+    # "C,,": a trusted CA for TLS server certificates (not for mail nor code signing).
+    certutil("-A", "-d", database, "-n", CA_NICKNAME, "-t", "C,,", "-i", ca)
+    listed = certutil("-L", "-d", database)
+    assert re.search(rf"^{CA_NICKNAME}\s+C,,\s*$", listed, re.MULTILINE), listed
+    return home
+
+
 @pytest.fixture
-def browser(monkeypatch) -> Iterator[Browser]:
+def browser(monkeypatch, browser_home) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: lab/up.sh installs Debian's chromium package")
     # Sync Playwright keeps an event loop running in this thread, which
@@ -58,9 +108,58 @@ def browser(monkeypatch) -> Iterator[Browser]:
     # for this test only.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args(), headless=True)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=chromium_args(),
+            headless=True,
+            # Chromium on Linux reads its trusted local roots from $HOME/.pki/nssdb.
+            env={**os.environ, "HOME": str(browser_home)},
+        )
         yield browser
         browser.close()
+
+
+def watch(context: BrowserContext) -> tuple[list[Answer], list[Failure]]:
+    """What the requests of the context's pages get from now on: (url, status, Location),
+    and which fail, and how."""
+    answers: list[Answer] = []
+    failures: list[Failure] = []
+    context.on("response", lambda r: answers.append((r.url, r.status, r.headers.get("location", ""))))
+    context.on("requestfailed", lambda r: failures.append((r.url, r.failure)))
+    return answers, failures
+
+
+def visit(context: BrowserContext, link: Locator, url: str) -> tuple[Page, list[Answer], list[Failure]]:
+    """Open the link (a new tab) and let the page load: the page, and what the
+    context's requests got and which failed, how.
+
+    A network interface coming or going on this host (a container started or
+    removed: the site's own, shortly before, or other tests') makes Chromium
+    abort its requests in flight with ERR_NETWORK_CHANGED, up to seconds
+    later: such a visit proves nothing either way,
+    so the URL is visited again a moment later, in a fresh context of the
+    same browser (closed with it) whose requests are only this visit's. Any
+    other failure is the answer.
+    """
+    host = urlsplit(url).hostname
+    answers, failures = watch(context)
+    with context.expect_page() as opened:
+        link.click()
+    page = opened.value
+    page.wait_for_load_state("networkidle")
+    for attempt in range(4):
+        if not any(urlsplit(of).hostname == host and how == NETWORK_CHANGED for of, how in failures):
+            break
+        time.sleep(2**attempt)  # out of the burst: a container's interfaces settle within seconds
+        retry = context.browser.new_context(viewport=page.viewport_size)
+        answers, failures = watch(retry)
+        page = retry.new_page()
+        try:
+            page.goto(url, wait_until="networkidle")
+        except PlaywrightError as exc:
+            if NETWORK_CHANGED not in exc.message:
+                raise
+    return page, answers, failures
 
 
 @pytest.fixture
@@ -80,8 +179,6 @@ def screenshot(page: Page, name: str) -> Path:
 def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
     live_server, worker_cluster, infra, browser, operator, settings
 ):
-    # scripts/test.sh sets it for the whole run; pinned here so the link works whoever runs the test.
-    settings.WPFLEET_SITE_URL_SCHEME = "http"
     name = unique_name("br")
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
@@ -114,30 +211,51 @@ def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
         resources = page.locator("table.wpf-resources")
         expect(resources).to_be_visible()
         # database, account, volume, network, two containers, server block,
-        # WordPress install, Caddy snippet, Caddy route: all present and ours.
-        assert resources.locator("tr.wpf-health-ok").count() == 10, resources.inner_text()
-        assert resources.locator("tbody tr").count() == 10, resources.inner_text()
+        # WordPress install, Caddy route: all present and ours.
+        assert resources.locator("tr.wpf-health-ok").count() == 9, resources.inner_text()
+        assert resources.locator("tbody tr").count() == 9, resources.inner_text()
         job = Job.objects.get(subject_name=name, type=Site.JobType.PROVISION)
         assert job.status == Job.Status.DONE
         expect(page.locator(".wpf-timeline").first).to_contain_text("live_check")
         screenshot(page, "admin-site-page.png")
 
         domain = f"{name}.{settings.WPFLEET_BASE_DOMAIN}"
+        home = f"https://{domain}/"
         link = page.locator(".field-domain_link a")
-        expect(link).to_have_attribute("href", f"http://{domain}/")
-        answers: list[tuple[str, int, str]] = []
-        context.on("response", lambda r: answers.append((r.url, r.status, r.headers.get("location", ""))))
-        with context.expect_page() as opened:
-            link.click()
-        wordpress = opened.value
-        wordpress.wait_for_load_state()
-        # The link reached WordPress through Caddy (the host-resolver rule):
-        # an installed site, showing its title (the name, by default), never
-        # the installer that would make its first visitor the administrator.
-        first = next(answer for answer in answers if answer[0] == f"http://{domain}/")
-        assert first[1] == 200, answers
+        expect(link).to_have_attribute("href", home)
+        wordpress, answers, failures = visit(context, link, home)
+        # The link reached WordPress through Caddy (the host-resolver rule),
+        # over HTTPS with a certificate the browser trusts (the lab's CA; an
+        # untrusted one is a failed request, not an answer): an installed
+        # site, showing its title (the name, by default), never the installer
+        # that would make its first visitor the administrator.
+        assert [failure for failure in failures if urlsplit(failure[0]).hostname == domain] == [], failures
+        first = next((answer for answer in answers if answer[0] == home), None)
+        assert first is not None and first[1] == 200, answers
+        assert wordpress.url == home
         expect(wordpress).to_have_title(re.compile(re.escape(name)))
         assert not any("install.php" in url for url, _, _ in answers), answers
+        # Everything the page asked of the site went over https and was served:
+        # no http:// URL (mixed content, which the browser would block).
+        of_site = [answer for answer in answers if urlsplit(answer[0]).hostname == domain]
+        assert all(url.startswith(f"https://{domain}/") for url, _, _ in of_site), of_site
+        assert all(status < 400 for _, status, _ in of_site), of_site
+        # And it is styled: every stylesheet it links is one of the site's,
+        # over https, loaded (its rules readable), and the body's computed
+        # font is the theme's, not the browser's default.
+        sheets = wordpress.evaluate(
+            """() => [...document.querySelectorAll('link[rel="stylesheet"]')].map(link => ({
+                href: link.href, rules: link.sheet ? link.sheet.cssRules.length : -1 }))"""
+        )
+        assert sheets, "the home page links no stylesheet"
+        assert all(sheet["href"].startswith(f"https://{domain}/") and sheet["rules"] > 0 for sheet in sheets), sheets
+        font = "() => getComputedStyle(document.body).fontFamily"
+        themed = wordpress.evaluate(font)
+        plain = context.new_page()
+        plain.set_content("<!doctype html><html><body>plain</body></html>")
+        default = plain.evaluate(font)
+        plain.close()
+        assert themed != default, f"body font {themed!r} is the browser's default: the theme's styles did not apply"
         screenshot(wordpress, "wordpress-home-page.png")
         wordpress.close()
 

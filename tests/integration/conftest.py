@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -10,13 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from jobs.models import Job
 from jobs.runner import run_job
+from sites.infra.caddy import Answer, Caddy
+from sites.infra.docker_host import DockerHost
 from sites.models import Site
 from sites.provisioning.orchestrator import Provisioner
 from sites.provisioning.steps import Infra, observe_site
@@ -36,13 +38,20 @@ def infra() -> Infra:
     return lab
 
 
-def fetch(name: str, path: str = "/wp-admin/install.php", timeout: float = 10) -> requests.Response:
-    return requests.get(
-        settings.WPFLEET_CADDY_URL + path,
-        headers={"Host": f"{name}.{settings.WPFLEET_BASE_DOMAIN}"},
-        allow_redirects=False,
-        timeout=timeout,
-    )
+def fetch(name: str, path: str = "/wp-admin/install.php", timeout: float = 10) -> Answer:
+    """GET https://<name>.<base domain><path> through the lab's Caddy, trusting only the lab's CA."""
+    return _front().get(f"{name}.{settings.WPFLEET_BASE_DOMAIN}", path, timeout=timeout)
+
+
+def fetch_plain_http(name: str, path: str = "/") -> Answer:
+    """The same over plain HTTP (Caddy's port 80)."""
+    return _front().get_plain_http(f"{name}.{settings.WPFLEET_BASE_DOMAIN}", path)
+
+
+@functools.cache
+def _front() -> Caddy:
+    # urllib3's pools are thread-safe: the Prober's thread shares this one.
+    return Caddy(DockerHost())
 
 
 def leftovers(infra: Infra, name: str) -> list[str]:

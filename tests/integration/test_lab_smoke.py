@@ -3,12 +3,26 @@
 A PHP-FPM and an nginx container from the lab images serve a PHP page through
 the lab's Caddy for a test host name, the way a provisioned site is wired:
 
-    127.0.0.1:8080 -> caddy (wp_backend) -> nginx (wp_backend + private net)
-                   -> php-fpm (private net) -> volume at /var/www/html
+    https://<host> (127.0.0.1:443, SNI <host>) -> caddy (wp_backend)
+        -> <host>:80 = nginx (alias <host> on wp_backend; private net)
+        -> php-fpm (private net) -> volume at /var/www/html
 
-Only the Docker SDK and requests are used (no Django database), so a failure
-here points at the lab, not at the provisioner. Everything created is removed
-by a finalizer, even when the test fails half-way.
+Caddy's config (lab/caddy/Caddyfile) never changes and is never reloaded: it
+serves a hostname while the file /etc/caddy/routes/<hostname> exists, with a
+certificate from its own local CA (on-demand TLS, whose `ask` endpoint checks
+for that file), proxying to the upstream `<hostname>:80`. So the test
+connects its nginx to wp_backend with the host as a network alias, writes
+the route file, and requests https://<host>/ trusting only the lab's CA
+(WPFLEET_CA_BUNDLE). It also checks plain HTTP (308 to https for a routed
+host, 404 for an unknown one), that an unknown host gets no certificate, and
+that removing the route file turns the host into a 404 "no such site" at
+once.
+
+Only the Docker SDK and urllib3 are used (no Django database, nothing of the
+panel's provisioning), so a failure here points at the lab, not at the
+provisioner. Settings come from the environment, then `.env`, as the panel
+reads them. Everything created is removed by a finalizer, even when the test
+fails half-way.
 """
 
 from __future__ import annotations
@@ -19,22 +33,52 @@ import secrets
 import tarfile
 import time
 from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import docker
 import pytest
-import requests
+import urllib3
 
 pytestmark = pytest.mark.integration
 
-PHP_IMAGE = os.environ.get("WPFLEET_PHP_IMAGE", "wpfleet-lab/wordpress:php8.2-fpm")
-NGINX_IMAGE = os.environ.get("WPFLEET_NGINX_IMAGE", "wpfleet-lab/nginx:alpine")
-CADDY_CONTAINER = os.environ.get("WPFLEET_CADDY_CONTAINER", "caddy")
-BACKEND_NETWORK = os.environ.get("WPFLEET_BACKEND_NETWORK", "wp_backend")
-CADDY_URL = os.environ.get("WPFLEET_CADDY_URL", "http://127.0.0.1:8080")
-BASE_DOMAIN = os.environ.get("WPFLEET_BASE_DOMAIN", "wpfleet.test")
+REPO = Path(__file__).resolve().parents[2]
 
-CADDY_SITES = "/etc/caddy/sites"
-CADDY_RELOAD = ["caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+
+@cache
+def _dotenv() -> dict[str, str]:
+    """KEY=value lines of `.env` (WPFLEET_DOTENV names another file), read without the panel's code."""
+    path = Path(os.environ.get("WPFLEET_DOTENV") or REPO / ".env")
+    values: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.strip().removeprefix("export ").partition("=")
+            if sep and key and not key.startswith("#"):
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                    value = value[1:-1]
+                values[key.strip()] = value
+    return values
+
+
+def setting(name: str, default: str) -> str:
+    """The process environment wins over `.env`, like the panel's settings."""
+    return os.environ.get(name, _dotenv().get(name, default))
+
+
+PHP_IMAGE = setting("WPFLEET_PHP_IMAGE", "wpfleet-lab/wordpress:php8.2-fpm")
+NGINX_IMAGE = setting("WPFLEET_NGINX_IMAGE", "wpfleet-lab/nginx:alpine")
+CADDY_CONTAINER = setting("WPFLEET_CADDY_CONTAINER", "caddy")
+BACKEND_NETWORK = setting("WPFLEET_BACKEND_NETWORK", "wp_backend")
+CADDY_URL = urlsplit(setting("WPFLEET_CADDY_URL", "https://127.0.0.1:443"))
+CADDY_HTTP_URL = urlsplit(setting("WPFLEET_CADDY_HTTP_URL", "http://127.0.0.1:80"))
+CA_BUNDLE = setting("WPFLEET_CA_BUNDLE", str(REPO / "var" / "lab-ca.crt"))
+BASE_DOMAIN = setting("WPFLEET_BASE_DOMAIN", "wpfleet.test")
+
+ROUTES_DIR = "/etc/caddy/routes"  # fixed by lab/caddy/Caddyfile
+# Not the panel's marker ("# wpfleet owner=... site=..."): the panel leaves this file alone.
+ROUTE_CONTENT = b"# lab smoke test (tests/integration/test_lab_smoke.py)\n"
 WWW_DATA = 33  # uid/gid of www-data in the lab images (Debian)
 LABELS = {"wpfleet.lab": "smoke"}  # never wpfleet.owner: these are not sites
 
@@ -52,13 +96,6 @@ server {{
         include fastcgi_params;
         fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
     }}
-}}
-"""
-
-SNIPPET = """\
-http://{host} {{
-\tencode gzip
-\treverse_proxy {nginx}:80
 }}
 """
 
@@ -84,12 +121,39 @@ def exec_ok(container, cmd: list[str]) -> str:
     return text
 
 
-def reload_caddy(caddy) -> None:
-    exec_ok(caddy, CADDY_RELOAD)
+def get_https(host: str, path: str = "/") -> urllib3.BaseHTTPResponse:
+    """GET https://<host><path> from the lab's Caddy on a new connection: SNI and Host are
+    the host name, the certificate must be valid for it and chain to the lab's CA."""
+    pool = urllib3.HTTPSConnectionPool(
+        CADDY_URL.hostname or "127.0.0.1",
+        CADDY_URL.port or 443,
+        server_hostname=host,
+        assert_hostname=host,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=CA_BUNDLE or None,
+        maxsize=1,
+    )
+    try:
+        return pool.request(
+            "GET", path, headers={"Host": host}, redirect=False, retries=False, timeout=urllib3.Timeout(10)
+        )
+    finally:
+        pool.close()
 
 
-def get(host: str, path: str = "/") -> requests.Response:
-    return requests.get(CADDY_URL + path, headers={"Host": host}, allow_redirects=False, timeout=10)
+def get_http(host: str, path: str = "/") -> urllib3.BaseHTTPResponse:
+    """GET http://<host><path> from the lab's Caddy (its plain-HTTP port)."""
+    pool = urllib3.HTTPConnectionPool(CADDY_HTTP_URL.hostname or "127.0.0.1", CADDY_HTTP_URL.port or 80, maxsize=1)
+    try:
+        return pool.request(
+            "GET", path, headers={"Host": host}, redirect=False, retries=False, timeout=urllib3.Timeout(10)
+        )
+    finally:
+        pool.close()
+
+
+def text(response: urllib3.BaseHTTPResponse) -> str:
+    return response.data.decode("utf-8", "replace")
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +189,7 @@ def test_php_page_served_through_caddy(client, cleanup):
     name = f"lab-smoke-{secrets.token_hex(4)}"
     host = f"{name}.{BASE_DOMAIN}"
     caddy = client.containers.get(CADDY_CONTAINER)
+    route = f"{ROUTES_DIR}/{host}"
 
     net = client.networks.create(f"{name}-net", driver="bridge", labels=LABELS)
     cleanup(net.remove)
@@ -152,28 +217,44 @@ def test_php_page_served_through_caddy(client, cleanup):
         volumes={vol.name: {"bind": "/var/www/html", "mode": "ro"}},
         labels=LABELS,
     )
-    cleanup(lambda: nginx.remove(force=True))
-    client.networks.get(BACKEND_NETWORK).connect(nginx)
+    cleanup(lambda: nginx.remove(force=True))  # also takes it (and its alias) off wp_backend
+    # Caddy proxies to <host>:80: the host name must resolve to this nginx on wp_backend.
+    client.networks.get(BACKEND_NETWORK).connect(nginx, aliases=[host])
     assert nginx.put_archive("/etc/nginx/conf.d", tar_of({"default.conf": NGINX_CONF.format(php=php.name).encode()}))
     nginx.start()
 
-    snippet = f"{name}.caddy"
-    cleanup(lambda: reload_caddy(caddy))
-    cleanup(lambda: exec_ok(caddy, ["rm", "-f", f"{CADDY_SITES}/{snippet}"]))
-    assert caddy.put_archive(CADDY_SITES, tar_of({snippet: SNIPPET.format(host=host, nginx=nginx.name).encode()}))
-    reload_caddy(caddy)
+    # The route file is all Caddy needs: no reload.
+    cleanup(lambda: exec_ok(caddy, ["rm", "-f", route]))
+    assert caddy.put_archive(ROUTES_DIR, tar_of({host: ROUTE_CONTENT}))
 
     # php-fpm and nginx need a moment to listen; Caddy answers 502 until then.
     deadline = time.monotonic() + 30
     while True:
-        response = get(host)
-        if response.status_code == 200 or time.monotonic() > deadline:
+        response = get_https(host)
+        if response.status == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.25)
-    assert response.status_code == 200, f"{response.status_code}: {response.text[:500]}"
-    assert "lab-ok 8.2" in response.text
+    assert response.status == 200, f"{response.status}: {text(response)[:500]}"
+    assert "lab-ok 8.2" in text(response)
+
+    # Plain HTTP for a routed host: a permanent redirect to the same URL over https.
+    response = get_http(host, "/some/path?x=1")
+    assert response.status == 308, f"{response.status}: {text(response)[:500]}"
+    assert response.headers.get("Location") == f"https://{host}/some/path?x=1"
+
+    # Without its route file the host is unknown at once (still no reload).
+    exec_ok(caddy, ["rm", "-f", route])
+    response = get_https(host)
+    assert response.status == 404, f"{response.status}: {text(response)[:500]}"
+    assert "no such site" in text(response)
 
 
 def test_unknown_host_gets_404_from_caddy():
-    response = get(f"lab-smoke-absent-{secrets.token_hex(4)}.{BASE_DOMAIN}")
-    assert response.status_code == 404
+    host = f"lab-smoke-absent-{secrets.token_hex(4)}.{BASE_DOMAIN}"
+    response = get_http(host)
+    assert response.status == 404, f"{response.status}: {text(response)[:500]}"
+    assert "no such site" in text(response)
+    # Over HTTPS the handshake itself fails: on-demand TLS's `ask` refuses a
+    # certificate and Caddy answers with an alert (not a certificate we reject).
+    with pytest.raises(urllib3.exceptions.SSLError, match="(?i)alert internal error"):
+        get_https(host)

@@ -94,33 +94,32 @@ def test_a_foreign_site_account_keeps_its_password_and_privileges_through_a_fail
         as_root("DROP USER IF EXISTS %s@%s", (user, host))
 
 
-def snippet_digest(infra, name: str) -> str:
+def route_digest(infra, path: str) -> str:
     caddy = infra.docker.container(settings.WPFLEET_CADDY_CONTAINER)
-    code, output = infra.docker.exec(caddy, ["sha256sum", f"{settings.WPFLEET_CADDY_SITES_DIR}/{name}.caddy"])
+    code, output = infra.docker.exec(caddy, ["sha256sum", path])
     assert code == 0, output
     return output.split()[0]
 
 
-def test_a_foreign_caddy_snippet_stays_byte_identical(make_site, infra):
+def test_a_foreign_caddy_route_stays_byte_identical(make_site, infra):
     name = unique_name("fc")
-    content = f'# somebody else\'s route\nhttp://{name}.elsewhere.invalid {{\n\trespond "theirs"\n}}\n'
+    path = Site(name=name).names.route
+    directory, filename = path.rsplit("/", 1)
     caddy = infra.docker.container(settings.WPFLEET_CADDY_CONTAINER)
-    infra.docker.put_files(caddy, settings.WPFLEET_CADDY_SITES_DIR, {f"{name}.caddy": (content.encode(), 0o644, 0, 0)})
+    infra.docker.put_files(caddy, directory, {filename: (b"# somebody else's route\n", 0o644, 0, 0)})
     try:
-        original = snippet_digest(infra, name)
+        original = route_digest(infra, path)
         site = make_site(name)
         job = final_job(site)
         assert job.status == Job.Status.FAILED and job.is_final and job.attempts == 1
-        assert f"{name}.caddy exists and is not wpfleet's" in job.error
-        assert snippet_digest(infra, name) == original
+        assert f"{path} exists and is not this site's" in job.error
+        assert route_digest(infra, path) == original
 
         assert not cleanup(sites=[Site.objects.get(name=name)], include_orphans=False).errors
-        assert snippet_digest(infra, name) == original
-        assert leftovers(infra, name) == [
-            f"Caddy snippet {settings.WPFLEET_CADDY_SITES_DIR}/{name}.caddy exists, not wpfleet's"
-        ]
+        assert route_digest(infra, path) == original
+        assert leftovers(infra, name) == [f"Caddy route {path} exists, not this site's"]
     finally:
-        infra.docker.exec(caddy, ["rm", "-f", f"{settings.WPFLEET_CADDY_SITES_DIR}/{name}.caddy"])
+        infra.docker.exec(caddy, ["rm", "-f", path])
 
 
 def test_the_panel_uses_its_own_account_without_global_all_privileges(infra):

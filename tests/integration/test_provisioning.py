@@ -85,8 +85,9 @@ def test_site_resources_follow_the_seed(make_site, infra):
     # The password reaches WordPress through a file, never the environment.
     assert site.db_password not in " ".join(php.attrs["Config"]["Env"])
     assert "WORDPRESS_DB_PASSWORD" not in env
-    snippet = infra.caddy.read_snippet(site.name)
-    assert f"http://{site.domain} {{" in snippet and f"reverse_proxy {names.nginx}:80" in snippet
+    # Caddy reaches nginx by the site's hostname, and routes that hostname to it by a file of ours.
+    assert site.domain in nginx.attrs["NetworkSettings"]["Networks"][settings.WPFLEET_BACKEND_NETWORK]["Aliases"]
+    assert infra.caddy.routes()[site.domain] == site.name
 
 
 @pytest.fixture
@@ -113,12 +114,16 @@ class Prober(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
+            started = time.monotonic()
             try:
                 status = fetch(self.name_, timeout=30).status_code
                 if status != 200:
                     self.failures.append(f"HTTP {status}")
             except Exception as exc:
-                self.failures.append(exc.__class__.__name__)
+                # What failed and after how long: a connection cut by a reload's
+                # grace period reads differently from a refused one.
+                elapsed = time.monotonic() - started
+                self.failures.append(f"{exc.__class__.__name__} after {elapsed:.1f} s: {exc}")
             self.requests += 1
             time.sleep(0.05)
 

@@ -105,22 +105,22 @@ def quick_jobs(settings):
         pytest.param(
             "mariadb",
             MARIADB_CONTAINER,
-            "caddy_snippet",
+            "route",
             "live_check",
             ["database {n.database}", "database user {n.db_user}@{host}", "WordPress install {n.database}"],
             marks=needs_control_db_elsewhere,
         ),
-        # Down before the job: the snippet cannot be staged; nothing of Caddy's was written.
-        pytest.param("caddy", django_settings.WPFLEET_CADDY_CONTAINER, None, "caddy_snippet", []),
-        # Down between installing the snippet and reloading: the rollback cannot remove the
-        # snippet, and Caddy, started again, loads it (the route serves) until the retry or
-        # the cleanup deals with the site.
+        # Down before the job: the route cannot be written; nothing of Caddy's was written.
+        pytest.param("caddy", django_settings.WPFLEET_CADDY_CONTAINER, None, "route", []),
+        # Down once the route is written: the live check gets no answer, the rollback
+        # cannot remove the route, and Caddy, started again, has it (with no upstream
+        # behind it: the site's nginx was removed) until the retry or the cleanup.
         pytest.param(
             "caddy",
             django_settings.WPFLEET_CADDY_CONTAINER,
-            "caddy_reload",
-            "caddy_reload",
-            ["Caddy snippet {n.snippet}", "Caddy route {n.domain}"],
+            "live_check",
+            "live_check",
+            ["Caddy route {n.route}"],
         ),
     ],
 )
@@ -142,7 +142,7 @@ def test_a_dependency_down_fails_the_attempt_naming_it_and_the_retry_builds_the_
         assert (job.status, job.attempts) == (Job.Status.WAITING, 1), job.error
         assert job.error.startswith(f"step {failed_step} failed: "), job.error
         # The step that owns what lives on the dependency could not be undone, and says why.
-        owner = {"mariadb": "database", "caddy": "caddy_snippet"}[dependency]
+        owner = {"mariadb": "database", "caddy": "route"}[dependency]
         _, _, incomplete = job.error.partition(" | rollback incomplete: ")
         assert f"{owner}: {dependency}: " in incomplete, job.error
         failed = job.steps.get(attempt=1, name=failed_step, phase="apply")
@@ -151,7 +151,8 @@ def test_a_dependency_down_fails_the_attempt_naming_it_and_the_retry_builds_the_
         cause = "site" if failed_step == "live_check" else dependency
         assert failed.error.startswith(f"{cause}: "), failed.error
         if failed_step == "live_check":
-            assert "HTTP 500)" in failed.error, failed.error
+            symptom = {"mariadb": "HTTP 500)", "caddy": "Connection refused)"}[dependency]
+            assert symptom in failed.error, failed.error
         undo = job.steps.get(attempt=1, name=owner, phase="undo")
         assert undo.outcome == JobStep.Outcome.UNDO_FAILED and undo.error.startswith(f"{dependency}: "), undo.error
         # Everything on the engine was rolled back even though the dependency is down.

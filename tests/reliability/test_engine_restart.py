@@ -6,9 +6,9 @@ from __future__ import annotations
 import signal
 
 import pytest
-import requests
 from django.utils import timezone
 
+from sites.infra.errors import InfraError
 from sites.models import Site
 from sites.ops.reconcile import reconcile_all
 from sites.provisioning.steps import OK, observe_site
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.time
 def serves(name: str) -> bool:
     try:
         response = fetch(name, timeout=5)
-    except requests.RequestException:
+    except InfraError:
         return False
     return response.status_code == 200 and "WordPress" in response.text
 

@@ -53,7 +53,7 @@ def test_twenty_sites_posted_at_once_all_go_live_while_a_bystander_keeps_serving
                 .values_list("name", "last_job__error")
             )
             assert not_active == []
-            # No reload was lost when reloads raced: every one answers through Caddy.
+            # Every one answers over HTTPS through Caddy, with nothing reloaded.
             assert {name: fetch(name).status_code for name in names} == {name: 200 for name in names}
 
             # And they all go away again. A site the reconciler is checking

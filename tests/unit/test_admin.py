@@ -28,8 +28,9 @@ from sites.admin import sites as site_admin
 from sites.models import Site
 from sites.models.validation import NAME_RULE, taken_message
 from sites.ops.cleanup import zombie_sites
-from sites.provisioning.steps import CaddySnippetStep
+from sites.provisioning.steps import RouteStep
 from sites.services import SiteNameTaken, create_site, delete_site
+from tests.conftest import shipped_group
 
 pytestmark = pytest.mark.django_db
 
@@ -176,16 +177,15 @@ def test_add_site_that_loses_the_race_for_its_name_shows_the_api_message(admin_c
 # --- the list ---------------------------------------------------------------------------
 
 
-def test_the_changelist_shows_status_domain_link_latest_job_and_attempts(admin_client, settings):
-    settings.WPFLEET_SITE_URL_SCHEME = "http"
+def test_the_changelist_shows_status_domain_link_latest_job_and_attempts(admin_client):
     live = active_site("live")
     broken = zombie("broken")
     body = admin_client.get(SITES).content.decode()
-    assert f'href="http://{live.domain}/"' in body
+    assert f'href="https://{live.domain}/"' in body
     assert "wpf-active" in body and "Zombie" in body
     assert "step php failed: boom" in body, "what failed and why, at a glance"
     assert "3/3" in body
-    assert f'href="http://{broken.domain}/"' not in body, "a site that is not live has no link"
+    assert f'href="https://{broken.domain}/"' not in body, "a site that is not live has no link"
 
 
 def test_the_lists_of_ten_thousand_sites_and_jobs_take_a_fixed_number_of_queries(
@@ -277,9 +277,9 @@ def test_a_sites_page_says_its_resources_are_unreachable_when_the_lab_is_down(ad
     response = admin_client.get(site_page(site))
     assert response.status_code == 200
     body = response.content.decode()
-    assert body.count('<td class="wpf-state">unreachable<') == 9, "every step that owns a resource"
+    assert body.count('<td class="wpf-state">unreachable<') == 8, "every step that owns a resource"
     assert body.count("unreachable: docker: connect: engine unreachable") == 1, "the reason, once"
-    assert "(volume, network, php, nginx, nginx_config, caddy_snippet, caddy_reload)" in body, "naming what it hides"
+    assert "(volume, network, php, nginx, nginx_config, route)" in body, "naming what it hides"
     assert body.count("unreachable: mariadb: (2002)") == 1
     assert "(database, wordpress)" in body
 
@@ -289,10 +289,10 @@ def test_a_dependency_that_hangs_is_reported_without_holding_the_page(monkeypatc
         time.sleep(3)
         return []
 
-    monkeypatch.setattr(CaddySnippetStep, "observe", hanging)
+    monkeypatch.setattr(RouteStep, "observe", hanging)
     rows, problems = admin_views.probe_resources(Site(name="slow", domain="slow.wpfleet.test"), budget=0.5)
-    assert [row.state for row in rows if row.kind == "caddy snippet"] == ["unreachable"]
-    assert "no answer within 0.5 s (caddy_snippet)" in problems
+    assert [row.state for row in rows if row.kind == "route"] == ["unreachable"]
+    assert "no answer within 0.5 s (route)" in problems
 
 
 def test_a_sites_page_shows_its_jobs_with_each_steps_timing_and_outcome(admin_client):
@@ -490,10 +490,10 @@ def test_jobs_cannot_be_added_edited_or_deleted_from_the_admin(admin_client):
 
 
 def test_the_jobs_list_shows_site_status_attempts_duration_and_a_truncated_error(admin_client):
-    fail_for_good(create_site("listed"), "step caddy_snippet failed: " + "x" * 300)
+    fail_for_good(create_site("listed"), "step route failed: " + "x" * 300)
     body = admin_client.get(JOBS + "?status__exact=FAILED&type__exact=PROVISION").content.decode()
     assert "listed" in body and "3/3" in body and "5.0 s" in body
-    assert "step caddy_snippet failed: xxx" in body and "x" * 100 + "…" not in body and "…" in body
+    assert "step route failed: xxx" in body and "x" * 100 + "…" not in body and "…" in body
 
 
 def test_a_jobs_page_shows_the_traceback_to_superusers_only(admin_client, client):
@@ -573,22 +573,53 @@ def test_the_database_password_appears_on_no_admin_page(admin_client, django_cap
 # --- the link to the live site ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
-def test_the_domain_link_uses_the_configured_scheme(admin_client, settings, scheme):
-    settings.WPFLEET_SITE_URL_SCHEME = scheme
+def test_the_domain_link_is_the_sites_https_url(admin_client):
     site = active_site("linked")
     for url in (SITES, site_page(site)):
-        assert f'href="{scheme}://{site.domain}/"' in admin_client.get(url).content.decode(), url
+        assert f'href="https://{site.domain}/"' in admin_client.get(url).content.decode(), url
 
 
-def test_a_scheme_other_than_http_or_https_stops_the_panel_at_start():
+def test_a_caddy_url_that_is_not_https_stops_the_panel_at_start():
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=django_settings.BASE_DIR,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "hosting.settings", "WPFLEET_SITE_URL_SCHEME": "ftp"},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "hosting.settings", "WPFLEET_CADDY_URL": "http://127.0.0.1:443"},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode != 0
-    assert "WPFLEET_SITE_URL_SCHEME='ftp' is not one of: http, https" in result.stderr
+    assert "WPFLEET_CADDY_URL='http://127.0.0.1:443' is not a https URL with a host" in result.stderr
+
+
+# --- inside WordPress: one-click login and a new admin password ---------------------------------
+
+
+def test_an_active_sites_page_offers_the_wordpress_login_and_a_new_password_to_operators_only(admin_client, client):
+    site = active_site("wpbuttons")
+    body = admin_client.get(site_page(site)).content.decode()
+    assert "Log in to WordPress" in body and "Set a new admin password" in body
+    assert reverse("admin:sites_site_wordpress_login", args=[site.pk]) in body
+
+    viewer = get_user_model().objects.create_user("onlylooks", password=None, is_staff=True)
+    viewer.groups.add(shipped_group("Site viewers"))
+    client.force_login(viewer)
+    body = client.get(site_page(site)).content.decode()
+    assert "Log in to WordPress" not in body and "Set a new admin password" not in body
+    for name in ("admin:sites_site_wordpress_login", "admin:sites_site_admin_password"):
+        assert client.post(reverse(name, args=[site.pk])).status_code == 403, name
+
+
+def test_a_site_being_built_offers_no_wordpress_login_and_a_post_says_why(admin_client):
+    site = create_site("wpbusy")
+    assert "Log in to WordPress" not in admin_client.get(site_page(site)).content.decode()
+    response = admin_client.post(reverse("admin:sites_site_wordpress_login", args=[site.pk]), follow=True)
+    assert "site wpbusy is provisioning: only an active site has a WordPress to log in to" in messages_of(response)
+    assert not LogEntry.objects.filter(change_message__contains="WordPress").exists()
+
+
+def test_the_wordpress_login_refuses_a_get(admin_client):
+    site = active_site("wpget")
+    # A link followed, prefetched or pasted must not log anyone into WordPress.
+    assert admin_client.get(reverse("admin:sites_site_wordpress_login", args=[site.pk])).status_code == 403
+    assert admin_client.get(reverse("admin:sites_site_admin_password", args=[site.pk])).status_code == 403

@@ -118,3 +118,36 @@ def test_the_site_list_is_paginated(api):
     page = api.get("/api/sites?page_size=2").json()
     assert page["count"] == 3 and [s["name"] for s in page["results"]] == ["p1", "p2"] and page["next"]
     assert [s["name"] for s in api.get("/api/sites?page_size=2&page=2").json()["results"]] == ["p3"]
+
+
+# --- inside WordPress: a new admin password, a login link (the lab tests run them for real) ---
+
+
+@pytest.mark.parametrize("path", ["admin-password", "login-link"])
+def test_wordpress_operations_on_a_site_being_built_are_409_and_change_nothing(api, path):
+    api.post("/api/sites", {"site": "building"})
+    before = list(Site.objects.values())
+    response = api.post(f"/api/sites/building/{path}")
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": "site building is provisioning: only an active site has a WordPress to log in to",
+        "code": "not_active",
+    }
+    assert list(Site.objects.values()) == before
+
+
+@pytest.mark.parametrize("path", ["admin-password", "login-link"])
+def test_wordpress_operations_on_no_such_site_are_404_and_other_methods_405(api, path):
+    assert api.post(f"/api/sites/nosuchsite/{path}").status_code == 404
+    api.post("/api/sites", {"site": "there"})
+    assert api.get(f"/api/sites/there/{path}").status_code == 405
+
+
+@pytest.mark.parametrize("path", ["admin-password", "login-link"])
+def test_wordpress_operations_need_the_change_permission(api, path):
+    from tests.conftest import token_client, user_in_group
+
+    api.post("/api/sites", {"site": "guarded"})
+    viewer = token_client(user_in_group("viewer", "Site viewers"))
+    response = viewer.post(f"/api/sites/guarded/{path}")
+    assert response.status_code == 403 and response.json()["code"] == "permission_denied"

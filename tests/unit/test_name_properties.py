@@ -23,12 +23,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from jobs.models import Job
-from sites.infra.caddy import owner_marker
+from sites.infra.caddy import owner_marker, route_content
 from sites.infra.mariadb import grant_pattern, quote_ident
 from sites.models import Site
 from sites.models.naming import SiteNames
 from sites.models.validation import validate_site_name
-from sites.provisioning.templates import caddy_snippet as snippet_for
 from tests.conftest import user_in_group
 
 ALPHABET = string.ascii_lowercase + string.digits
@@ -117,23 +116,17 @@ def test_docker_names_of_an_accepted_name_are_legal(name):
 
 
 @given(good_names)
-def test_the_caddy_snippet_of_an_accepted_name_is_the_template_and_nothing_more(name):
+def test_the_caddy_route_of_an_accepted_name_is_one_file_of_one_line(name):
     names = SiteNames(validate_site_name(name))
     domain = names.domain
     labels = domain.split(".")
+    # The hostname is also nginx's network alias, resolved by Docker's DNS.
     assert len(domain) <= 253 and all(DNS_LABEL.fullmatch(label) for label in labels), domain
-
-    snippet = snippet_for(names)
-    # The template has one block: one { and one }, five lines. A name that
-    # smuggled in a brace or a newline would add a directive or a site.
-    assert snippet.count("{") == 1 and snippet.count("}") == 1
-    assert snippet.endswith("\n")
-    marker, address, encode, proxy, close = snippet[:-1].split("\n")
-    assert marker == f"{owner_marker()} site={name}"
-    assert address == f"http://{domain} {{"
-    assert encode == "\tencode gzip"
-    assert proxy == f"\treverse_proxy {names.nginx}:80"
-    assert close == "}"
+    # One file right in the routes directory: a name with a slash or a dot
+    # segment would write elsewhere, or route another host.
+    directory, filename = names.route.rsplit("/", 1)
+    assert directory == settings.WPFLEET_CADDY_ROUTES_DIR.rstrip("/") and filename == domain
+    assert route_content(name) == f"{owner_marker()} site={name}\n"
 
 
 # --- the API, for any JSON body ------------------------------------------------------

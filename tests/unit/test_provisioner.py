@@ -101,7 +101,7 @@ def test_deprovision_undoes_all_steps_in_reverse(steps):
     assert log == [("undo", "b"), ("undo", "a")]
 
 
-def test_the_real_steps_follow_the_seed_order():
+def test_the_real_steps_follow_the_seed_order_with_the_install_before_the_route():
     assert real_steps.STEP_NAMES == (
         "database",
         "volume",
@@ -110,8 +110,7 @@ def test_the_real_steps_follow_the_seed_order():
         "nginx",
         "nginx_config",
         "wordpress",
-        "caddy_snippet",
-        "caddy_reload",
+        "route",
         "live_check",
     )
 
