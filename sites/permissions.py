@@ -25,6 +25,7 @@ OPERATIONS: dict[str, str] = {
     # Inside the site's WordPress, as its administrator: changes the site.
     "new_admin_password": "sites.change_site",
     "login_link": "sites.change_site",
+    "change_domains": "sites.change_site",
     # Cleanup removes zombie sites and their leftovers: a deletion.
     "cleanup_sites": "sites.delete_site",
     "view_job": "jobs.view_job",

@@ -7,12 +7,13 @@ from django.db import IntegrityError, transaction
 
 from jobs.models import Job
 from jobs.queue import enqueue
-from sites.models import Site, SiteBusy
+from sites.models import Domain, Site, SiteBusy
 from sites.models.naming import SiteNames
 from sites.models.validation import (
     taken_message,
     validate_admin_email,
     validate_admin_user,
+    validate_domain,
     validate_site_name,
     validate_title,
 )
@@ -22,6 +23,10 @@ from sites.ops.wordpress import new_admin_password as _new_admin_password
 
 __all__ = [
     "Credentials",
+    "DomainTaken",
+    "add_domain",
+    "remove_domain",
+    "set_primary_domain",
     "LoginLink",
     "SiteBusy",
     "SiteNameTaken",
@@ -38,6 +43,10 @@ __all__ = [
 class SiteNameTaken(Exception):
     def __init__(self, name: str):
         super().__init__(taken_message(name))
+
+
+class DomainTaken(Exception):
+    """The domain already routes to a site of this panel (this one or another)."""
 
 
 def _open(site: Site, job_type: str) -> Job:
@@ -110,3 +119,60 @@ def _require_live(site: Site) -> None:
     if site.status != Site.Status.ACTIVE or site.current_job_id is not None:
         state = site.get_status_display() if site.status != Site.Status.ACTIVE else "busy with a job"
         raise SiteNotActive(f"site {site.name} is {state.lower()}: only an active site has a WordPress to log in to")
+
+
+# --- a site's own domains ------------------------------------------------------------
+
+
+def _domain_job(site: Site, change) -> Job:
+    """Open the site's DOMAINS job and record the requested change with it, in one transaction."""
+    site.refresh_from_db()
+    if site.status != Site.Status.ACTIVE:
+        raise SiteNotActive(
+            f"site {site.name} is {site.get_status_display().lower()}: its domains can change once it is active"
+        )
+    with transaction.atomic():
+        job = _open(site, Site.JobType.DOMAINS)  # SiteBusy while another job holds the site
+        change()
+    return job
+
+
+def add_domain(site: Site, domain: object) -> Job:
+    """Start serving ``domain`` for the site (its job adds the route, the alias and checks it over HTTPS)."""
+    name = validate_domain(domain, own_hostname=site.domain)
+    if name == site.domain or Domain.objects.filter(name=name).exists():
+        raise DomainTaken(f"{name} is already a domain of {'this' if name == site.domain else 'a'} site")
+    try:
+        return _domain_job(site, lambda: Domain.objects.create(site=site, name=name))
+    except IntegrityError:
+        # Lost the race to a concurrent request for the same domain.
+        raise DomainTaken(f"{name} is already a domain of a site") from None
+
+
+def _existing(site: Site, domain: object) -> Domain:
+    try:
+        name = validate_domain(domain)
+    except Exception:
+        raise Domain.DoesNotExist(f"site {site.name} has no domain {domain!r}") from None
+    found = site.domains.filter(name=name, state=Domain.State.ACTIVE).first()
+    if found is None:
+        raise Domain.DoesNotExist(f"site {site.name} has no domain {name}")
+    return found
+
+
+def remove_domain(site: Site, domain: object) -> Job:
+    """Stop serving one of the site's domains; if it was the primary one, the site's own hostname is home again."""
+    found = _existing(site, domain)
+    return _domain_job(site, lambda: Domain.objects.filter(pk=found.pk).update(state=Domain.State.REMOVING))
+
+
+def set_primary_domain(site: Site, domain: object) -> Job:
+    """Make WordPress call ``domain`` home (one of the site's domains, or its own hostname)."""
+    found = None if domain == site.domain else _existing(site, domain)
+
+    def change() -> None:
+        site.domains.update(primary=False)
+        if found is not None:
+            Domain.objects.filter(pk=found.pk).update(primary=True)
+
+    return _domain_job(site, change)

@@ -103,8 +103,8 @@ def _reason(exc: BaseException, site: Site) -> str:
     return redact(truncate(text, 300), site.secrets() if site is not None else known_secrets())
 
 
-def _observe(step: Step, site: Site) -> list[ResourceState]:
-    ctx = Context(site=site.name, db_password="", infra=Infra())
+def _observe(step: Step, site: Site, hostnames: tuple[str, ...], home: str) -> list[ResourceState]:
+    ctx = Context(site=site.name, db_password="", infra=Infra(), hostnames=hostnames, home=home)
     return [
         ResourceState(r.kind, r.name, r.detail or r.state, _HEALTH.get(r.state, "bad"))
         for r in step.observe(ctx, View(ctx.infra))
@@ -122,7 +122,9 @@ def probe_resources(site: Site, budget: float = PROBE_BUDGET_SECONDS) -> tuple[l
     steps = PROVISION_STEPS
     pool = ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="wpfleet-probe")
     try:
-        futures = [(pool.submit(_observe, step, site), step) for step in steps]
+        # Read here, not in the probes' threads (which have connections of their own).
+        hostnames, home = site.hostnames(desired=False), site.home_host(desired=False)
+        futures = [(pool.submit(_observe, step, site, hostnames, home), step) for step in steps]
         deadline = time.monotonic() + budget
         results: list[ResourceState] = []
         # One line per reason, naming the steps it hides (a stopped engine

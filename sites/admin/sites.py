@@ -16,6 +16,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import escape, format_html
@@ -25,7 +26,7 @@ from jobs.models import Job
 from jobs.redaction import redact
 from sites.admin import presenters as views
 from sites.infra.errors import InfraError
-from sites.models import Site, known_secrets
+from sites.models import Domain, Site, known_secrets
 from sites.models.validation import (
     NAME_RULE,
     taken_message,
@@ -37,15 +38,19 @@ from sites.models.validation import (
 from sites.ops.cleanup import cleanup, zombie_sites
 from sites.permissions import can
 from sites.services import (
+    DomainTaken,
     SiteBusy,
     SiteNameTaken,
     SiteNotActive,
     WordPressUserMissing,
+    add_domain,
     create_site,
     delete_site,
     login_link,
     new_admin_password,
+    remove_domain,
     retry_site,
+    set_primary_domain,
 )
 
 
@@ -326,6 +331,11 @@ class SiteAdmin(admin.ModelAdmin):
                 name=f"{prefix}_wordpress_login",
             ),
             path(
+                "<path:object_id>/domains/<str:operation>/",
+                self.admin_site.admin_view(self.domains_view),
+                name=f"{prefix}_domains",
+            ),
+            path(
                 "<path:object_id>/admin-password/",
                 self.admin_site.admin_view(self.admin_password_view),
                 name=f"{prefix}_admin_password",
@@ -374,6 +384,7 @@ class SiteAdmin(admin.ModelAdmin):
         if site is not None and self.has_view_or_change_permission(request, site):
             progress = views.site_progress(site)
             context["wpfleet_panels"] = [
+                ("Domains", self._render_domains(request, site)),
                 ("Resources, live from the infrastructure", views.render_resources(site)),
                 ("Jobs", views.render_jobs(site)),
             ]
@@ -398,7 +409,7 @@ class SiteAdmin(admin.ModelAdmin):
 
     # --- inside the site's WordPress: one-click login, a new admin password -------------
 
-    def _wordpress_site(self, request: HttpRequest, object_id: str, operation: str) -> Site:
+    def _site_for_post(self, request: HttpRequest, object_id: str, operation: str) -> Site:
         if request.method != "POST":
             raise PermissionDenied  # a GET (a prefetch, a pasted link) must not log anyone in
         site = self.get_object(request, unquote(object_id))
@@ -408,7 +419,7 @@ class SiteAdmin(admin.ModelAdmin):
 
     def wordpress_login_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Redirect to a one-time link that opens the site's wp-admin as its admin."""
-        site = self._wordpress_site(request, object_id, "login_link")
+        site = self._site_for_post(request, object_id, "login_link")
         try:
             link = login_link(site)
         except (SiteNotActive, WordPressUserMissing, InfraError) as exc:
@@ -419,9 +430,52 @@ class SiteAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
+    def _render_domains(self, request: HttpRequest, site: Site) -> str:
+        rows = [{"domain": site.domain, "own": True, "state": "ACTIVE", "primary": False}]
+        rows += [
+            {"domain": d.name, "own": False, "state": d.state, "primary": False} for d in site.domains.order_by("name")
+        ]
+        primary = site.home_host(desired=True)
+        for row in rows:
+            row["primary"] = row["domain"] == primary
+        url = reverse("admin:sites_site_domains", args=[site.pk, "OP"])
+        return render_to_string(
+            "wpfleet/domains.html",
+            {
+                "rows": rows,
+                "can_change": can(request.user, "change_domains"),
+                "idle": site.status == Site.Status.ACTIVE and site.current_job_id is None,
+                "add_url": url.replace("OP", "add"),
+                "remove_url": url.replace("OP", "remove"),
+                "primary_url": url.replace("OP", "primary"),
+            },
+            request=request,
+        )
+
+    def domains_view(self, request: HttpRequest, object_id: str, operation: str) -> HttpResponse:
+        """Add, remove or make primary one of the site's domains: the API's services, reported as messages."""
+        site = self._site_for_post(request, object_id, "change_domains")
+        actions = {"add": add_domain, "remove": remove_domain, "primary": set_primary_domain}
+        if operation not in actions:
+            raise PermissionDenied
+        domain = request.POST.get("domain", "")
+        try:
+            job = actions[operation](site, domain)
+        except ValidationError as exc:
+            self.message_user(request, exc.messages[0], messages.ERROR)
+        except Domain.DoesNotExist as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        except (DomainTaken, SiteBusy, SiteNotActive) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            verb = {"add": "Adding", "remove": "Removing", "primary": "Making primary"}[operation]
+            self.log_change(request, site, f"{verb} domain {domain.strip().lower()} (job #{job.pk}).")
+            self.message_user(request, f"{verb} {domain.strip().lower()}: job #{job.pk} is on it.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:sites_site_change", args=[site.pk]))
+
     def admin_password_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Set a new random password for the site's WordPress admin and show it on this page only."""
-        site = self._wordpress_site(request, object_id, "new_admin_password")
+        site = self._site_for_post(request, object_id, "new_admin_password")
         try:
             credentials = new_admin_password(site)
         except (SiteNotActive, WordPressUserMissing, InfraError) as exc:

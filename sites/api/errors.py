@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from sites.infra.errors import InfraError
-from sites.services import SiteBusy, SiteNameTaken, SiteNotActive, WordPressUserMissing
+from sites.services import DomainTaken, SiteBusy, SiteNameTaken, SiteNotActive, WordPressUserMissing
 
 
 def _first_message(detail: object) -> str:
@@ -34,6 +34,7 @@ class Conflict(APIException):
 # the same messages): one place, so no view needs a try/except of its own.
 DOMAIN_ERRORS: dict[type[Exception], str] = {
     SiteNameTaken: "taken",
+    DomainTaken: "taken",
     SiteBusy: "busy",
     SiteNotActive: "not_active",
     WordPressUserMissing: "no_such_user",

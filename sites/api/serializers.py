@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ParseError
 from rest_framework.settings import api_settings
@@ -12,6 +13,7 @@ from rest_framework.settings import api_settings
 from jobs.models import Job, JobStep
 from sites.models import Site
 from sites.models.validation import (
+    DOMAIN_RULE,
     NAME_RULE,
     TITLE_MAX,
     validate_admin_email,
@@ -61,13 +63,52 @@ class JobSerializer(serializers.ModelSerializer):
         ]
 
 
+class DomainEntrySerializer(serializers.Serializer):
+    domain = serializers.CharField(help_text="Lowercase ASCII (punycode for international names).")
+    primary = serializers.BooleanField(help_text="WordPress calls this one home (its home and siteurl).")
+    state = serializers.ChoiceField(
+        choices=["ACTIVE", "ADDING", "REMOVING"], help_text="ADDING and REMOVING: the site's job is on it."
+    )
+
+
 class SiteSerializer(serializers.ModelSerializer):
     job = JobSummarySerializer(source="last_job", read_only=True)
     zombie = serializers.BooleanField(source="is_zombie", read_only=True)
+    domains = serializers.SerializerMethodField(help_text="Every hostname of the site: its own first.")
 
     class Meta:
         model = Site
-        fields = ["name", "status", "domain", "title", "admin_user", "admin_email", "zombie", "created_at", "job"]
+        fields = [
+            "name",
+            "status",
+            "domain",
+            "domains",
+            "title",
+            "admin_user",
+            "admin_email",
+            "zombie",
+            "created_at",
+            "job",
+        ]
+
+    @extend_schema_field(DomainEntrySerializer(many=True))
+    def get_domains(self, site: Site) -> list[dict[str, Any]]:
+        rows = list(site.domains.all()) if site.pk is not None else []
+        primary = next((row.name for row in rows if row.primary and row.state != "REMOVING"), site.domain)
+        own = {"domain": site.domain, "primary": primary == site.domain, "state": "ACTIVE"}
+        return [own] + [{"domain": r.name, "primary": r.name == primary, "state": r.state} for r in rows]
+
+
+class DomainAddSerializer(serializers.Serializer):
+    """The body of POST /api/sites/<name>/domains."""
+
+    domain = serializers.CharField(max_length=1000, help_text=DOMAIN_RULE)
+
+
+class DomainChangeSerializer(serializers.Serializer):
+    """The body of PATCH /api/sites/<name>/domains/<domain>: only ``{"primary": true}``."""
+
+    primary = serializers.BooleanField(help_text="true: WordPress calls this domain home.")
 
 
 def _refuse(message: str, code: str) -> serializers.ValidationError:

@@ -8,6 +8,8 @@ urlpatterns = [
     path("sites/<str:name>", views.SiteDetail.as_view(), name="api-site"),
     path("sites/<str:name>/admin-password", views.SiteAdminPassword.as_view(), name="api-site-admin-password"),
     path("sites/<str:name>/login-link", views.SiteLoginLink.as_view(), name="api-site-login-link"),
+    path("sites/<str:name>/domains", views.SiteDomains.as_view(), name="api-site-domains"),
+    path("sites/<str:name>/domains/<str:domain>", views.SiteDomain.as_view(), name="api-site-domain"),
     path("jobs/<int:pk>", views.JobDetail.as_view(), name="api-job"),
     path("health", views.Health.as_view(), name="api-health"),
     # The schema and its viewer describe the API and touch no data: no

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -19,22 +20,36 @@ from jobs.models import Job, JobStep
 from sites.api.parsers import BoundedMultiPartParser, StrictJSONParser
 from sites.api.serializers import (
     CredentialsSerializer,
+    DomainAddSerializer,
+    DomainChangeSerializer,
     ErrorSerializer,
     JobSerializer,
     LoginLinkSerializer,
     SiteCreateSerializer,
     SiteSerializer,
 )
-from sites.models import Site
+from sites.models import Domain, Site
 from sites.ops import health
 from sites.permissions import can
-from sites.services import create_site, delete_site, login_link, new_admin_password
+from sites.services import (
+    add_domain,
+    create_site,
+    delete_site,
+    login_link,
+    new_admin_password,
+    remove_domain,
+    set_primary_domain,
+)
 
 
 def _errors(described: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
     """Schema entries for error statuses, each with the error body; 401 and 429 can answer any call."""
     described = {401: "No or invalid credentials", 429: "Too many requests for this token", **(described or {})}
     return {code: OpenApiResponse(ErrorSerializer, description=text) for code, text in described.items()}
+
+
+# A site as the API shows it: its latest job and its domains, read with it.
+SITE_ROWS = Site.objects.select_related("last_job").prefetch_related("domains")
 
 
 class HealthRateThrottle(AnonRateThrottle):
@@ -58,7 +73,7 @@ class SiteListCreate(generics.ListAPIView):
     operations = {"GET": "list_sites", "POST": "create_site"}
     serializer_class = SiteSerializer
     pagination_class = SitePagination
-    queryset = Site.objects.select_related("last_job").order_by("name")
+    queryset = SITE_ROWS.order_by("name")
     parser_classes = [StrictJSONParser, FormParser, BoundedMultiPartParser]
 
     @extend_schema(
@@ -90,7 +105,7 @@ class SiteDetail(APIView):
     serializer_class = SiteSerializer
 
     def _site(self, name: str) -> Site:
-        return get_object_or_404(Site.objects.select_related("last_job"), name=name)
+        return get_object_or_404(SITE_ROWS, name=name)
 
     @extend_schema(responses={200: SiteSerializer, **_errors({404: "No such site"})})
     def get(self, request: Request, name: str) -> Response:
@@ -102,6 +117,97 @@ class SiteDetail(APIView):
     def delete(self, request: Request, name: str) -> Response:
         delete_site(self._site(name))  # SiteBusy answers 409
         return Response(SiteSerializer(self._site(name)).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _accepted(name: str) -> Response:
+    site = get_object_or_404(SITE_ROWS, name=name)
+    return Response(SiteSerializer(site).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _only(data: Any, fields: tuple[str, ...]) -> None:
+    """Refuse a body that is not an object, or that names fields we do not know."""
+    if not hasattr(data, "keys"):
+        raise ParseError("Expected a JSON object.")
+    unknown = [str(key)[:64] for key in data.keys() if key not in fields]
+    if unknown:
+        raise ValidationError(
+            {"detail": [f"Unknown field(s): {', '.join(unknown[:5])}. The fields are {', '.join(fields)}."]},
+            code="unknown_field",
+        )
+
+
+class SiteDomains(APIView):
+    """Add a domain of the customer's to the site: a job routes it, gets its certificate and checks it."""
+
+    operations = {"POST": "change_domains"}
+    parser_classes = [StrictJSONParser, FormParser, BoundedMultiPartParser]
+
+    @extend_schema(
+        request=DomainAddSerializer,
+        responses={
+            202: SiteSerializer,
+            **_errors(
+                {
+                    400: "Not a hostname, an IP address, or a name under the panel's base domain",
+                    404: "No such site",
+                    409: "The domain belongs to a site already, or another job holds the site, or it is not active",
+                }
+            ),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        site = get_object_or_404(Site, name=name)
+        _only(request.data, ("domain",))
+        body = DomainAddSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            add_domain(site, body.validated_data["domain"])
+        except DjangoValidationError as exc:
+            raise ValidationError({"domain": exc.messages}, code=exc.error_list[0].code or "invalid") from None
+        return _accepted(name)
+
+
+class SiteDomain(APIView):
+    """One of the site's domains: remove it, or make it the one WordPress calls home."""
+
+    operations = {"DELETE": "change_domains", "PATCH": "change_domains"}
+    parser_classes = [StrictJSONParser, FormParser, BoundedMultiPartParser]
+
+    def _missing(self, exc: Exception) -> NotFound:
+        return NotFound(str(exc))
+
+    @extend_schema(
+        responses={202: SiteSerializer, **_errors({404: "No such site or domain", 409: "Another job holds the site"})}
+    )
+    def delete(self, request: Request, name: str, domain: str) -> Response:
+        site = get_object_or_404(Site, name=name)
+        try:
+            remove_domain(site, domain)
+        except Domain.DoesNotExist as exc:
+            raise self._missing(exc) from None
+        return _accepted(name)
+
+    @extend_schema(
+        request=DomainChangeSerializer,
+        responses={
+            202: SiteSerializer,
+            **_errors({400: 'Not {"primary": true}', 404: "No such site or domain", 409: "Another job holds the site"}),
+        },
+    )
+    def patch(self, request: Request, name: str, domain: str) -> Response:
+        site = get_object_or_404(Site, name=name)
+        _only(request.data, ("primary",))
+        body = DomainChangeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if body.validated_data["primary"] is not True:
+            raise ValidationError(
+                {"primary": ["Only true: to stop calling this domain home, make another one primary."]}, code="invalid"
+            )
+        try:
+            set_primary_domain(site, domain)
+        except Domain.DoesNotExist as exc:
+            raise self._missing(exc) from None
+        return _accepted(name)
 
 
 _WORDPRESS_ERRORS = _errors(

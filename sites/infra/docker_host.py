@@ -175,16 +175,19 @@ class DockerHost:
         return None
 
     def connect(self, network: str, container: Container, aliases: list[str] | None = None) -> None:
-        """Attach a container to a network with these DNS aliases, unless it already is.
+        """Attach a container to a network with exactly these DNS aliases, unless it already is.
 
-        Docker cannot add an alias to an attached container: one attached
-        without all of them is detached and attached again (a moment in
-        which that one container is unreachable on the network).
+        Docker cannot change the aliases of an attached container: one
+        attached with others is detached and attached again (a moment in
+        which that one container is unreachable on the network; Caddy retries
+        its connections meanwhile, lab/caddy/Caddyfile).
         """
         wanted = list(aliases or ())
         attached = container.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
         if network in attached:
-            if set(wanted) <= set(attached[network].get("Aliases") or ()):
+            # Docker adds the container's short id itself: not an alias of ours.
+            current = set(attached[network].get("Aliases") or ()) - {container.id[:12], container.name}
+            if current == set(wanted):
                 return
             with docker_errors(f"disconnect {container.name} from {network}"):
                 self.client.networks.get(network).disconnect(container)

@@ -1,6 +1,7 @@
 """What a site is, in the control database: the Site model, its names and rules."""
 
 from jobs.models import InvalidTransition
+from sites.models.domain import Domain
 from sites.models.site import Site, SiteBusy, known_secrets
 
-__all__ = ["InvalidTransition", "Site", "SiteBusy", "known_secrets"]
+__all__ = ["Domain", "InvalidTransition", "Site", "SiteBusy", "known_secrets"]

@@ -52,6 +52,7 @@ class Site(models.Model):
     class JobType(models.TextChoices):
         PROVISION = "PROVISION", "Provision"
         DEPROVISION = "DEPROVISION", "Deprovision"
+        DOMAINS = "DOMAINS", "Change domains"
 
     objects = SiteQuerySet.as_manager()
 
@@ -64,6 +65,9 @@ class Site(models.Model):
     title = models.CharField(max_length=200, default="")
     admin_user = models.CharField(max_length=60, default=_new_admin_user)
     admin_email = models.EmailField(max_length=254, default="")
+    # The hostname WordPress's home and siteurl use now (empty: ``domain``);
+    # changed only by a domains job that succeeded (sites.models.Domain).
+    home_domain = models.CharField(max_length=253, blank=True, default="", editable=False)
     # Random per site, never derived from the name; never shown anywhere;
     # stored encrypted (sites.models.fields), never queried.
     db_password = EncryptedTextField(default=_new_db_password, editable=False)
@@ -104,7 +108,22 @@ class Site(models.Model):
     @property
     def url(self) -> str:
         # Caddy serves every site over HTTPS (plain HTTP redirects there).
-        return f"https://{self.domain}/"
+        return f"https://{self.home_domain or self.domain}/"
+
+    def hostnames(self, *, desired: bool) -> tuple[str, ...]:
+        """Every hostname the site answers to, its own first: as requested (desired) or as served now."""
+        if self.pk is None:
+            return (self.domain,)
+        states = ("ACTIVE", "ADDING") if desired else ("ACTIVE", "REMOVING")
+        extra = self.domains.filter(state__in=states).order_by("name").values_list("name", flat=True)
+        return (self.domain, *extra)
+
+    def home_host(self, *, desired: bool) -> str:
+        """The hostname WordPress calls home: the primary domain requested, or the one it has now."""
+        if not desired or self.pk is None:
+            return self.home_domain or self.domain
+        primary = self.domains.filter(primary=True).exclude(state="REMOVING").values_list("name", flat=True).first()
+        return primary or self.domain
 
     @property
     def is_zombie(self) -> bool:

@@ -1,9 +1,10 @@
-"""The one validator of site names, shared by the API and the admin."""
+"""The validators of what users send about sites (names, WordPress profile, domains), shared by the API and the admin."""
 
 from __future__ import annotations
 
 import re
 
+import idna
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
@@ -72,3 +73,41 @@ def validate_admin_user(value: object) -> str:
     if value.lower() in GUESSABLE_ADMIN_USERS:
         raise ValidationError(f"“{value}” is the first name an attacker tries: choose another.", code="guessable")
     return value
+
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+DOMAIN_RULE = (
+    "A domain is a hostname such as shop.example.com: two or more labels of letters, digits and hyphens "
+    "(international names are accepted), at most 253 characters, not an IP address."
+)
+
+
+def validate_domain(value: object, *, own_hostname: str = "") -> str:
+    """A customer's domain in the form wpfleet stores it: lowercase ASCII (punycode), no trailing dot.
+
+    Refused: anything that is not a hostname of two or more DNS labels, an IP
+    address, and names under the panel's base domain other than the site's
+    own hostname (those belong to other sites of this panel).
+    """
+    if not isinstance(value, str) or not value.strip() or len(value) > 1000:
+        raise ValidationError(DOMAIN_RULE, code="invalid")
+    text = value.strip().rstrip(".")
+    try:
+        ascii_name = idna.encode(text, uts46=True, std3_rules=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
+        raise ValidationError(DOMAIN_RULE, code="invalid") from None
+    labels = ascii_name.split(".")
+    if (
+        len(ascii_name) > 253
+        or len(labels) < 2
+        or not all(_LABEL.fullmatch(label) for label in labels)
+        # An all-numeric last label is an IPv4 literal or no public name at all.
+        or labels[-1].isdigit()
+    ):
+        raise ValidationError(DOMAIN_RULE, code="invalid")
+    base = settings.WPFLEET_BASE_DOMAIN.lower()
+    if (ascii_name == base or ascii_name.endswith("." + base)) and ascii_name != own_hostname:
+        raise ValidationError(
+            f"Names under {base} are this panel's own site names: add a domain of the customer's.", code="reserved"
+        )
+    return ascii_name

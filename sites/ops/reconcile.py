@@ -29,7 +29,14 @@ _FOLLOWERS = {"nginx": ("nginx_config",)}
 
 def reconcile_site(site: Site, view: View, infra: Infra) -> list[str]:
     """Repair one site; returns what was wrong."""
-    ctx = Context(site=site.name, db_password=site.db_password, infra=infra, profile=wordpress_profile(site))
+    ctx = Context(
+        site=site.name,
+        db_password=site.db_password,
+        infra=infra,
+        profile=wordpress_profile(site),
+        hostnames=site.hostnames(desired=False),
+        home=site.home_host(desired=False),
+    )
     drift: list[str] = []
     repaired: set[str] = set()
     for step in PROVISION_STEPS:
@@ -51,7 +58,14 @@ def reconcile_site(site: Site, view: View, infra: Infra) -> list[str]:
 
 def needs_repair(site: Site, view: View, infra: Infra) -> bool:
     """Whether any step observes something of the site missing, stopped, drifted or foreign (no change made)."""
-    ctx = Context(site=site.name, db_password="", infra=infra, profile=wordpress_profile(site))
+    ctx = Context(
+        site=site.name,
+        db_password="",
+        infra=infra,
+        profile=wordpress_profile(site),
+        hostnames=site.hostnames(desired=False),
+        home=site.home_host(desired=False),
+    )
     return any(r.needs_repair or r.state == "foreign" for step in PROVISION_STEPS for r in step.observe(ctx, view))
 
 

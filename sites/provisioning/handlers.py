@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from django.db import transaction
+
 from jobs import registry
 from jobs.models import Job
 from sites.infra.errors import InfraError
-from sites.models import Site, known_secrets
+from sites.models import Domain, Site, known_secrets
 from sites.provisioning.orchestrator import Provisioner
-from sites.provisioning.steps import WordPressProfile
+from sites.provisioning.steps import Context, WordPressProfile
 
 
 class SiteGone(InfraError):
@@ -25,9 +27,15 @@ def _site(job: Job) -> Site | None:
     return Site.objects.filter(pk=job.subject_id).first() if job.subject_id else None
 
 
-def _provisioner(site: Site, job: Job, record: registry.Recorder) -> Provisioner:
+def _provisioner(site: Site, job: Job, record: registry.Recorder, *, desired: bool = True) -> Provisioner:
     return Provisioner(
-        site.name, site.db_password, recorder=record, attempt=job.attempts, profile=wordpress_profile(site)
+        site.name,
+        site.db_password,
+        recorder=record,
+        attempt=job.attempts,
+        profile=wordpress_profile(site),
+        hostnames=site.hostnames(desired=desired),
+        home=site.home_host(desired=desired),
     )
 
 
@@ -85,6 +93,64 @@ class Deprovision(_SiteJob):
             Site.objects.filter(pk=job.subject_id).delete()
 
 
+class ChangeDomains(_SiteJob):
+    """Make the site answer to its requested domains and call its primary one home.
+
+    The Domain rows say what is requested (ADDING, REMOVING, ``primary``);
+    ``Site.home_domain`` and the ACTIVE and REMOVING rows say what is served.
+    A failed attempt goes back to what was served; a job that fails for good
+    also puts the rows back.
+    """
+
+    label = "Change domains"
+
+    def _served(self, site: Site, provisioner: Provisioner) -> Context:
+        ctx = provisioner.ctx
+        return Context(
+            site=site.name,
+            db_password=site.db_password,
+            infra=ctx.infra,
+            profile=ctx.profile,
+            hostnames=site.hostnames(desired=False),
+            home=site.home_host(desired=False),
+        )
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        provisioner = _provisioner(site, job, record)
+        provisioner.change_hostnames(previous=self._served(site, provisioner))
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is not None:
+            provisioner = _provisioner(site, job, record)
+            provisioner.restore_hostnames(self._served(site, provisioner))
+
+    def on_done(self, job: Job) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        with transaction.atomic():
+            home = site.home_host(desired=True)
+            site.domains.filter(state=Domain.State.REMOVING).delete()
+            site.domains.filter(state=Domain.State.ADDING).update(state=Domain.State.ACTIVE)
+            Site.objects.filter(pk=site.pk).update(home_domain="" if home == site.domain else home)
+            site.release(job)
+
+    def on_final_failure(self, job: Job) -> None:
+        site = _site(job)
+        if site is not None:
+            with transaction.atomic():
+                site.domains.filter(state=Domain.State.ADDING).delete()
+                site.domains.filter(state=Domain.State.REMOVING).update(state=Domain.State.ACTIVE)
+                site.domains.update(primary=False)
+                site.domains.filter(name=site.home_domain).update(primary=True)
+                site.release(job)
+
+
 def register() -> None:
     registry.register(Site.JobType.PROVISION, Provision())
     registry.register(Site.JobType.DEPROVISION, Deprovision())
+    registry.register(Site.JobType.DOMAINS, ChangeDomains())

@@ -11,7 +11,12 @@ from django.conf import settings
 
 from jobs.registry import Recorder
 from sites.infra.errors import InfraError
-from sites.provisioning.steps import PROVISION_STEPS, Context, Infra, Step, WordPressProfile
+from sites.provisioning.steps import PROVISION_STEPS, Context, Infra, Step, WordPressProfile, step_named
+
+# The steps that make a site answer to its hostnames, applied again in this
+# order when they change (sites.provisioning.handlers.ChangeDomains): nginx's
+# aliases, WordPress's home, Caddy's routes, then the check of them all.
+HOSTNAME_STEPS = ("nginx", "wordpress", "route", "live_check")
 
 
 class StepFailed(Exception):
@@ -51,8 +56,17 @@ class Provisioner:
         attempt: int = 1,
         during_step: StepHook | None = None,
         profile: WordPressProfile | None = None,
+        hostnames: tuple[str, ...] = (),
+        home: str = "",
     ):
-        self.ctx = Context(site=site, db_password=db_password, infra=infra or Infra(), profile=profile)
+        self.ctx = Context(
+            site=site,
+            db_password=db_password,
+            infra=infra or Infra(),
+            profile=profile,
+            hostnames=hostnames,
+            home=home,
+        )
         self.record = recorder
         self.attempt = attempt
         self.during_step = during_step
@@ -116,6 +130,36 @@ class Provisioner:
             step, error = failure
             undo_errors = self.undo([s for s in steps if s in started])
             raise StepFailed(step.name, error, undo_errors) from error
+
+    def change_hostnames(self, previous: Context) -> None:
+        """Apply the hostname steps for this context's hostnames and home.
+
+        On a failure, the same steps are applied for ``previous`` (what the
+        site served before), recorded as the rollback; the site's own
+        hostname serves throughout.
+        """
+        for step in map(step_named, HOSTNAME_STEPS):
+            handle = self.record(step.name, "apply", "RUNNING", "")
+            try:
+                self._apply(step)
+            except Exception as error:
+                self.record(step.name, "apply", "FAILED", str(error), handle=handle)
+                raise StepFailed(step.name, error, self.restore_hostnames(previous)) from error
+            self.record(step.name, "apply", "OK", "", handle=handle)
+
+    def restore_hostnames(self, previous: Context) -> list[str]:
+        """Serve ``previous``'s hostnames and home again; what could not be done, by step."""
+        errors: list[str] = []
+        for step in map(step_named, HOSTNAME_STEPS[:-1]):
+            handle = self.record(step.name, "undo", "RUNNING", "")
+            try:
+                step.apply(previous)
+            except Exception as exc:
+                errors.append(f"{step.name}: {exc}")
+                self.record(step.name, "undo", "UNDO_FAILED", str(exc), handle=handle)
+                continue
+            self.record(step.name, "undo", "UNDONE", "back to " + ", ".join(previous.served), handle=handle)
+        return errors
 
     def deprovision(self) -> None:
         """Undo every step in reverse; fails if anything could not be removed."""

@@ -70,11 +70,23 @@ class Context:
     infra: Infra
     # None where nothing is built (deprovision, cleanup): the install step refuses then.
     profile: WordPressProfile | None = None
+    # Every hostname the site answers to, its own first (empty: its own
+    # only), and the one WordPress calls home (empty: its own).
+    hostnames: tuple[str, ...] = ()
+    home: str = ""
     notes: list[str] = field(default_factory=list)
 
     @cached_property
     def names(self) -> SiteNames:
         return SiteNames(self.site)
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        return self.hostnames or (self.names.domain,)
+
+    @property
+    def home_host(self) -> str:
+        return self.home or self.names.domain
 
     def note(self, message: str | None) -> None:
         if message:
@@ -388,7 +400,7 @@ class NginxStep:
         # Only nginx faces Caddy; PHP-FPM stays on the site's own network.
         # Caddy proxies a routed hostname to the upstream of that name: the
         # site's hostname is an alias of its nginx on the backend network.
-        docker.connect(settings.WPFLEET_BACKEND_NETWORK, container, aliases=[n.domain])
+        docker.connect(settings.WPFLEET_BACKEND_NETWORK, container, aliases=list(ctx.served))
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_container(ctx.names.nginx, ctx.names.labels("nginx")))
@@ -400,8 +412,10 @@ class NginxStep:
             # (a listing does not show aliases: a bulk pass checks them by the live check's symptoms)
             return [state]
         container = view.container(n.nginx)
-        if n.domain not in DockerHost.aliases(container, settings.WPFLEET_BACKEND_NETWORK):
-            return [Resource("nginx container", n.nginx, DRIFTED, f"not reachable as {n.domain} from Caddy")]
+        aliases = DockerHost.aliases(container, settings.WPFLEET_BACKEND_NETWORK)
+        missing = [host for host in ctx.served if host not in aliases]
+        if missing:
+            return [Resource("nginx container", n.nginx, DRIFTED, f"not reachable as {', '.join(missing)} from Caddy")]
         return [state]
 
 
@@ -468,21 +482,43 @@ class RouteStep:
     reversible = True
 
     def apply(self, ctx: Context) -> None:
-        # A route file of that name that someone else wrote is never replaced.
-        ctx.infra.caddy.add_route(ctx.site, ctx.names.domain)
+        """Route exactly the site's hostnames: add the missing, remove the site's others."""
+        caddy = ctx.infra.caddy
+        for host in ctx.served:
+            # A route file of that name that someone else wrote is never replaced.
+            caddy.add_route(ctx.site, host)
+        for host in self._routed(ctx):
+            if host not in ctx.served:
+                caddy.remove_route(ctx.site, host)
 
     def undo(self, ctx: Context) -> None:
-        _, note = ctx.infra.caddy.remove_route(ctx.site, ctx.names.domain)
-        ctx.note(note)
+        caddy = ctx.infra.caddy
+        for host in sorted(set(ctx.served) | set(self._routed(ctx))):
+            _, note = caddy.remove_route(ctx.site, host)
+            ctx.note(note)
+
+    @staticmethod
+    def _routed(ctx: Context) -> list[str]:
+        """Hostnames whose route names this site (its domains' too, whatever the context knows)."""
+        return sorted(host for host, site in ctx.infra.caddy.routes().items() if site == ctx.site)
 
     def observe(self, ctx: Context, view: View) -> list[Resource]:
-        n = ctx.names
-        owner = view.route_owner(n.domain)
-        if owner is None:
-            return [Resource("Caddy route", n.route, MISSING)]
-        if owner != ctx.site:
-            return [Resource("Caddy route", n.route, FOREIGN, "exists, not this site's")]
-        return [Resource("Caddy route", n.route, OK, f"serves https://{n.domain}")]
+        found = []
+        for host in ctx.served:
+            path = ctx.infra.caddy.route_path(host)
+            owner = view.route_owner(host)
+            if owner is None:
+                found.append(Resource("Caddy route", path, MISSING))
+            elif owner != ctx.site:
+                found.append(Resource("Caddy route", path, FOREIGN, "exists, not this site's"))
+            else:
+                found.append(Resource("Caddy route", path, OK, f"serves https://{host}"))
+        if not view.bulk:
+            for host in self._routed(ctx):
+                if host not in ctx.served:
+                    path = ctx.infra.caddy.route_path(host)
+                    found.append(Resource("Caddy route", path, DRIFTED, "routes a hostname the site no longer has"))
+        return found
 
 
 # Runs inside the site's PHP container as www-data, with its values in the
@@ -499,7 +535,9 @@ $_SERVER['HTTPS'] = 'on';
 require '/var/www/html/wp-load.php';
 require_once ABSPATH . 'wp-admin/includes/upgrade.php';
 if (!is_blog_installed()) {
-    wp_install(getenv('WPFLEET_TITLE'), getenv('WPFLEET_ADMIN_USER'), getenv('WPFLEET_ADMIN_EMAIL'), true);
+    $installed = wp_install(getenv('WPFLEET_TITLE'), getenv('WPFLEET_ADMIN_USER'), getenv('WPFLEET_ADMIN_EMAIL'), true);
+    // Nobody is meant to know this password (the panel sets a new one, or logs in with a link): no nag about it.
+    delete_user_meta($installed['user_id'], 'default_password_nag');
 }
 update_option('home', getenv('WPFLEET_URL'));
 update_option('siteurl', getenv('WPFLEET_URL'));
@@ -539,13 +577,13 @@ class WordPressStep:
             if time.monotonic() >= deadline:
                 raise InfraError("wordpress", f"{n.php} did not finish its entrypoint within {wait:g}s")
             time.sleep(0.1)
-        url = site_url(n)
+        url = f"https://{ctx.home_host}"
         code, output = docker.exec(
             n.php,
             ["php", "-r", INSTALL_PHP],
             user="www-data",
             environment={
-                "WPFLEET_HOST": n.domain,
+                "WPFLEET_HOST": ctx.home_host,
                 "WPFLEET_URL": url,
                 "WPFLEET_TITLE": ctx.profile.title,
                 "WPFLEET_ADMIN_USER": ctx.profile.admin_user,
@@ -568,7 +606,7 @@ class WordPressStep:
         siteurl = view.infra.db.wordpress_siteurl(n.database)
         if siteurl is None:
             return [Resource("WordPress install", n.database, MISSING, "not installed")]
-        if siteurl.rstrip("/") != site_url(n).rstrip("/"):
+        if siteurl.rstrip("/") != f"https://{ctx.home_host}":
             return [Resource("WordPress install", n.database, DRIFTED, f"siteurl is {siteurl}")]
         # The plugin lives in the site's files: looked for only where its PHP container runs them.
         if view.container(n.php) is not None and view.infra.docker.read_file(n.php, LOGIN_PLUGIN_PATH) != LOGIN_PLUGIN:
@@ -590,10 +628,6 @@ def install_login_plugin(docker: DockerHost, names: SiteNames) -> None:
     if container is None:
         raise InfraError("wordpress", f"container {names.php} is missing")
     docker.put_files(container, plugin_dir, {plugin_file: (LOGIN_PLUGIN.encode(), 0o644, WWW_DATA, WWW_DATA)})
-
-
-def site_url(names: SiteNames) -> str:
-    return f"https://{names.domain}"
 
 
 class LiveCheckStep:
@@ -627,11 +661,16 @@ class LiveCheckStep:
         install = caddy.get(host, "/wp-admin/install.php")
         if install.status_code != 200 or "Already Installed" not in install.text or 'id="setup"' in install.text:
             return f"install.php HTTP {install.status_code} does not say it is installed"
-        plain = caddy.get_plain_http(host, "/wp-login.php")
-        if plain.status_code != 308 or plain.headers.get("Location") != f"https://{host}/wp-login.php":
-            return (
-                f"plain HTTP answers {plain.status_code} {plain.headers.get('Location', '')}, not a redirect to https"
-            )
+        for other in ctx.served:
+            plain = caddy.get_plain_http(other, "/wp-login.php")
+            if plain.status_code != 308 or plain.headers.get("Location") != f"https://{other}/wp-login.php":
+                where = plain.headers.get("Location", "")
+                return f"http://{other} answers {plain.status_code} {where}, not a redirect to https"
+            if other != host:
+                # WordPress sends the site's other names to its home (a redirect), over HTTPS.
+                answer = caddy.get(other, "/")
+                if answer.status_code not in (200, 301, 302):
+                    return f"https://{other}/ answers HTTP {answer.status_code}"
         return None
 
     def apply(self, ctx: Context) -> None:
@@ -649,7 +688,7 @@ class LiveCheckStep:
             if time.monotonic() >= deadline:
                 raise InfraError(
                     "site",
-                    f"https://{ctx.names.domain} did not answer through Caddy within "
+                    f"https://{ctx.home_host} did not answer through Caddy within "
                     f"{settings.WPFLEET_LIVE_TIMEOUT_SECONDS:g}s (last: {last})",
                 )
             time.sleep(delay)

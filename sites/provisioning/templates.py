@@ -23,7 +23,9 @@ def nginx_server_block(names: SiteNames) -> str:
         include fastcgi_params;
         fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
         fastcgi_param HTTPS on;
-        fastcgi_param HTTP_HOST {names.domain};
+        # Caddy forwards only the site's own hostnames here (a route and an
+        # alias per hostname, strict SNI): WordPress sees the one asked for.
+        fastcgi_param HTTP_HOST $host;
     }}
 }}
 """

@@ -623,3 +623,40 @@ def test_the_wordpress_login_refuses_a_get(admin_client):
     # A link followed, prefetched or pasted must not log anyone into WordPress.
     assert admin_client.get(reverse("admin:sites_site_wordpress_login", args=[site.pk])).status_code == 403
     assert admin_client.get(reverse("admin:sites_site_admin_password", args=[site.pk])).status_code == 403
+
+
+# --- domains ---------------------------------------------------------------------------------
+
+
+def test_a_sites_page_lists_its_domains_and_adds_one_through_the_services(admin_client):
+    site = active_site("withdomains")
+    body = admin_client.get(site_page(site)).content.decode()
+    assert "withdomains.wpfleet.test" in body and "Add a domain" in body
+    add = reverse("admin:sites_site_domains", args=[site.pk, "add"])
+    response = admin_client.post(add, {"domain": "Shop.Example.com"}, follow=True)
+    assert "Adding shop.example.com: job #" in " ".join(messages_of(response))
+    assert list(site.domains.values_list("name", "state")) == [("shop.example.com", "ADDING")]
+    assert Site.objects.get(pk=site.pk).current_job.type == "DOMAINS"
+
+
+def test_a_bad_domain_in_the_admin_shows_the_apis_message_and_writes_nothing(admin_client, api):
+    site = active_site("baddomain")
+    api_message = api.post(f"/api/sites/{site.name}/domains", {"domain": "10.0.0.1"}, format="json").json()["detail"]
+    response = admin_client.post(
+        reverse("admin:sites_site_domains", args=[site.pk, "add"]), {"domain": "10.0.0.1"}, follow=True
+    )
+    assert api_message.endswith(messages_of(response)[0])
+    assert not site.domains.exists() and Site.objects.get(pk=site.pk).current_job_id is None
+
+
+def test_a_viewer_sees_the_domains_without_the_actions(client):
+    site = active_site("viewdomains")
+    viewer = get_user_model().objects.create_user("domainviewer", password=None, is_staff=True)
+    viewer.groups.add(shipped_group("Site viewers"))
+    client.force_login(viewer)
+    body = client.get(site_page(site)).content.decode()
+    assert "viewdomains.wpfleet.test" in body and "Add a domain" not in body
+    assert (
+        client.post(reverse("admin:sites_site_domains", args=[site.pk, "add"]), {"domain": "a.example.com"}).status_code
+        == 403
+    )

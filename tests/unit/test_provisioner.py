@@ -121,7 +121,8 @@ def test_the_nginx_server_block_is_the_seeds():
     block = templates.nginx_server_block(SiteNames("mysite"))
     assert "fastcgi_pass php_mysite:9000;" in block
     assert "fastcgi_param HTTPS on;" in block
-    assert "fastcgi_param HTTP_HOST mysite." in block
+    # The seed fixed HTTP_HOST to the site's one hostname; with its own domains, WordPress sees the one asked for.
+    assert "fastcgi_param HTTP_HOST $host;" in block
     assert "try_files $uri $uri/ /index.php?$args;" in block
 
 
