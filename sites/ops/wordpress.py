@@ -38,6 +38,7 @@ NEW_PASSWORD_PHP = (
     + r"""
 $password = wp_generate_password(24, true, false);
 wp_set_password($password, $user->ID); // also ends the user's sessions
+delete_user_meta($user->ID, 'default_password_nag'); // the password was chosen, not generated at install
 echo "\n", json_encode(['username' => $user->user_login, 'password' => $password]);
 """
 )

@@ -41,6 +41,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(
 ARTIFACTS = Path(settings.BASE_DIR) / "var" / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CA_NICKNAME = "wpfleet-lab"
+VIEWPORT = {"width": 1440, "height": 1000}
 NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
 Answer = tuple[str, int, str]  # url, status, Location
 Failure = tuple[str, str | None]  # url, why
@@ -129,6 +130,32 @@ def watch(context: BrowserContext) -> tuple[list[Answer], list[Failure]]:
     return answers, failures
 
 
+def interrupted(failures: list[Failure], host: str | None) -> bool:
+    """Whether a request to the host was aborted by a network change on this host (see visit)."""
+    return any(urlsplit(of).hostname == host and how == NETWORK_CHANGED for of, how in failures)
+
+
+def visit_afresh(browser: Browser, url: str, viewport) -> tuple[Page, list[Answer], list[Failure]]:
+    """Go to the URL in a fresh context of the browser (closed with it), whose
+    requests are only this visit's: the page, what they got and which failed.
+    Visited again a moment later, in another fresh context, while a network
+    change interrupts the visit (see visit)."""
+    host = urlsplit(url).hostname
+    for attempt in range(4):
+        fresh = browser.new_context(viewport=viewport)
+        answers, failures = watch(fresh)
+        page = fresh.new_page()
+        try:
+            page.goto(url, wait_until="networkidle")
+        except PlaywrightError as exc:
+            if NETWORK_CHANGED not in exc.message:
+                raise
+        if not interrupted(failures, host):
+            break
+        time.sleep(2**attempt)  # out of the burst: a container's interfaces settle within seconds
+    return page, answers, failures
+
+
 def visit(context: BrowserContext, link: Locator, url: str) -> tuple[Page, list[Answer], list[Failure]]:
     """Open the link (a new tab) and let the page load: the page, and what the
     context's requests got and which failed, how.
@@ -141,25 +168,52 @@ def visit(context: BrowserContext, link: Locator, url: str) -> tuple[Page, list[
     same browser (closed with it) whose requests are only this visit's. Any
     other failure is the answer.
     """
-    host = urlsplit(url).hostname
     answers, failures = watch(context)
     with context.expect_page() as opened:
         link.click()
     page = opened.value
     page.wait_for_load_state("networkidle")
-    for attempt in range(4):
-        if not any(urlsplit(of).hostname == host and how == NETWORK_CHANGED for of, how in failures):
-            break
-        time.sleep(2**attempt)  # out of the burst: a container's interfaces settle within seconds
-        retry = context.browser.new_context(viewport=page.viewport_size)
-        answers, failures = watch(retry)
-        page = retry.new_page()
-        try:
-            page.goto(url, wait_until="networkidle")
-        except PlaywrightError as exc:
-            if NETWORK_CHANGED not in exc.message:
-                raise
+    if interrupted(failures, urlsplit(url).hostname):
+        time.sleep(1)
+        return visit_afresh(context.browser, url, page.viewport_size)
     return page, answers, failures
+
+
+def log_in(context: BrowserContext, button: Locator, host: str) -> tuple[Page, list[Answer], list[Failure]]:
+    """Press the button that opens the site's WordPress, logged in, in a new tab
+    (through a one-time link) and let the page load: the page, what the
+    context's requests got from the press on and which failed, how.
+
+    A visit interrupted by a network change (see visit) may have spent its
+    link, or not: the button is pressed again a moment later, for a new link.
+    """
+    for attempt in range(4):
+        answers, failures = watch(context)
+        with context.expect_page() as opened:
+            button.click()
+        page = opened.value
+        page.wait_for_load_state("networkidle")
+        if not interrupted(failures, host):
+            break
+        page.close()
+        time.sleep(2**attempt)
+    return page, answers, failures
+
+
+def stylesheets(page: Page) -> list[dict]:
+    """The stylesheets the page links: their URL and how many rules they have (-1: none loaded, or unreadable)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('link[rel="stylesheet"]')].map(link => {
+            let rules = -1;
+            try { rules = link.sheet ? link.sheet.cssRules.length : -1; } catch (e) {}
+            return { href: link.href, rules };
+        })"""
+    )
+
+
+def rgb(color: str) -> tuple[int, ...]:
+    """The channels of a computed CSS color, rgb(...) or rgba(...)."""
+    return tuple(round(float(channel)) for channel in re.findall(r"[\d.]+", color))
 
 
 @pytest.fixture
@@ -180,7 +234,7 @@ def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
     live_server, worker_cluster, infra, browser, operator, settings
 ):
     name = unique_name("br")
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:
@@ -243,10 +297,7 @@ def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
         # And it is styled: every stylesheet it links is one of the site's,
         # over https, loaded (its rules readable), and the body's computed
         # font is the theme's, not the browser's default.
-        sheets = wordpress.evaluate(
-            """() => [...document.querySelectorAll('link[rel="stylesheet"]')].map(link => ({
-                href: link.href, rules: link.sheet ? link.sheet.cssRules.length : -1 }))"""
-        )
+        sheets = stylesheets(wordpress)
         assert sheets, "the home page links no stylesheet"
         assert all(sheet["href"].startswith(f"https://{domain}/") and sheet["rules"] > 0 for sheet in sheets), sheets
         font = "() => getComputedStyle(document.body).fontFamily"
@@ -258,6 +309,77 @@ def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
         assert themed != default, f"body font {themed!r} is the browser's default: the theme's styles did not apply"
         screenshot(wordpress, "wordpress-home-page.png")
         wordpress.close()
+
+        # One click on the site's page opens its WordPress dashboard, logged in
+        # as the site's admin, in a new tab: the panel answers the button's POST
+        # with a one-time link to the site, which the site's must-use plugin
+        # spends on a WordPress session before sending the tab on to wp-admin.
+        button = page.get_by_role("button", name="Log in to WordPress")
+        expect(button).to_be_visible()
+        pressed = time.monotonic()
+        dashboard, answers, failures = log_in(context, button, domain)
+        admin_home = f"https://{domain}/wp-admin/"
+        expect(dashboard).to_have_url(admin_home)
+        one_time = [url for url, _, _ in answers if "wpfleet_login=" in url]
+        assert len(one_time) == 1 and one_time[0].startswith(f"https://{domain}/wp-login.php?wpfleet_login="), answers
+        once = one_time[0]
+        # The panel's answer is the redirect to that link, and the link's the
+        # redirect to the dashboard: the tab never saw the login form.
+        assert any(location == once for url, status, location in answers if status == 302), answers
+        spent = next(answer for answer in answers if answer[0] == once)
+        assert spent[1] == 302 and spent[2] == admin_home, spent
+        assert not any(urlsplit(url).path == "/wp-login.php" and status == 200 for url, status, _ in answers), answers
+        expect(dashboard.locator("#wpadminbar")).to_be_visible()
+        expect(dashboard.locator("#adminmenu")).to_be_visible()
+        expect(dashboard.locator("#wpbody-content .wrap h1")).to_have_text("Dashboard")
+        expect(dashboard.locator("#loginform")).to_have_count(0)
+        # The same rules as for the home page: nothing of the site's failed,
+        # everything went over https and was served.
+        assert [failure for failure in failures if urlsplit(failure[0]).hostname == domain] == [], failures
+        of_site = [answer for answer in answers if urlsplit(answer[0]).hostname == domain]
+        assert all(url.startswith(f"https://{domain}/") for url, _, _ in of_site), of_site
+        assert all(status < 400 for _, status, _ in of_site), of_site
+        # And wp-admin's own styles applied: its stylesheets are the site's and
+        # loaded, and the admin bar and menu are WordPress's dark ones, not the
+        # transparent background the same elements have without them.
+        sheets = stylesheets(dashboard)
+        assert sheets, "the dashboard links no stylesheet"
+        assert all(sheet["href"].startswith(f"https://{domain}/") and sheet["rules"] > 0 for sheet in sheets), sheets
+        backgrounds = """() => ['#wpadminbar', '#adminmenu'].map(
+            selector => getComputedStyle(document.querySelector(selector)).backgroundColor)"""
+        styled = dashboard.evaluate(backgrounds)
+        plain = context.new_page()
+        plain.set_content(
+            '<!doctype html><html><body><div id="wpadminbar"></div><ul id="adminmenu"></ul></body></html>'
+        )
+        unstyled = plain.evaluate(backgrounds)
+        plain.close()
+        for element, color, default in zip(["#wpadminbar", "#adminmenu"], styled, unstyled, strict=True):
+            assert color != default, (
+                f"{element} has the browser's default background {color!r}: wp-admin's styles did not apply"
+            )
+            channels = rgb(color)
+            opaque = len(channels) == 3 or channels[3] == 1
+            assert opaque and max(channels[:3]) < 80, f"{element} background {color!r} is not WordPress's dark one"
+        screenshot(dashboard, "wordpress-dashboard.png")
+        dashboard.close()
+
+        # The link works once: the same URL again, in a browser that holds no
+        # session of the site, lands on WordPress's login form. Still well
+        # within the link's lifetime, so it is the single use that refused it.
+        again, answers, failures = visit_afresh(browser, once, VIEWPORT)
+        assert [failure for failure in failures if urlsplit(failure[0]).hostname == domain] == [], failures
+        assert urlsplit(again.url).hostname == domain and urlsplit(again.url).path == "/wp-login.php", again.url
+        assert "wpfleet_login" not in again.url, again.url
+        expect(again.locator("#loginform")).to_be_visible()
+        expect(again.locator("#wpadminbar")).to_have_count(0)
+        refused = next((answer for answer in answers if answer[0] == once), None)
+        assert refused is not None and refused[1] == 302, answers
+        assert urlsplit(refused[2]).path == "/wp-login.php", refused
+        # (The login form's own styles are under /wp-admin/css/: the dashboard was never asked for.)
+        assert not any(urlsplit(url).path in ("/wp-admin/", "/wp-admin/index.php") for url, _, _ in answers), answers
+        assert time.monotonic() - pressed < settings.WPFLEET_LOGIN_LINK_SECONDS
+        again.context.close()
 
         page.goto(live_server.url + "/admin/sites/site/")
         row = page.locator("#result_list tbody tr", has_text=name)
