@@ -168,7 +168,11 @@ def remove_domain(site: Site, domain: object) -> Job:
 
 def set_primary_domain(site: Site, domain: object) -> Job:
     """Make WordPress call ``domain`` home (one of the site's domains, or its own hostname)."""
-    found = None if domain == site.domain else _existing(site, domain)
+    try:
+        name = validate_domain(domain, own_hostname=site.domain)
+    except Exception:
+        name = None
+    found = None if name == site.domain else _existing(site, domain)
 
     def change() -> None:
         site.domains.update(primary=False)

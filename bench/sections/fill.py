@@ -3,7 +3,7 @@
 The existing sites are filler route files in Caddy's routes directory, one
 per filler hostname, written the way the panel writes a site's route (Caddy
 serves a hostname while ``<routes dir>/<hostname>`` exists, and proxies it to
-the upstream ``<hostname>:80``). No filler has a backend, so its upstream
+the upstream ``<hostname>.wpfleet.invalid:80``). No filler has a backend, so its upstream
 does not resolve: checked at each level, a filler hostname answers 502 (bad
 gateway) over HTTPS, and an unknown hostname 404 over plain HTTP. Caddy
 itself never reloads, whatever the number of routes.

@@ -3,8 +3,9 @@
 Caddy's configuration (lab/caddy/Caddyfile) never changes while sites come
 and go. It serves a hostname only if ``<routes dir>/<hostname>`` exists:
 that file lets Caddy get a certificate for the name (on-demand TLS asks an
-endpoint that checks for it) and lets requests through to the upstream of
-the same name, a network alias of the site's nginx on the backend network.
+endpoint that checks for it) and lets requests through to the upstream
+``<hostname>.wpfleet.invalid``, a network alias of the site's nginx on the
+backend network.
 
 So creating or deleting a site reloads nothing. A reload hands Caddy's
 listeners from the old server to the new one, and connections arriving at
@@ -25,6 +26,16 @@ from django.conf import settings
 
 from sites.infra.docker_host import DockerHost
 from sites.infra.errors import ForeignResource, InfraError
+
+# Caddy proxies a hostname to "<hostname>.wpfleet.invalid": a network alias of
+# the site's nginx on the backend network. A name under .invalid never
+# resolves in public DNS (RFC 2606), so a hostname without its alias (being
+# re-attached, or gone) gets no answer, never an address its owner's DNS chose.
+UPSTREAM_SUFFIX = ".wpfleet.invalid"
+
+
+def upstream_alias(host: str) -> str:
+    return host + UPSTREAM_SUFFIX
 
 
 def owner_marker() -> str:

@@ -78,7 +78,7 @@ def validate_admin_user(value: object) -> str:
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 DOMAIN_RULE = (
     "A domain is a hostname such as shop.example.com: two or more labels of letters, digits and hyphens "
-    "(international names are accepted), at most 253 characters, not an IP address."
+    "(international names are accepted), at most 237 characters, not an IP address."
 )
 
 
@@ -98,7 +98,8 @@ def validate_domain(value: object, *, own_hostname: str = "") -> str:
         raise ValidationError(DOMAIN_RULE, code="invalid") from None
     labels = ascii_name.split(".")
     if (
-        len(ascii_name) > 253
+        # 253, less the suffix of its upstream alias (sites.infra.caddy.UPSTREAM_SUFFIX).
+        len(ascii_name) > 237
         or len(labels) < 2
         or not all(_LABEL.fullmatch(label) for label in labels)
         # An all-numeric last label is an IPv4 literal or no public name at all.

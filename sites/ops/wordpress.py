@@ -31,6 +31,8 @@ $_SERVER['HTTPS'] = 'on';
 require '/var/www/html/wp-load.php';
 $user = get_user_by('login', getenv('WPFLEET_ADMIN_USER'));
 if (!$user) { fwrite(STDOUT, "\nWPFLEET-NO-USER\n"); exit(3); }
+// The answer is the line after this marker: whatever a plugin prints at shutdown comes after it.
+function wpfleet_answer($value) { echo "\nWPFLEET-RESULT ", json_encode($value), "\n"; }
 """
 
 NEW_PASSWORD_PHP = (
@@ -39,7 +41,7 @@ NEW_PASSWORD_PHP = (
 $password = wp_generate_password(24, true, false);
 wp_set_password($password, $user->ID); // also ends the user's sessions
 delete_user_meta($user->ID, 'default_password_nag'); // the password was chosen, not generated at install
-echo "\n", json_encode(['username' => $user->user_login, 'password' => $password]);
+wpfleet_answer(['username' => $user->user_login, 'password' => $password]);
 """
 )
 
@@ -51,7 +53,7 @@ $nonce = wp_generate_password(32, false, false);
 $expires = time() + $ttl;
 set_transient('wpfleet_login_' . $nonce, 1, $ttl);
 $signature = hash_hmac('sha256', "wpfleet-login|{$user->ID}|$expires|$nonce", wp_salt('auth'));
-echo "\n", json_encode(['token' => "{$user->ID}.$expires.$nonce.$signature", 'expires' => $expires]);
+wpfleet_answer(['token' => "{$user->ID}.$expires.$nonce.$signature", 'expires' => $expires]);
 """
 )
 
@@ -83,19 +85,24 @@ def _run(site: Site, php: str, infra: Infra, extra_env: dict[str, str] | None = 
         site.names.php,
         ["php", "-r", php],
         user="www-data",
-        environment={"WPFLEET_HOST": site.domain, "WPFLEET_ADMIN_USER": site.admin_user, **(extra_env or {})},
+        environment={"WPFLEET_HOST": _home(site), "WPFLEET_ADMIN_USER": site.admin_user, **(extra_env or {})},
     )
-    last = output.splitlines()[-1] if output else ""
-    if code == 3 and last == "WPFLEET-NO-USER":
+    lines = output.splitlines()
+    if code == 3 and "WPFLEET-NO-USER" in lines:
         raise WordPressUserMissing(f"WordPress of {site.name} has no user {site.admin_user!r}")
+    answer = next((line[len("WPFLEET-RESULT ") :] for line in lines if line.startswith("WPFLEET-RESULT ")), None)
     try:
-        result = json.loads(last) if code == 0 else None
+        result = json.loads(answer) if answer is not None else None
     except ValueError:
         result = None
     if not isinstance(result, dict):
         # Only the exit code: the output of a failed run is PHP's, not ours to echo.
         raise InfraError("wordpress", f"PHP in {site.names.php} failed (exit {code})")
     return result
+
+
+def _home(site: Site) -> str:
+    return site.home_domain or site.domain
 
 
 def new_admin_password(site: Site, infra: Infra | None = None) -> Credentials:
@@ -115,6 +122,7 @@ def login_link(site: Site, infra: Infra | None = None) -> LoginLink:
     result = _run(site, LOGIN_TOKEN_PHP, infra, {"WPFLEET_TTL": str(ttl)})
     log.info("site %s: one-click login link made (valid %d s)", site.name, ttl)
     return LoginLink(
-        url=f"https://{site.domain}/wp-login.php?wpfleet_login={result['token']}",
+        # On the name WordPress calls home: its login cookie is for that host.
+        url=f"https://{_home(site)}/wp-login.php?wpfleet_login={result['token']}",
         expires_at=datetime.fromtimestamp(int(result["expires"]), tz=UTC),
     )

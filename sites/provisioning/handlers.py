@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 
 from jobs import registry
 from jobs.models import Job
 from sites.infra.errors import InfraError
 from sites.models import Domain, Site, known_secrets
-from sites.provisioning.orchestrator import Provisioner
+from sites.provisioning.orchestrator import Provisioner, no_record
 from sites.provisioning.steps import Context, WordPressProfile
+
+log = logging.getLogger("wpfleet.jobs")
 
 
 class SiteGone(InfraError):
@@ -142,6 +146,13 @@ class ChangeDomains(_SiteJob):
     def on_final_failure(self, job: Job) -> None:
         site = _site(job)
         if site is not None:
+            # Each failed attempt went back already; again here, in case that
+            # restore failed too (the engine was down): no nginx may keep
+            # answering for a domain that is about to be free for another site.
+            provisioner = _provisioner(site, job, no_record)
+            errors = provisioner.restore_hostnames(self._served(site, provisioner))
+            if errors:
+                log.warning("job %s: %s still not back to its previous domains: %s", job.pk, site.name, errors)
             with transaction.atomic():
                 site.domains.filter(state=Domain.State.ADDING).delete()
                 site.domains.filter(state=Domain.State.REMOVING).update(state=Domain.State.ACTIVE)

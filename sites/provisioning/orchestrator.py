@@ -37,7 +37,7 @@ class InjectedFault(Exception):
     """
 
 
-def _no_record(name: str, phase: str, outcome: str, error: str = "", handle: object | None = None) -> object:
+def no_record(name: str, phase: str, outcome: str, error: str = "", handle: object | None = None) -> object:
     return None
 
 
@@ -51,7 +51,7 @@ class Provisioner:
         self,
         site: str,
         db_password: str,
-        recorder: Recorder = _no_record,
+        recorder: Recorder = no_record,
         infra: Infra | None = None,
         attempt: int = 1,
         during_step: StepHook | None = None,

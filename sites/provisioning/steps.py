@@ -25,7 +25,7 @@ from django.conf import settings
 from docker.types import Mount
 
 from hosting.env import Limits
-from sites.infra.caddy import Caddy
+from sites.infra.caddy import UPSTREAM_SUFFIX, Caddy, upstream_alias
 from sites.infra.docker_host import DockerHost
 from sites.infra.errors import InfraError
 from sites.infra.mariadb import MariaDBAdmin, owner_comment
@@ -400,7 +400,7 @@ class NginxStep:
         # Only nginx faces Caddy; PHP-FPM stays on the site's own network.
         # Caddy proxies a routed hostname to the upstream of that name: the
         # site's hostname is an alias of its nginx on the backend network.
-        docker.connect(settings.WPFLEET_BACKEND_NETWORK, container, aliases=list(ctx.served))
+        docker.connect(settings.WPFLEET_BACKEND_NETWORK, container, aliases=[upstream_alias(h) for h in ctx.served])
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_container(ctx.names.nginx, ctx.names.labels("nginx")))
@@ -408,14 +408,19 @@ class NginxStep:
     def observe(self, ctx: Context, view: View) -> list[Resource]:
         n = ctx.names
         state = _container_state("nginx container", n.nginx, view, n)
-        if state.state != OK or view.bulk:
-            # (a listing does not show aliases: a bulk pass checks them by the live check's symptoms)
+        if state.state != OK:
             return [state]
+        # (docker-py's listing inspects each container: a bulk view has the aliases too)
         container = view.container(n.nginx)
         aliases = DockerHost.aliases(container, settings.WPFLEET_BACKEND_NETWORK)
-        missing = [host for host in ctx.served if host not in aliases]
+        missing = [host for host in ctx.served if upstream_alias(host) not in aliases]
         if missing:
             return [Resource("nginx container", n.nginx, DRIFTED, f"not reachable as {', '.join(missing)} from Caddy")]
+        wanted = {upstream_alias(host) for host in ctx.served}
+        extra = sorted(alias for alias in aliases if alias.endswith(UPSTREAM_SUFFIX) and alias not in wanted)
+        if extra:
+            # Another site may be given that hostname: this nginx must not answer for it.
+            return [Resource("nginx container", n.nginx, DRIFTED, f"still reachable as {', '.join(extra)}")]
         return [state]
 
 
@@ -646,7 +651,7 @@ class LiveCheckStep:
 
     def _verdict(self, ctx: Context) -> str | None:
         """None when the site is live; else what is still wrong."""
-        caddy, host = ctx.infra.caddy, ctx.names.domain
+        caddy, host = ctx.infra.caddy, ctx.home_host
         home = caddy.get(host, "/")
         if home.status_code != 200:
             return f"home page HTTP {home.status_code}"
@@ -667,10 +672,14 @@ class LiveCheckStep:
                 where = plain.headers.get("Location", "")
                 return f"http://{other} answers {plain.status_code} {where}, not a redirect to https"
             if other != host:
-                # WordPress sends the site's other names to its home (a redirect), over HTTPS.
-                answer = caddy.get(other, "/")
-                if answer.status_code not in (200, 301, 302):
-                    return f"https://{other}/ answers HTTP {answer.status_code}"
+                # Every other name reaches this site's WordPress (not another's), over HTTPS.
+                answer = caddy.get(other, "/?rest_route=/")
+                try:
+                    other_name = answer.json().get("name") if answer.status_code == 200 else None
+                except (ValueError, AttributeError):
+                    other_name = None
+                if title is not None and other_name != title:
+                    return f"https://{other}/ REST index HTTP {answer.status_code}, name {other_name!r}"
         return None
 
     def apply(self, ctx: Context) -> None:

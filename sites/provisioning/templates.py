@@ -8,8 +8,16 @@ from sites.models.naming import SiteNames
 
 
 def nginx_server_block(names: SiteNames) -> str:
-    return f"""server {{
+    # A one-click login link (sites.ops.wordpress) is a credential until its
+    # first use: requests carrying one are not written to the access log.
+    return f"""map $arg_wpfleet_login $wpfleet_loggable {{
+    "" 1;
+    default 0;
+}}
+
+server {{
     listen 80;
+    access_log /var/log/nginx/access.log combined if=$wpfleet_loggable;
     root /var/www/html;
     index index.php;
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings as django_settings
 
 from jobs.models import Job
 from sites.infra.errors import InfraError
@@ -10,6 +11,7 @@ from sites.models import Domain, Site
 from tests.conftest import unique_name
 from tests.integration.conftest import run_to_end
 from tests.integration.test_provisioning import Prober
+from tests.integration.test_wordpress_access import follow_link, logged_in
 
 pytestmark = [pytest.mark.integration]
 
@@ -22,8 +24,8 @@ def change(api, method: str, path: str, body: dict | None = None) -> Job:
     return job
 
 
-def answer(infra, host: str, path: str = "/"):
-    return infra.caddy.get(host, path)
+def answer(infra, host: str, path: str = "/", timeout: float = 5):
+    return infra.caddy.get(host, path, timeout=timeout)
 
 
 def routed(infra, host: str) -> bool:
@@ -61,6 +63,10 @@ def test_a_domain_is_added_served_over_https_made_primary_and_removed(site, api,
         assert f"https://{domain}/" in answer(infra, own).text  # its links name the primary domain
         assert api.get(f"/api/sites/{site.name}").json()["domains"][1]["primary"] is True
         assert Site.objects.get(pk=site.pk).url == f"https://{domain}/"
+        # One-click login lands on the primary domain, where WordPress's cookie is set.
+        link = api.post(f"/api/sites/{site.name}/login-link").json()["url"]
+        assert link.startswith(f"https://{domain}/wp-login.php?")
+        assert logged_in(follow_link(infra, link))
 
         # Removed: it no longer routes, and the site's own name is home again.
         change(api, "delete", f"/api/sites/{site.name}/domains/{domain}")
@@ -101,3 +107,45 @@ def test_a_domain_job_that_fails_goes_back_to_the_previous_domains_and_the_site_
         answer(infra, f"{unique_name('never')}.customer.test")  # no route, no certificate
     assert prober.requests > 0 and prober.failures == []
     assert Site.objects.get(pk=site.pk).current_job_id is None  # free for the next change
+
+
+def aliases(infra, site: Site) -> set[str]:
+    nginx = infra.docker.container(site.names.nginx)
+    found = nginx.attrs["NetworkSettings"]["Networks"][django_settings.WPFLEET_BACKEND_NETWORK]["Aliases"] or []
+    return {alias for alias in found if alias.endswith(".wpfleet.invalid")}
+
+
+@pytest.mark.parametrize("failing", ["make primary", "remove"])
+def test_a_failing_change_of_the_primary_or_a_removal_leaves_everything_as_it_was(site, api, infra, settings, failing):
+    kept = f"{unique_name('kept')}.customer.test"
+    change(api, "post", f"/api/sites/{site.name}/domains", {"domain": kept})
+    before = (aliases(infra, site), infra.db.wordpress_siteurl(site.names.database))
+    assert before == ({f"{site.domain}.wpfleet.invalid", f"{kept}.wpfleet.invalid"}, f"https://{site.domain}")
+    settings.WPFLEET_FAULTS = ("live_check",)
+    if failing == "make primary":
+        response = api.patch(f"/api/sites/{site.name}/domains/{kept}", {"primary": True}, format="json")
+    else:
+        response = api.delete(f"/api/sites/{site.name}/domains/{kept}")
+    Job.objects.filter(pk=response.json()["job"]["id"]).update(max_attempts=1)
+    job = run_to_end(response.json()["job"]["id"])
+    assert job.status == Job.Status.FAILED
+    assert (aliases(infra, site), infra.db.wordpress_siteurl(site.names.database)) == before
+    assert list(Site.objects.get(pk=site.pk).domains.values_list("name", "state", "primary")) == [
+        (kept, "ACTIVE", False)
+    ]
+    assert routed(infra, kept) and answer(infra, kept).status_code == 200
+
+
+def test_a_reconcile_pass_gives_back_a_lost_alias_and_takes_away_a_stale_one(site, infra):
+    from sites.ops.reconcile import reconcile_all
+
+    network = infra.docker.client.networks.get(django_settings.WPFLEET_BACKEND_NETWORK)
+    nginx = infra.docker.container(site.names.nginx)
+    stale = f"{unique_name('stale')}.customer.test.wpfleet.invalid"
+    network.disconnect(nginx)
+    network.connect(nginx, aliases=[stale])  # its own hostname lost, another's kept
+    assert aliases(infra, site) == {stale}
+    drift = reconcile_all(infra)[site.name]
+    assert f"nginx container {site.names.nginx} not reachable as {site.domain} from Caddy" in drift
+    assert aliases(infra, site) == {f"{site.domain}.wpfleet.invalid"}
+    assert answer(infra, site.domain).status_code == 200

@@ -4,14 +4,14 @@ A PHP-FPM and an nginx container from the lab images serve a PHP page through
 the lab's Caddy for a test host name, the way a provisioned site is wired:
 
     https://<host> (127.0.0.1:443, SNI <host>) -> caddy (wp_backend)
-        -> <host>:80 = nginx (alias <host> on wp_backend; private net)
+        -> <host>.wpfleet.invalid:80 = nginx (that alias on wp_backend; private net)
         -> php-fpm (private net) -> volume at /var/www/html
 
 Caddy's config (lab/caddy/Caddyfile) never changes and is never reloaded: it
 serves a hostname while the file /etc/caddy/routes/<hostname> exists, with a
 certificate from its own local CA (on-demand TLS, whose `ask` endpoint checks
-for that file), proxying to the upstream `<hostname>:80`. So the test
-connects its nginx to wp_backend with the host as a network alias, writes
+for that file), proxying to the upstream `<hostname>.wpfleet.invalid:80`. So
+the test connects its nginx to wp_backend with that network alias, writes
 the route file, and requests https://<host>/ trusting only the lab's CA
 (WPFLEET_CA_BUNDLE). It also checks plain HTTP (308 to https for a routed
 host, 404 for an unknown one), that an unknown host gets no certificate, and
@@ -219,7 +219,7 @@ def test_php_page_served_through_caddy(client, cleanup):
     )
     cleanup(lambda: nginx.remove(force=True))  # also takes it (and its alias) off wp_backend
     # Caddy proxies to <host>:80: the host name must resolve to this nginx on wp_backend.
-    client.networks.get(BACKEND_NETWORK).connect(nginx, aliases=[host])
+    client.networks.get(BACKEND_NETWORK).connect(nginx, aliases=[f"{host}.wpfleet.invalid"])
     assert nginx.put_archive("/etc/nginx/conf.d", tar_of({"default.conf": NGINX_CONF.format(php=php.name).encode()}))
     nginx.start()
 

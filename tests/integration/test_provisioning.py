@@ -86,7 +86,8 @@ def test_site_resources_follow_the_seed(make_site, infra):
     assert site.db_password not in " ".join(php.attrs["Config"]["Env"])
     assert "WORDPRESS_DB_PASSWORD" not in env
     # Caddy reaches nginx by the site's hostname, and routes that hostname to it by a file of ours.
-    assert site.domain in nginx.attrs["NetworkSettings"]["Networks"][settings.WPFLEET_BACKEND_NETWORK]["Aliases"]
+    aliases = nginx.attrs["NetworkSettings"]["Networks"][settings.WPFLEET_BACKEND_NETWORK]["Aliases"]
+    assert f"{site.domain}.wpfleet.invalid" in aliases
     assert infra.caddy.routes()[site.domain] == site.name
 
 

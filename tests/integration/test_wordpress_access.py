@@ -19,7 +19,7 @@ from sites.infra.caddy import Answer
 from sites.models import Site
 from sites.provisioning.steps import observe_site
 from sites.provisioning.templates import LOGIN_PLUGIN, LOGIN_PLUGIN_PATH
-from tests.conftest import token_client, user_in_group
+from tests.conftest import token_client, unique_name, user_in_group
 from tests.integration.conftest import fetch, fetch_plain_http
 
 pytestmark = [pytest.mark.integration]
@@ -57,10 +57,14 @@ def logged_in(answer: Answer) -> bool:
 # --- HTTPS -------------------------------------------------------------------------
 
 
-def test_plain_http_redirects_to_https_and_the_pages_stylesheets_come_over_https(live_site):
+def test_plain_http_redirects_to_https_and_the_pages_stylesheets_come_over_https(live_site, infra):
     redirect = fetch_plain_http(live_site.name, "/sample-page/?x=1")
     assert redirect.status_code == 308
     assert redirect.headers["Location"] == f"https://{live_site.domain}/sample-page/?x=1"
+
+    # A TLS session for this site cannot ask Caddy for another host (strict SNI).
+    other = f"{unique_name('x')}.{live_site.domain.split('.', 1)[1]}"
+    assert infra.caddy.request("GET", live_site.domain, "/", headers={"Host": other}).status_code == 421
 
     home = fetch(live_site.name, "/")
     assert home.status_code == 200
