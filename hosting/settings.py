@@ -291,6 +291,45 @@ WPFLEET_CA_BUNDLE = env.text("WPFLEET_CA_BUNDLE", "")
 if WPFLEET_CA_BUNDLE and not Path(WPFLEET_CA_BUNDLE).is_file():
     raise ImproperlyConfigured(f"WPFLEET_CA_BUNDLE={WPFLEET_CA_BUNDLE!r} is not a file")
 
+# Backups (sites.infra.restic, docs/backups.md): a restic repository, local
+# (a path), SFTP (sftp:user@host:/path), S3 (s3:https://host/bucket/path) or
+# B2. Empty: no backups (the API answers 503, a delete takes no final backup).
+WPFLEET_BACKUP_REPOSITORY = env.text("WPFLEET_BACKUP_REPOSITORY", "", allow_empty=True)
+# The repository's password (WPFLEET_BACKUP_PASSWORD_FILE: a file holding it);
+# losing it loses every backup.
+WPFLEET_BACKUP_PASSWORD = env.text("WPFLEET_BACKUP_PASSWORD", "", allow_empty=True)
+if WPFLEET_BACKUP_REPOSITORY and not WPFLEET_BACKUP_PASSWORD:
+    raise ImproperlyConfigured("WPFLEET_BACKUP_REPOSITORY is set: WPFLEET_BACKUP_PASSWORD (or _FILE) is required")
+# SFTP: the private key and the known_hosts file ssh checks the server against.
+WPFLEET_BACKUP_SFTP_KEY_FILE = env.text("WPFLEET_BACKUP_SFTP_KEY_FILE", "", allow_empty=True)
+WPFLEET_BACKUP_SFTP_KNOWN_HOSTS = env.text("WPFLEET_BACKUP_SFTP_KNOWN_HOSTS", "", allow_empty=True)
+for _name, _file in (
+    ("WPFLEET_BACKUP_SFTP_KEY_FILE", WPFLEET_BACKUP_SFTP_KEY_FILE),
+    ("WPFLEET_BACKUP_SFTP_KNOWN_HOSTS", WPFLEET_BACKUP_SFTP_KNOWN_HOSTS),
+):
+    if _file and not Path(_file).is_file():
+        raise ImproperlyConfigured(f"{_name}={_file!r} is not a file")
+# S3 (and S3-compatible stores): the access key; restic reads these from its
+# own environment only.
+WPFLEET_BACKUP_S3_ACCESS_KEY_ID = env.text("WPFLEET_BACKUP_S3_ACCESS_KEY_ID", "", allow_empty=True)
+WPFLEET_BACKUP_S3_SECRET_ACCESS_KEY = env.text("WPFLEET_BACKUP_S3_SECRET_ACCESS_KEY", "", allow_empty=True)
+# Every ACTIVE site is backed up every this many hours (0: no scheduled
+# backups), each at its own time of day; the panel's control database too.
+WPFLEET_BACKUP_EVERY_HOURS = env.integer("WPFLEET_BACKUP_EVERY_HOURS", 24, min=0, max=24 * 31)
+WPFLEET_PANEL_BACKUP_EVERY_HOURS = env.integer("WPFLEET_PANEL_BACKUP_EVERY_HOURS", 24, min=0, max=24 * 31)
+# Retention (restic's keep-daily/weekly/monthly, applied per site by the
+# daily maintenance job, never by a backup); a deleted site's final backup
+# is kept this many days whatever the policy says.
+WPFLEET_BACKUP_KEEP_DAILY = env.integer("WPFLEET_BACKUP_KEEP_DAILY", 7, min=1, max=3650)
+WPFLEET_BACKUP_KEEP_WEEKLY = env.integer("WPFLEET_BACKUP_KEEP_WEEKLY", 4, min=0, max=520)
+WPFLEET_BACKUP_KEEP_MONTHLY = env.integer("WPFLEET_BACKUP_KEEP_MONTHLY", 6, min=0, max=1200)
+WPFLEET_BACKUP_KEEP_DELETED_DAYS = env.integer("WPFLEET_BACKUP_KEEP_DELETED_DAYS", 30, min=1, max=3650)
+# Backups, restores and the repository's maintenance run in a cluster of
+# their own (jobs.queue: queue "backups"): they never hold a worker that
+# provisioning needs. At most this many run at once.
+WPFLEET_BACKUP_WORKERS = env.integer("WPFLEET_BACKUP_WORKERS", 2, min=1, max=32)
+WPFLEET_BACKUP_TIMEOUT_SECONDS = env.integer("WPFLEET_BACKUP_TIMEOUT_SECONDS", 3600, min=60, max=7 * 86400)
+
 # Fernet keys (comma-separated) for secrets the control database keeps, such
 # as each site's database password: the first encrypts, all decrypt
 # (rotation: docs/deploy.md). Generate one with
@@ -336,6 +375,15 @@ Q_CLUSTER = {
     "catch_up": False,
     "save_limit": 1000,
     "label": "Task queue",
+    # manage.py run_worker starts this cluster beside the main one (its own
+    # process, Q_CLUSTER_NAME=wpfleet-backups): the "backups" queue.
+    "ALT_CLUSTERS": {
+        "wpfleet-backups": {
+            "workers": WPFLEET_BACKUP_WORKERS,
+            "timeout": WPFLEET_BACKUP_TIMEOUT_SECONDS,
+            "retry": WPFLEET_BACKUP_TIMEOUT_SECONDS + 60,
+        },
+    },
 }
 
 

@@ -52,6 +52,9 @@ class Job(models.Model):
     subject_name = models.CharField(max_length=64, db_index=True)
     # What to do: a type registered in jobs.registry by the app that owns it.
     type = models.CharField(max_length=32)
+    # What the handler needs beyond the subject (a backup to restore, the
+    # kind of a backup): plain values, never secrets (shown in the admin).
+    params = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)

@@ -43,7 +43,7 @@ def reap_expired_leases() -> list[int]:
                 registry.handler_for(job.type).on_final_failure(job)
         log.warning("job %s: its worker died; %s", job.pk, job.error)
         if job.status == Job.Status.WAITING:
-            enqueue(job.pk)
+            enqueue(job.pk, job_type=job.type)
         taken.append(job.pk)
     return taken
 

@@ -1,9 +1,9 @@
 """What each job type does, registered by the apps that own the work.
 
 ``jobs`` runs jobs without knowing what they are about: an app registers a
-handler per job type (sites registers PROVISION and DEPROVISION in its
-``ready()``), and periodic housekeeping hooks (sites registers its
-reconciler). Imports only point from those apps to ``jobs``.
+handler per job type (sites registers its job types in its ``ready()``),
+and periodic housekeeping hooks (sites registers its reconciler and its
+backup scheduler). Imports only point from those apps to ``jobs``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ class Recorder(Protocol):
 
 class JobHandler(Protocol):
     label: str
+    # Which queue (jobs.queue.QUEUES) runs the job: "default", or "backups"
+    # for long work that must never hold the workers provisioning needs.
+    queue: str
 
     def secrets(self, job: Job) -> list[str]:
         """Texts to redact from anything recorded about the job."""
@@ -66,6 +69,11 @@ def handler_for(job_type: str) -> JobHandler:
         return _handlers[job_type]
     except KeyError:
         raise UnknownJobType(f"no handler is registered for job type {job_type!r}") from None
+
+
+def queue(job_type: str) -> str:
+    handler = _handlers.get(job_type)
+    return getattr(handler, "queue", "default") if handler is not None else "default"
 
 
 def label(job_type: str) -> str:

@@ -100,7 +100,7 @@ def attempt(job: Job) -> str:
         if job.is_final:
             return "failed"
         due = job.next_attempt_at
-        transaction.on_commit(lambda: enqueue(job.pk, due=due))
+        transaction.on_commit(lambda: enqueue(job.pk, due=due, job_type=job.type))
         return "retry"
     with transaction.atomic():
         handler.on_done(job)

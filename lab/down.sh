@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# lab/down.sh - stop the lab's shared infrastructure (caddy, wpfleet-mariadb).
+# lab/down.sh - stop the lab's shared infrastructure (caddy, wpfleet-mariadb,
+# wpfleet-sftp).
 #
-# Containers are stopped, not removed: their data lives in named volumes and
-# lab/up.sh starts them again. Site containers created by wpfleet are left
-# alone, and so is dockerd (other containers may use it; stopping a daemon
-# started by hand is `kill $(cat /var/run/docker.pid)`).
+# Containers are stopped, not removed: their data (databases, routes and
+# certificates, the SFTP host's backups) lives in named volumes and lab/up.sh
+# starts them again. The local restic repository (var/backups/restic) is a
+# directory on the host and is not touched. Site containers created by
+# wpfleet are left alone, and so is dockerd (other containers may use it;
+# stopping a daemon started by hand is `kill $(cat /var/run/docker.pid)`).
 set -euo pipefail
 
 # shellcheck source=lib.sh

@@ -24,6 +24,7 @@ IMG_WORDPRESS=wpfleet-lab/wordpress:php8.2-fpm
 IMG_NGINX=wpfleet-lab/nginx:alpine
 IMG_CADDY=wpfleet-lab/caddy:2
 IMG_MARIADB=wpfleet-lab/mariadb:10.11
+IMG_SFTP=wpfleet-lab/sftp:bookworm
 # Each derived image (all but the base) also gets an immutable tag naming its
 # recipe (label wpfleet.recipe), e.g. $IMG_WORDPRESS-r<hash>. .env points the
 # panel at those: what a site runs changes only when .env does.
@@ -31,7 +32,11 @@ pinned_image() { printf '%s-r%s\n' "$1" "$2"; } # TAG RECIPE-HASH
 BACKEND_NETWORK=wp_backend
 MARIADB_CONTAINER=wpfleet-mariadb
 CADDY_CONTAINER=caddy
-INFRA_CONTAINERS=("$CADDY_CONTAINER" "$MARIADB_CONTAINER")
+# the SFTP backup host stand-in (restic's sftp backend)
+SFTP_CONTAINER=wpfleet-sftp
+INFRA_CONTAINERS=("$CADDY_CONTAINER" "$MARIADB_CONTAINER" "$SFTP_CONTAINER")
+# the local restic repository (a directory on the host)
+BACKUP_REPOSITORY="$VAR_DIR/backups/restic"
 
 log() { printf 'lab: %s\n' "$*"; }
 warn() { printf 'lab: WARNING: %s\n' "$*" >&2; }

@@ -14,7 +14,7 @@ main() {
 	echo "engine:     Docker $(dk version -f '{{.Server.Version}}'), docker0 gateway $(bridge_gateway)"
 
 	local img
-	for img in "$IMG_BASE" "$IMG_WORDPRESS" "$IMG_NGINX" "$IMG_CADDY" "$IMG_MARIADB"; do
+	for img in "$IMG_BASE" "$IMG_WORDPRESS" "$IMG_NGINX" "$IMG_CADDY" "$IMG_MARIADB" "$IMG_SFTP"; do
 		if image_exists "$img"; then
 			printf 'image:      %-36s %s\n' "$img" \
 				"$(dk image inspect -f '{{index .Config.Labels "wpfleet.recipe"}} {{.Created}}' "$img" | cut -c1-36)"
@@ -35,6 +35,11 @@ main() {
 			info=missing
 		printf 'container:  %-16s %s\n' "$name" "$info"
 	done
+
+	local repo=missing sftp
+	if [[ -f $BACKUP_REPOSITORY/config ]]; then repo=initialised; fi
+	sftp=$(dk port "$SFTP_CONTAINER" 22/tcp 2>/dev/null | head -n 1) || true
+	echo "backups:    restic repository $BACKUP_REPOSITORY ($repo); SFTP host ${sftp:-not published}"
 
 	local total running
 	total=$(dk ps -aq --filter label=wpfleet.owner=wpfleet | wc -l)

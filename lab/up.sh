@@ -3,10 +3,12 @@
 #
 # The lab is a stand-in for a production host: a Docker engine, the images
 # the provisioner uses (built offline from Debian packages, since no registry
-# is reachable here), a shared MariaDB "DB host" and the Caddy front proxy.
+# is reachable here), a shared MariaDB "DB host", the Caddy front proxy and
+# backup targets for restic (a local repository and an SFTP host).
 # Every step checks first and only does what is missing:
-#   1. host packages (apt), 2. dockerd, 3. .env, 4. images,
-#   5. network wp_backend, 6. wpfleet-mariadb, 7. caddy.
+#   1. host packages (apt), 2. dockerd, 3. .env (and the backup secrets it
+#   names), 4. images, 5. network wp_backend, 6. wpfleet-mariadb, 7. caddy,
+#   8. backups (wpfleet-sftp, restic repositories).
 # Run as root. Exits non-zero with a message on the first failure.
 set -euo pipefail
 
@@ -17,8 +19,10 @@ STEP=start
 # shellcheck disable=SC2154 # rc is assigned inside the trap
 trap 'rc=$?; if ((rc != 0)); then printf "lab: ERROR: up.sh failed during: %s (exit %s)\n" "$STEP" "$rc" >&2; fi' EXIT
 
+# restic, mariadb-dump/mariadb: the panel's backups run on the host;
+# openssh-client: ssh-keygen here, and the ssh restic's sftp backend runs.
 HOST_PACKAGES=(docker.io debootstrap iptables iproute2 curl openssl chromium libnss3-tools
-	default-libmysqlclient-dev pkg-config)
+	default-libmysqlclient-dev pkg-config restic mariadb-client openssh-client)
 DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
 # Docker's default pools allow only ~30 user networks (one per site here);
 # /28 networks from 10.200/16 allow 4096. docker0 gets a fixed, conventional
@@ -38,6 +42,25 @@ CADDY_HTTPS_PUBLISH=${WPFLEET_LAB_HTTPS_PUBLISH:-127.0.0.1:443}
 LAB_CA="$VAR_DIR/lab-ca.crt"
 PANEL_DB_USER=wpfleet_panel
 DB_SECRETS_DIR="$VAR_DIR/lab/secrets"
+# Backup targets: the local restic repository (BACKUP_REPOSITORY, lib.sh),
+# and the SFTP host stand-in (wpfleet-sftp) published on loopback only, like
+# a backup server only this host may reach. The repositories' password, the
+# client key and the server's host key are lab secrets.
+BACKUP_PASSWORD_FILE="$DB_SECRETS_DIR/backup_password"
+BACKUP_SFTP_KEY="$DB_SECRETS_DIR/backup_sftp_key"
+BACKUP_KNOWN_HOSTS="$DB_SECRETS_DIR/backup_known_hosts"
+SFTP_HOST_KEY="$DB_SECRETS_DIR/sftp_host_key"
+SFTP_PUBLISH=${WPFLEET_LAB_SFTP_PUBLISH:-127.0.0.1:2222}
+SFTP_HOST=${SFTP_PUBLISH%:*}
+# published on all addresses: clients still use loopback
+if [[ $SFTP_HOST == 0.0.0.0 ]]; then SFTP_HOST=127.0.0.1; fi
+SFTP_PORT=${SFTP_PUBLISH##*:}
+SFTP_USER=backup
+SFTP_REPOSITORY_PATH=/srv/backups/restic
+SFTP_TIMEOUT=30
+# set when this run generated the backup password (an existing repository
+# then has another one)
+BACKUP_PASSWORD_NEW=''
 
 # --- 1. host packages ---------------------------------------------------------
 
@@ -140,6 +163,11 @@ env_defaults() {
 		WPFLEET_CA_BUNDLE $LAB_CA
 		WPFLEET_ADMIN_USER admin
 		WPFLEET_ADMIN_PASSWORD $(rand_hex 16)
+		WPFLEET_BACKUP_REPOSITORY $BACKUP_REPOSITORY
+		WPFLEET_BACKUP_PASSWORD_FILE $BACKUP_PASSWORD_FILE
+		WPFLEET_BACKUP_SFTP_KEY_FILE $BACKUP_SFTP_KEY
+		WPFLEET_BACKUP_SFTP_KNOWN_HOSTS $BACKUP_KNOWN_HOSTS
+		WPFLEET_LAB_SFTP_REPOSITORY $(sftp_repository_url)
 	EOF
 }
 
@@ -150,6 +178,11 @@ lab_managed_env_key() {
 	WPFLEET_PHP_IMAGE | WPFLEET_NGINX_IMAGE) return 0 ;;
 	# where Caddy is published follows WPFLEET_LAB_HTTP(S)_PUBLISH
 	WPFLEET_CADDY_URL | WPFLEET_CADDY_HTTP_URL | WPFLEET_CA_BUNDLE) return 0 ;;
+	# the lab's backup secrets, and where wpfleet-sftp is published
+	# (WPFLEET_LAB_SFTP_PUBLISH). Not WPFLEET_BACKUP_REPOSITORY: which
+	# repository the panel uses (local, the SFTP one, another) is a choice.
+	WPFLEET_BACKUP_PASSWORD_FILE | WPFLEET_BACKUP_SFTP_KEY_FILE | WPFLEET_BACKUP_SFTP_KNOWN_HOSTS) return 0 ;;
+	WPFLEET_LAB_SFTP_REPOSITORY) return 0 ;;
 	*) return 1 ;;
 	esac
 }
@@ -166,6 +199,11 @@ ensure_env() {
 	# appending after a last line without newline would glue two keys
 	if [[ -s $ENV_FILE && -n $(tail -c 1 "$ENV_FILE") ]]; then echo >>"$ENV_FILE"; fi
 	while read -r key value; do
+		# a password written into .env itself stays the one used (the
+		# settings refuse WPFLEET_BACKUP_PASSWORD and its _FILE together)
+		if [[ $key == WPFLEET_BACKUP_PASSWORD_FILE ]] && grep -q '^WPFLEET_BACKUP_PASSWORD=' "$ENV_FILE"; then
+			continue
+		fi
 		if grep -q "^$key=" "$ENV_FILE"; then
 			if lab_managed_env_key "$key" && [[ $(env_get "$key") != "$value" ]]; then
 				log ".env: $key: $(env_get "$key") -> $value"
@@ -191,6 +229,60 @@ ensure_env() {
 	if [[ $(env_get WPFLEET_SITE_DB_HOST) != "$gw:3306" ]]; then
 		warn ".env has WPFLEET_SITE_DB_HOST=$(env_get WPFLEET_SITE_DB_HOST) but docker0's gateway is $gw (MariaDB listens on $gw:3306)"
 	fi
+}
+
+# The backup secrets, made before .env names them (the settings refuse a
+# *_FILE that is not a file): the repositories' password, the SFTP client's
+# key pair, the SFTP server's host key and the known_hosts line for it.
+# Nothing here is printed; existing files are kept (a new password would
+# lock the panel out of the repositories made with the old one).
+ensure_backup_secrets() {
+	local dir=$DB_SECRETS_DIR line pw
+	[[ $SFTP_PUBLISH =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]{1,5}$ ]] ||
+		die "WPFLEET_LAB_SFTP_PUBLISH=$SFTP_PUBLISH: expected ADDRESS:PORT, e.g. 127.0.0.1:2222"
+	(umask 077 && mkdir -p "$dir")
+	chmod 700 "$dir"
+	if [[ ! -s $BACKUP_PASSWORD_FILE ]]; then
+		log "generating the backup repositories' password ($BACKUP_PASSWORD_FILE)"
+		pw=$(rand_hex 32)
+		[[ $pw =~ ^[0-9a-f]{64}$ ]] || die "openssl rand did not give a password"
+		# (printf is a builtin: the password is on no command line)
+		(umask 077 && printf '%s' "$pw" >"$BACKUP_PASSWORD_FILE.tmp")
+		mv "$BACKUP_PASSWORD_FILE.tmp" "$BACKUP_PASSWORD_FILE"
+		BACKUP_PASSWORD_NEW=yes
+	fi
+	chmod 600 "$BACKUP_PASSWORD_FILE"
+	ensure_ssh_key "$BACKUP_SFTP_KEY" wpfleet-backup
+	ensure_ssh_key "$SFTP_HOST_KEY" wpfleet-lab-sftp
+	# ssh writes [host]:port for any port but 22
+	if [[ $SFTP_PORT == 22 ]]; then line=$SFTP_HOST; else line="[$SFTP_HOST]:$SFTP_PORT"; fi
+	line="$line $(cut -d' ' -f1,2 "$SFTP_HOST_KEY.pub")"
+	if [[ ! -f $BACKUP_KNOWN_HOSTS || $(<"$BACKUP_KNOWN_HOSTS") != "$line" ]]; then
+		log "writing $BACKUP_KNOWN_HOSTS"
+		(umask 077 && printf '%s\n' "$line" >"$BACKUP_KNOWN_HOSTS")
+	fi
+	chmod 600 "$BACKUP_KNOWN_HOSTS"
+}
+
+# An ed25519 key pair FILE, FILE.pub (mode 600), made when missing; a lost
+# .pub is derived again from the private key.
+ensure_ssh_key() {
+	local key=$1 comment=$2
+	if [[ ! -s $key ]]; then
+		log "generating the ssh key $key"
+		rm -f "$key" "$key.pub"
+		ssh-keygen -q -t ed25519 -N '' -C "$comment" -f "$key" </dev/null
+	elif [[ ! -s $key.pub ]]; then
+		log "re-deriving $key.pub"
+		(umask 077 && ssh-keygen -y -f "$key" >"$key.pub")
+	fi
+	chmod 600 "$key" "$key.pub"
+}
+
+# The SFTP repository as .env names it: restic's URL form, the only one that
+# carries the port (the panel turns it into ssh -p).
+sftp_repository_url() {
+	printf 'sftp://%s@%s:%s/%s\n' "$SFTP_USER" "$SFTP_HOST" "$SFTP_PORT" "$SFTP_REPOSITORY_PATH"
 }
 
 # --- 4. images --------------------------------------------------------------------
@@ -234,6 +326,7 @@ derived_tag() {
 	nginx) echo "$IMG_NGINX" ;;
 	caddy) echo "$IMG_CADDY" ;;
 	mariadb) echo "$IMG_MARIADB" ;;
+	sftp) echo "$IMG_SFTP" ;;
 	*) die "unknown lab image: $1" ;;
 	esac
 }
@@ -280,13 +373,18 @@ build_derived() {
 	}
 }
 
+# The derived images (lab/images/NAME), and their pinned tags as ensure_images
+# made them.
+DERIVED_IMAGES=(wordpress nginx caddy mariadb sftp)
+CURRENT_PINS=()
+
 # Every derived image is tagged twice: TAG (mutable, the name the lab and
 # the docs use) and pinned_image TAG HASH (immutable, the one .env names).
 ensure_images() {
 	local base_hash hash name tag pin
 	base_hash=$(recipe_hash "$LAB_DIR/images/base")
 	if [[ $(image_recipe "$IMG_BASE") != "$base_hash" ]]; then build_base "$base_hash"; fi
-	for name in wordpress nginx caddy mariadb; do
+	for name in "${DERIVED_IMAGES[@]}"; do
 		tag=$(derived_tag "$name")
 		hash=$(recipe_hash "$LAB_DIR/images/$name" "$base_hash")
 		pin=$(pinned_image "$tag" "$hash")
@@ -300,14 +398,14 @@ ensure_images() {
 			fi
 		fi
 		pin_image "$tag" "$pin"
-		drop_old_pins "$tag" "$pin"
+		CURRENT_PINS+=("$pin")
 	done
 	# images replaced by a rebuild and never pinned are left untagged: drop
 	# them (pinned tags keep theirs: prune without -a takes untagged only)
 	dk image prune -f --filter label=wpfleet.recipe >/dev/null
 }
 
-# --- 5-7. infrastructure ----------------------------------------------------------
+# --- 5-8. infrastructure ----------------------------------------------------------
 
 ensure_network() {
 	local subnet
@@ -374,6 +472,9 @@ ensure_container() {
 		current=$(dk container inspect -f '{{index .Config.Labels "wpfleet.lab.spec"}}' "$name")
 		if [[ $current != "$spec" ]]; then
 			log "recreating $name (image or settings changed)"
+			# stop first: rm -f alone kills (SIGKILL), MariaDB deserves its
+			# clean shutdown (--stop-timeout)
+			dk stop "$name" >/dev/null 2>&1 || true
 			dk rm -f "$name" >/dev/null
 			state=missing
 		fi
@@ -425,13 +526,16 @@ write_db_secrets() {
 # containers reach it through the host's docker0 address like they would
 # reach another machine, not as a peer on their own network. It listens on
 # loopback (Django, the provisioner) and docker0 (sites), never on 0.0.0.0.
+# Its two secret files are mounted one by one: the directory also holds the
+# backup secrets, which a DB host has no business reading.
 ensure_mariadb() {
 	local gw=$1
 	write_db_secrets
 	ensure_container "$MARIADB_CONTAINER" "$IMG_MARIADB" "$(sha256sum <"$DB_SECRETS_DIR/root_password")" \
 		--network host --restart unless-stopped --stop-timeout 30 \
 		-v wpfleet_mariadb:/var/lib/mysql \
-		-v "$DB_SECRETS_DIR:/run/secrets/wpfleet:ro" \
+		-v "$DB_SECRETS_DIR/root_password:/run/secrets/wpfleet/root_password:ro" \
+		-v "$DB_SECRETS_DIR/root.cnf:/run/secrets/wpfleet/root.cnf:ro" \
 		-e MARIADB_ROOT_PASSWORD_FILE=/run/secrets/wpfleet/root_password \
 		-e "MARIADB_BIND_ADDRESS=127.0.0.1,$gw"
 	wait_for_mariadb
@@ -555,14 +659,147 @@ ensure_caddy() {
 	die "Caddy's local CA root did not appear in $CADDY_CONTAINER:/data/caddy/pki/authorities/local/root.crt"
 }
 
+# --- 8. backups -------------------------------------------------------------------
+
+# The ssh command restic's sftp backend runs (-o sftp.command=...): restic
+# then ignores the host and port of the repository string, so they are here.
+sftp_ssh_command() {
+	printf 'ssh -i %s -p %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes %s@%s -s sftp\n' \
+		"$BACKUP_SFTP_KEY" "$SFTP_PORT" "$BACKUP_KNOWN_HOSTS" "$SFTP_USER" "$SFTP_HOST"
+}
+
+# sftp as the backup account, batch commands from stdin (exit non-zero on
+# the first failing one).
+sftp_batch() {
+	sftp -q -b - -i "$BACKUP_SFTP_KEY" -P "$SFTP_PORT" -o "UserKnownHostsFile=$BACKUP_KNOWN_HOSTS" \
+		-o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes -o ConnectTimeout=5 \
+		"$SFTP_USER@$SFTP_HOST"
+}
+
+# restic_lab REPOSITORY ARGS...: restic on one of the lab's repositories.
+# The password comes from its file (never an argument or the environment);
+# no cache: these are one-off checks.
+restic_lab() {
+	local repo=$1 opts=(--no-cache)
+	shift
+	if [[ $repo == sftp:* ]]; then opts+=(-o "sftp.command=$(sftp_ssh_command)"); fi
+	RESTIC_REPOSITORY=$repo RESTIC_PASSWORD_FILE=$BACKUP_PASSWORD_FILE restic "${opts[@]}" "$@"
+}
+
+# restic init REPOSITORY (its output names no secret; shown on failure).
+restic_init() {
+	local repo=$1 out
+	log "initialising the restic repository $repo"
+	out=$(restic_lab "$repo" init 2>&1) || {
+		printf '%s\n' "$out" >&2
+		die "restic init $repo failed"
+	}
+}
+
+# A backup password generated by this run cannot open a repository that
+# already existed: say so instead of leaving the panel to fail every backup.
+check_repository_password() {
+	local repo=$1 out
+	[[ -n $BACKUP_PASSWORD_NEW ]] || return 0
+	out=$(restic_lab "$repo" cat config 2>&1 >/dev/null) && return 0
+	printf '%s\n' "$out" >&2
+	die "restic repository $repo does not open with the new $BACKUP_PASSWORD_FILE (restore the old file, or move the repository away)"
+}
+
+ensure_local_repository() {
+	if [[ -f $BACKUP_REPOSITORY/config ]]; then
+		check_repository_password "$BACKUP_REPOSITORY"
+		return 0
+	fi
+	(umask 077 && mkdir -p "$(dirname "$BACKUP_REPOSITORY")")
+	restic_init "$BACKUP_REPOSITORY"
+}
+
+# Wait until the backup account can log in (which also proves the server
+# presents the host key of known_hosts); then set SFTP_REPOSITORY_EXISTS to
+# whether the repository's config file is there: the usual case costs one
+# login and no restic run.
+SFTP_REPOSITORY_EXISTS=''
+wait_for_sftp() {
+	local i out=''
+	for ((i = 0; i < SFTP_TIMEOUT * 2; i++)); do
+		if out=$(sftp_batch <<<"ls $SFTP_REPOSITORY_PATH/config" 2>&1); then
+			SFTP_REPOSITORY_EXISTS=yes
+			return 0
+		fi
+		case $out in
+		*"not found"*)
+			SFTP_REPOSITORY_EXISTS=no
+			return 0
+			;;
+		*"Host key verification failed"* | *"Permission denied (publickey"*)
+			printf '%s\n' "$out" >&2
+			die "$SFTP_HOST:$SFTP_PORT refused the lab's backup key or presented another host key (is $SFTP_CONTAINER the one listening there?)"
+			;;
+		esac
+		sleep 0.5
+	done
+	printf '%s\n' "$out" >&2
+	dk logs --tail 20 "$SFTP_CONTAINER" >&2 || true
+	die "no SFTP login as $SFTP_USER on $SFTP_HOST:$SFTP_PORT within ${SFTP_TIMEOUT}s"
+}
+
+# The SFTP repository, in the form restic is given with sftp.command.
+# Initialised only when restic says there is none: any other error (wrong
+# password, permissions) is reported, never answered with a fresh init.
+ensure_sftp_repository() {
+	local repo="sftp:$SFTP_USER@$SFTP_HOST:$SFTP_REPOSITORY_PATH" out
+	if [[ $SFTP_REPOSITORY_EXISTS == yes ]]; then
+		check_repository_password "$repo"
+		return 0
+	fi
+	out=$(restic_lab "$repo" cat config 2>&1 >/dev/null) && return 0
+	case $out in
+	*"does not exist"* | *"unable to open config file"*) restic_init "$repo" ;;
+	*)
+		printf '%s\n' "$out" >&2
+		die "cannot open the SFTP repository $repo (not initialising it)"
+		;;
+	esac
+}
+
+# The SFTP host stand-in: sshd with one SFTP-only account, the repositories
+# on volume wpfleet_sftp_data. Only the host key and the client's public key
+# are mounted (file by file: the secrets directory also holds MariaDB's root
+# password); their hashes are in the spec, since a bind mount keeps pointing
+# at a replaced file's old inode.
+ensure_backups() {
+	ensure_container "$SFTP_CONTAINER" "$IMG_SFTP" \
+		"$(cat "$SFTP_HOST_KEY" "$BACKUP_SFTP_KEY.pub" | sha256sum)" \
+		--restart unless-stopped \
+		-p "$SFTP_PUBLISH:22" \
+		-v wpfleet_sftp_data:/srv/backups \
+		-v "$SFTP_HOST_KEY:/run/secrets/sftp/ssh_host_ed25519_key:ro" \
+		-v "$BACKUP_SFTP_KEY.pub:/run/secrets/sftp/authorized_keys:ro"
+	wait_for_sftp
+	ensure_local_repository
+	ensure_sftp_repository
+}
+
+# Pinned tags of older recipes go last, once the infrastructure containers
+# were re-created on the new images (before, the old caddy and mariadb would
+# keep theirs until the next run); the sites' containers keep theirs.
+drop_unused_pins() {
+	local pin
+	for pin in "${CURRENT_PINS[@]}"; do
+		drop_old_pins "${pin%-r*}" "$pin"
+	done
+}
+
 summary() {
 	local gw=$1
 	cat <<-EOF
 		lab: up. Engine: $(dk version -f '{{.Server.Version}}') (dockerd log: $DOCKERD_LOG)
-		lab:   images     $IMG_WORDPRESS, $IMG_NGINX, $IMG_CADDY, $IMG_MARIADB
+		lab:   images     $IMG_WORDPRESS, $IMG_NGINX, $IMG_CADDY, $IMG_MARIADB, $IMG_SFTP
 		lab:   network    $BACKEND_NETWORK
 		lab:   mariadb    $MARIADB_CONTAINER on 127.0.0.1:3306 and $gw:3306 (sites), control DB wpfleet
 		lab:   caddy      $CADDY_CONTAINER on https://$CADDY_HTTPS_PUBLISH and http://$CADDY_HTTP_PUBLISH (routes: /etc/caddy/routes/<hostname>; CA: $LAB_CA)
+		lab:   backups    restic repository $BACKUP_REPOSITORY; SFTP host $SFTP_CONTAINER on $SFTP_HOST:$SFTP_PORT, repository $(sftp_repository_url) (secrets: $DB_SECRETS_DIR)
 		lab:   config     $ENV_FILE
 		lab: stop with lab/down.sh, inspect with lab/status.sh
 	EOF
@@ -593,12 +830,16 @@ main() {
 	[[ -n $gw ]] || die "cannot determine the docker0 gateway address"
 	# before MariaDB's first start: .env holds its root password
 	step ".env accounts ready" migrate_env_db_accounts
+	# before .env names them
+	step "backup secrets ready" ensure_backup_secrets
 	step ".env ready" ensure_env "$gw"
 	step "images ready" ensure_images
 	step "network ready" ensure_network
 	step "mariadb ready" ensure_mariadb "$gw"
 	step "mariadb reachable from $BACKEND_NETWORK" check_mariadb_reachability "$gw"
 	step "caddy ready" ensure_caddy
+	step "backups ready" ensure_backups
+	step "older images dropped" drop_unused_pins
 	STEP=summary
 	summary "$gw"
 	log "$(awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN { printf "done (%.1fs)", e - s }')"

@@ -17,8 +17,10 @@ class SitesConfig(AppConfig):
 
         # The job types and the periodic work of sites, for the generic runner.
         from jobs import registry
+        from sites.ops.backups import schedule_backups
         from sites.ops.reconcile import reconcile_all
         from sites.provisioning import handlers
 
         handlers.register()
         registry.register_periodic("repaired", reconcile_all)
+        registry.register_periodic("backups", schedule_backups)

@@ -26,6 +26,12 @@ OPERATIONS: dict[str, str] = {
     "new_admin_password": "sites.change_site",
     "login_link": "sites.change_site",
     "change_domains": "sites.change_site",
+    # Backups are the site's data: seeing them is viewing the site; taking
+    # one or restoring one changes it; a clone is a new site.
+    "list_backups": "sites.view_site",
+    "back_up_site": "sites.change_site",
+    "restore_site": "sites.change_site",
+    "clone_site": "sites.add_site",
     # Cleanup removes zombie sites and their leftovers: a deletion.
     "cleanup_sites": "sites.delete_site",
     "view_job": "jobs.view_job",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 
 from jobs.models import Job
 from jobs.queue import enqueue
-from sites.models import Domain, Site, SiteBusy
+from sites.models import Backup, Domain, Site, SiteBusy
 from sites.models.naming import SiteNames
 from sites.models.validation import (
     taken_message,
@@ -24,7 +24,12 @@ from sites.ops.wordpress import new_admin_password as _new_admin_password
 __all__ = [
     "Credentials",
     "DomainTaken",
+    "BackupsDisabled",
     "add_domain",
+    "back_up_site",
+    "clone_site",
+    "restore_site",
+    "site_backups",
     "remove_domain",
     "set_primary_domain",
     "LoginLink",
@@ -49,9 +54,9 @@ class DomainTaken(Exception):
     """The domain already routes to a site of this panel (this one or another)."""
 
 
-def _open(site: Site, job_type: str) -> Job:
-    job = site.open_job(job_type)
-    transaction.on_commit(lambda: enqueue(job.pk))
+def _open(site: Site, job_type: str, params: dict | None = None) -> Job:
+    job = site.open_job(job_type, params=params)
+    transaction.on_commit(lambda: enqueue(job.pk, job_type=job.type))
     return job
 
 
@@ -85,9 +90,14 @@ def create_site(name: object, *, title: object = None, admin_email: object = Non
 
 
 def delete_site(site: Site) -> Job:
-    """Start deprovisioning; SiteBusy while another job of the site is open."""
+    """Start deprovisioning; SiteBusy while another job of the site is open.
+
+    A live site is backed up first (kept WPFLEET_BACKUP_KEEP_DELETED_DAYS):
+    a delete can be undone by cloning that backup.
+    """
+    final_backup = site.status == Site.Status.ACTIVE and bool(settings.WPFLEET_BACKUP_REPOSITORY)
     with transaction.atomic():
-        return _open(site, Site.JobType.DEPROVISION)
+        return _open(site, Site.JobType.DEPROVISION, params={"final_backup": final_backup})
 
 
 def retry_site(site: Site) -> Job:
@@ -96,7 +106,7 @@ def retry_site(site: Site) -> Job:
     if last is None or last.status != Job.Status.FAILED:
         raise SiteBusy(f"site {site.name} has no failed job to retry")
     with transaction.atomic():
-        return _open(site, last.type)
+        return _open(site, last.type, params=last.params)
 
 
 def new_admin_password(site: Site) -> Credentials:
@@ -180,3 +190,91 @@ def set_primary_domain(site: Site, domain: object) -> Job:
             Domain.objects.filter(pk=found.pk).update(primary=True)
 
     return _domain_job(site, change)
+
+
+# --- backups, restore, clone -------------------------------------------------------------
+
+
+class BackupsDisabled(Exception):
+    """No backup repository is configured (WPFLEET_BACKUP_REPOSITORY)."""
+
+
+def _require_backups() -> None:
+    if not settings.WPFLEET_BACKUP_REPOSITORY:
+        raise BackupsDisabled("backups are not configured on this panel (WPFLEET_BACKUP_REPOSITORY)")
+
+
+def site_backups(name: str) -> models.QuerySet[Backup]:
+    """The good backups reached under /sites/<name>/: the site's, or a deleted site's of that name.
+
+    Backup.DoesNotExist when there is neither such a site nor a deleted one with backups.
+    """
+    site = Site.objects.filter(name=name).first()
+    backups = Backup.objects.good().of_site_named(name, site)
+    if site is None and not backups.exists():
+        raise Backup.DoesNotExist(f"no site {name} and no backups of a deleted site of that name")
+    return backups
+
+
+def find_backup(name: str, key: object) -> Backup:
+    """One good backup of the site named ``name`` (Backup.DoesNotExist if it is another site's or unknown)."""
+    if not isinstance(key, str) or not key:
+        raise Backup.DoesNotExist("name a backup by its id")
+    found = site_backups(name).filter(key=key).first()
+    if found is None:
+        raise Backup.DoesNotExist(f"site {name} has no backup {key[:32]}")
+    return found
+
+
+def back_up_site(site: Site) -> Job:
+    """Start a manual backup (SiteNotActive unless ACTIVE, SiteBusy while a job holds the site)."""
+    _require_backups()
+    _require_active(site, "backed up")
+    with transaction.atomic():
+        return _open(site, Site.JobType.BACKUP, params={"kind": Backup.Kind.MANUAL})
+
+
+def restore_site(site: Site, key: object) -> Job:
+    """Start restoring one of the site's backups into it (a before-restore backup is taken first)."""
+    _require_backups()
+    backup = find_backup(site.name, key)
+    if backup.site_id != site.pk:
+        raise Backup.DoesNotExist(f"site {site.name} has no backup {backup.key}")
+    _require_active(site, "restored")
+    with transaction.atomic():
+        return _open(site, Site.JobType.RESTORE, params={"backup": backup.key})
+
+
+def clone_site(name: str, new_name: object, key: object = None) -> Site:
+    """A new site built from a backup of ``name`` (its latest when ``key`` is None), under its own URL.
+
+    ``name`` may be a deleted site's: its final backup undoes the delete.
+    """
+    _require_backups()
+    backups = site_backups(name)
+    backup = backups.order_by("-created_at").first() if key is None else find_backup(name, key)
+    if backup is None:
+        raise Backup.DoesNotExist(f"site {name} has no backup yet")
+    new_name = validate_site_name(new_name)
+    if Site.objects.filter(name=new_name).exists():
+        raise SiteNameTaken(new_name)
+    source = Site.objects.filter(name=name).first()
+    profile = {
+        "title": backup.title or new_name,
+        "admin_user": backup.admin_user,
+        "admin_email": source.admin_email if source is not None else settings.WPFLEET_DEFAULT_ADMIN_EMAIL,
+    }
+    try:
+        with transaction.atomic():
+            site = Site.objects.create(name=new_name, domain=SiteNames(new_name).domain, **profile)
+            _open(site, Site.JobType.PROVISION, params={"backup": backup.key})
+    except IntegrityError:
+        raise SiteNameTaken(new_name) from None
+    site.refresh_from_db()
+    return site
+
+
+def _require_active(site: Site, doing: str) -> None:
+    site.refresh_from_db()
+    if site.status != Site.Status.ACTIVE:
+        raise SiteNotActive(f"site {site.name} is {site.get_status_display().lower()}: only an active site is {doing}")

@@ -13,7 +13,15 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from sites.infra.errors import InfraError
-from sites.services import DomainTaken, SiteBusy, SiteNameTaken, SiteNotActive, WordPressUserMissing
+from sites.models import Backup
+from sites.services import (
+    BackupsDisabled,
+    DomainTaken,
+    SiteBusy,
+    SiteNameTaken,
+    SiteNotActive,
+    WordPressUserMissing,
+)
 
 
 def _first_message(detail: object) -> str:
@@ -60,6 +68,10 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         if isinstance(exc, domain_error):
             exc = Conflict(str(exc), code=code)
             break
+    if isinstance(exc, Backup.DoesNotExist):
+        exc = NotFound(str(exc))
+    if isinstance(exc, BackupsDisabled):
+        exc = Unavailable(str(exc), code="backups_disabled")
     if isinstance(exc, InfraError):
         # Adapters' messages name the dependency and what failed, never a secret.
         exc = Unavailable(str(exc), code="unavailable")

@@ -11,7 +11,7 @@ from rest_framework.exceptions import ErrorDetail, ParseError
 from rest_framework.settings import api_settings
 
 from jobs.models import Job, JobStep
-from sites.models import Site
+from sites.models import Backup, Site
 from sites.models.validation import (
     DOMAIN_RULE,
     NAME_RULE,
@@ -204,3 +204,28 @@ class LoginLinkSerializer(serializers.Serializer):
 
     url = serializers.URLField()
     expires_at = serializers.DateTimeField()
+
+
+class BackupSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="key", help_text="The backup's id: name it to restore or clone.")
+    created_at = serializers.DateTimeField(help_text="When the backup started: the site as it was then.")
+    size_bytes = serializers.IntegerField(help_text="The site's files (as a tar) and database dump, in bytes.")
+    added_bytes = serializers.IntegerField(
+        help_text="What the repository had to store for it (encrypted, deduplicated against every other backup)."
+    )
+    kind = serializers.ChoiceField(choices=Backup.Kind.values)
+
+    class Meta:
+        model = Backup
+        fields = ["id", "created_at", "size_bytes", "added_bytes", "kind"]
+
+
+class RestoreSerializer(serializers.Serializer):
+    backup = serializers.CharField(max_length=64, help_text="The id of one of the site's backups.")
+
+
+class CloneSerializer(serializers.Serializer):
+    site = serializers.CharField(max_length=64, help_text="The new site's name. " + NAME_RULE)
+    backup = serializers.CharField(
+        max_length=64, required=False, help_text="The backup to clone (default: the site's latest)."
+    )

@@ -10,6 +10,9 @@ urlpatterns = [
     path("sites/<str:name>/login-link", views.SiteLoginLink.as_view(), name="api-site-login-link"),
     path("sites/<str:name>/domains", views.SiteDomains.as_view(), name="api-site-domains"),
     path("sites/<str:name>/domains/<str:domain>", views.SiteDomain.as_view(), name="api-site-domain"),
+    path("sites/<str:name>/backups", views.SiteBackups.as_view(), name="api-site-backups"),
+    path("sites/<str:name>/restore", views.SiteRestore.as_view(), name="api-site-restore"),
+    path("sites/<str:name>/clone", views.SiteClone.as_view(), name="api-site-clone"),
     path("jobs/<int:pk>", views.JobDetail.as_view(), name="api-job"),
     path("health", views.Health.as_view(), name="api-health"),
     # The schema and its viewer describe the API and touch no data: no

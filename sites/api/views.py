@@ -19,12 +19,15 @@ from rest_framework.views import APIView
 from jobs.models import Job, JobStep
 from sites.api.parsers import BoundedMultiPartParser, StrictJSONParser
 from sites.api.serializers import (
+    BackupSerializer,
+    CloneSerializer,
     CredentialsSerializer,
     DomainAddSerializer,
     DomainChangeSerializer,
     ErrorSerializer,
     JobSerializer,
     LoginLinkSerializer,
+    RestoreSerializer,
     SiteCreateSerializer,
     SiteSerializer,
 )
@@ -33,12 +36,16 @@ from sites.ops import health
 from sites.permissions import can
 from sites.services import (
     add_domain,
+    back_up_site,
+    clone_site,
     create_site,
     delete_site,
     login_link,
     new_admin_password,
     remove_domain,
+    restore_site,
     set_primary_domain,
+    site_backups,
 )
 
 
@@ -246,6 +253,97 @@ class SiteLoginLink(APIView):
     def post(self, request: Request, name: str) -> Response:
         link = login_link(get_object_or_404(Site, name=name))
         return _secret(LoginLinkSerializer(link).data)
+
+
+def _job_accepted(job: Job) -> Response:
+    return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+_BACKUP_ERRORS = {503: "No backup repository is configured, or it did not answer"}
+
+
+class SiteBackups(APIView):
+    """The site's backups (newest first), and taking one now.
+
+    The list also answers for a deleted site's name while its final backup is kept.
+    """
+
+    operations = {"GET": "list_backups", "POST": "back_up_site"}
+
+    @extend_schema(
+        responses={200: BackupSerializer(many=True), **_errors({404: "No such site, and no deleted one of that name"})}
+    )
+    def get(self, request: Request, name: str) -> Response:
+        return Response(BackupSerializer(site_backups(name).order_by("-created_at", "-id"), many=True).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: JobSerializer,
+            **_errors({404: "No such site", 409: "The site is not active, or a job holds it", **_BACKUP_ERRORS}),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        return _job_accepted(back_up_site(get_object_or_404(Site, name=name)))
+
+
+class SiteRestore(APIView):
+    """Put one of the site's backups back (a before-restore backup is taken first; a failure leaves the site as it was)."""
+
+    operations = {"POST": "restore_site"}
+    parser_classes = [StrictJSONParser, FormParser, BoundedMultiPartParser]
+
+    @extend_schema(
+        request=RestoreSerializer,
+        responses={
+            202: JobSerializer,
+            **_errors(
+                {
+                    400: "No backup named",
+                    404: "No such site, or no such backup of this site",
+                    409: "The site is not active, or a job holds it",
+                    **_BACKUP_ERRORS,
+                }
+            ),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        site = get_object_or_404(Site, name=name)
+        _only(request.data, ("backup",))
+        body = RestoreSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return _job_accepted(restore_site(site, body.validated_data["backup"]))
+
+
+class SiteClone(APIView):
+    """A new site built from a backup of this one (or of a deleted site of this name), under its own URL."""
+
+    operations = {"POST": "clone_site"}
+    parser_classes = [StrictJSONParser, FormParser, BoundedMultiPartParser]
+
+    @extend_schema(
+        request=CloneSerializer,
+        responses={
+            202: SiteSerializer,
+            **_errors(
+                {
+                    400: "Invalid or reserved new name; unknown field",
+                    404: "No such site or backup",
+                    409: "The new name is taken",
+                    **_BACKUP_ERRORS,
+                }
+            ),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        _only(request.data, ("site", "backup"))
+        body = CloneSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            site = clone_site(name, body.validated_data["site"], body.validated_data.get("backup"))
+        except DjangoValidationError as exc:
+            raise ValidationError({"site": exc.messages}, code=exc.error_list[0].code or "invalid") from None
+        return _accepted(site.name)
 
 
 @extend_schema_view(get=extend_schema(responses={200: JobSerializer, **_errors({404: "No such job"})}))

@@ -55,6 +55,7 @@ class Answer:
     headers: dict[str, str]
     text: str
     cookies: tuple[str, ...] = ()  # each Set-Cookie header as sent
+    content: bytes = b""  # the body as sent
 
     def json(self) -> Any:
         return json.loads(self.text)
@@ -177,7 +178,9 @@ class Caddy:
             raise InfraError("caddy", f"https://{host}{path}: {exc.__class__.__name__}: {exc}") from exc
         headers_out = {name: value for name, value in response.headers.items()}
         cookies = response.headers.getlist("Set-Cookie")
-        return Answer(response.status, headers_out, response.data.decode("utf-8", "replace"), tuple(cookies))
+        return Answer(
+            response.status, headers_out, response.data.decode("utf-8", "replace"), tuple(cookies), response.data
+        )
 
     def get_plain_http(self, host: str, path: str = "/", timeout: float = 5) -> Answer:
         """GET http://<host><path> from Caddy's plain-HTTP listener (WPFLEET_CADDY_HTTP_URL)."""

@@ -249,6 +249,23 @@ class DockerHost:
             if not container.put_archive(directory, tar_of(files)):
                 raise InfraError("docker", f"write into {container.name}:{directory} was refused")
 
+    def archive(self, container: str, path: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """A directory of the container as a tar stream (the archive API: no exec, no copy on disk).
+
+        Errors while the stream is read are InfraErrors too: a reader must
+        not take a stream that ended early for a whole one.
+        """
+        with docker_errors(f"read {container}:{path}"):
+            stream, _ = self.client.api.get_archive(container, path, chunk_size=chunk_size)
+        with docker_errors(f"read {container}:{path}"):
+            yield from stream
+
+    def extract(self, container: str, path: str, data: object) -> None:
+        """Unpack a tar stream (bytes, a file object or an iterator of bytes) into a directory of the container."""
+        with docker_errors(f"write into {container}:{path}"):
+            if not self.client.api.put_archive(container, path, data):
+                raise InfraError("docker", f"write into {container}:{path} was refused")
+
     def exec(
         self, container: Container | str, argv: list[str], *, user: str = "", environment: dict[str, str] | None = None
     ) -> tuple[int, str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO, Any
 
 from django.conf import settings
 
@@ -280,3 +283,148 @@ class MariaDBAdmin:
             cur.execute("SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA")
             rows = cur.fetchall()
         return {name: site for name, comment in rows if (site := site_of_comment(comment or ""))}
+
+    # --- whole databases as streams (backups) ---------------------------------------------
+    #
+    # mariadb-dump and mariadb run on the panel's host with the panel's account;
+    # its password goes to them through a pipe (--defaults-extra-file=/dev/fd/N),
+    # never an argument or the environment.
+
+    def _client(self, program: str, args: list[str], **popen: Any) -> subprocess.Popen:
+        read, write = os.pipe()
+        try:
+            quoted = self._config["password"].replace("\\", "\\\\").replace('"', '\\"')
+            os.write(write, f'[client]\npassword="{quoted}"\n'.encode())
+        finally:
+            os.close(write)
+        try:
+            return subprocess.Popen(
+                [
+                    program,
+                    f"--defaults-extra-file=/dev/fd/{read}",
+                    f"--host={self._config['host']}",
+                    f"--port={self._config['port']}",
+                    f"--user={self._config['user']}",
+                    "--protocol=tcp",
+                    "--default-character-set=utf8mb4",
+                    *args,
+                ],
+                pass_fds=(read,),
+                stderr=subprocess.PIPE,
+                **popen,
+            )
+        except FileNotFoundError:
+            raise InfraError("mariadb", f"{program} is not installed (apt install mariadb-client)") from None
+        finally:
+            os.close(read)
+
+    def dump_process(self, database: str) -> subprocess.Popen:
+        """``mariadb-dump`` of one database on the process's stdout: one transaction's view, no table locks."""
+        quote_ident(database)
+        return self._client(
+            "mariadb-dump",
+            ["--single-transaction", "--quick", "--skip-lock-tables", "--hex-blob", "--no-tablespaces", database],
+            stdout=subprocess.PIPE,
+        )
+
+    def load_process(self, database: str, source: IO[bytes]) -> subprocess.Popen:
+        """``mariadb`` running the SQL it reads from ``source`` in ``database``."""
+        quote_ident(database)
+        return self._client("mariadb", ["--batch", database], stdin=source, stdout=subprocess.DEVNULL)
+
+    @staticmethod
+    def finish(process: subprocess.Popen, doing: str) -> None:
+        """Wait for a client; an InfraError with its last error line if it failed."""
+        err = process.stderr.read() if process.stderr else b""
+        code = process.wait()
+        if code != 0:
+            lines = [line for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
+            raise InfraError("mariadb", f"{doing}: {lines[-1][:300] if lines else f'exit {code}'}")
+
+    def recreate_database(self, site: str, database: str) -> None:
+        """An empty database of the site's (a restore's staging copy); one of someone else's is refused."""
+        comment = self.database_comment(database)
+        if comment is not None and comment != owner_comment(site):
+            raise ForeignResource("mariadb", f"database {database} exists and is not wpfleet's; it was left untouched")
+        with self.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
+            cur.execute(
+                f"CREATE DATABASE {quote_ident(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci COMMENT %s",
+                (owner_comment(site),),
+            )
+
+    def drop_database(self, site: str, database: str) -> str | None:
+        """Drop one of the site's databases if it is ours (a note otherwise)."""
+        comment = self.database_comment(database)
+        if comment is None:
+            return None
+        if comment != owner_comment(site):
+            return f"database {database} is not wpfleet's: left untouched"
+        with self.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
+        return None
+
+    def tables(self, database: str) -> list[str]:
+        with self.cursor() as cur:
+            cur.execute("SELECT table_name FROM information_schema.TABLES WHERE table_schema = %s", (database,))
+            return sorted(row[0] for row in cur.fetchall())
+
+    def swap_tables(self, site: str, live: str, staged: str, old: str) -> None:
+        """Move every table of ``live`` to ``old`` and every table of ``staged`` to ``live``, in one statement.
+
+        RENAME TABLE of several tables is atomic: WordPress sees the old
+        tables or the new ones, never a mix, and never none.
+        """
+        for database in (live, staged, old):
+            if self.database_comment(database) != owner_comment(site):
+                raise InfraError("mariadb", f"database {database} is missing or not the site's: no swap")
+        moves = [(live, table, old) for table in self.tables(live)] + [
+            (staged, table, live) for table in self.tables(staged)
+        ]
+        if not moves:
+            return
+        clauses = ", ".join(
+            f"{quote_ident(src)}.{_table(table)} TO {quote_ident(dst)}.{_table(table)}" for src, table, dst in moves
+        )
+        with self.cursor() as cur:
+            cur.execute(f"RENAME TABLE {clauses}")
+
+    def grant(self, database: str, user: str, host: str) -> None:
+        with self.cursor() as cur:
+            cur.execute(f"GRANT ALL PRIVILEGES ON {grant_pattern(database)}.* TO %s@%s", (user, host))
+
+    def revoke(self, database: str, user: str, host: str) -> None:
+        import MySQLdb
+
+        with self.cursor() as cur:
+            try:
+                cur.execute(f"REVOKE ALL PRIVILEGES ON {grant_pattern(database)}.* FROM %s@%s", (user, host))
+            except MySQLdb.DatabaseError as exc:
+                if not exc.args or exc.args[0] != 1141:  # there was no such grant
+                    raise
+
+    def wordpress_options(self, database: str, names: tuple[str, ...]) -> dict[str, str]:
+        """Some of WordPress's options, as stored ({} when it is not installed)."""
+        placeholders = ", ".join(["%s"] * len(names))
+        try:
+            with self.cursor() as cur:
+                cur.execute(
+                    f"SELECT option_name, option_value FROM {quote_ident(database)}.wp_options"
+                    f" WHERE option_name IN ({placeholders})",
+                    names,
+                )
+                return {str(name): str(value) for name, value in cur.fetchall()}
+        except InfraError as exc:
+            if exc.message.startswith(("(1146)", "(1049)")):
+                return {}
+            raise
+
+
+_TABLE = re.compile(r"[A-Za-z0-9_$]{1,64}")
+
+
+def _table(name: str) -> str:
+    """A table name found in a site's database (a plugin's may have capitals or $)."""
+    if not _TABLE.fullmatch(name):
+        raise InfraError("mariadb", f"table name {name!r} is not one the panel moves")
+    return f"`{name}`"

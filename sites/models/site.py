@@ -53,6 +53,8 @@ class Site(models.Model):
         PROVISION = "PROVISION", "Provision"
         DEPROVISION = "DEPROVISION", "Deprovision"
         DOMAINS = "DOMAINS", "Change domains"
+        BACKUP = "BACKUP", "Back up"
+        RESTORE = "RESTORE", "Restore"
 
     objects = SiteQuerySet.as_manager()
 
@@ -89,6 +91,9 @@ class Site(models.Model):
     # Set while the reconciler repairs the site: no job may open meanwhile, so
     # a repair never rebuilds what a concurrent deprovision just removed.
     repairing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the site's next scheduled backup is due (sites.ops.backups.schedule_backups):
+    # each site at its own time of day, so that backups spread over the day.
+    backup_due_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -147,7 +152,7 @@ class Site(models.Model):
 
     # --- transitions: conditional UPDATEs, re-checked in the UPDATE itself ---------------
 
-    def open_job(self, job_type: str) -> Job:
+    def open_job(self, job_type: str, params: dict | None = None) -> Job:
         """Create a job of the site and make it the site's current one, in the caller's transaction.
 
         The conditional UPDATE is the lock: it fails (SiteBusy) if another job
@@ -155,7 +160,11 @@ class Site(models.Model):
         the site to DEPROVISIONING in the same UPDATE.
         """
         job = Job.objects.create(
-            subject=self, subject_name=self.name, type=job_type, max_attempts=settings.WPFLEET_MAX_ATTEMPTS
+            subject=self,
+            subject_name=self.name,
+            type=job_type,
+            params=params or {},
+            max_attempts=settings.WPFLEET_MAX_ATTEMPTS,
         )
         fields: dict[str, object] = {"current_job": job, "last_job": job, "updated_at": timezone.now()}
         if job_type == self.JobType.DEPROVISION:
@@ -177,6 +186,10 @@ class Site(models.Model):
 
     def mark_active(self) -> None:
         self._move((self.Status.PROVISIONING, self.Status.ACTIVE), self.Status.ACTIVE)
+
+    def cancel_deprovision(self) -> None:
+        """A delete whose final backup failed: nothing was removed, the site serves on."""
+        self._move((self.Status.DEPROVISIONING,), self.Status.ACTIVE)
 
     def _move(self, allowed: tuple[str, ...], target: str) -> None:
         if self.status not in allowed:

@@ -9,9 +9,11 @@ from django.db import transaction
 from jobs import registry
 from jobs.models import Job
 from sites.infra.errors import InfraError
-from sites.models import Domain, Site, known_secrets
+from sites.models import Backup, Domain, Site, known_secrets
+from sites.ops import backups as backup_ops
 from sites.provisioning.orchestrator import Provisioner, no_record
-from sites.provisioning.steps import Context, WordPressProfile
+from sites.provisioning.restore import Restorer, Source
+from sites.provisioning.steps import Context, Infra, WordPressProfile
 
 log = logging.getLogger("wpfleet.jobs")
 
@@ -31,7 +33,32 @@ def _site(job: Job) -> Site | None:
     return Site.objects.filter(pk=job.subject_id).first() if job.subject_id else None
 
 
-def _provisioner(site: Site, job: Job, record: registry.Recorder, *, desired: bool = True) -> Provisioner:
+def _clone_source(job: Job) -> Source | None:
+    """A clone's PROVISION job names the backup it is built from."""
+    key = job.params.get("backup") if job.params else None
+    if not key:
+        return None
+    backup = Backup.objects.good().filter(key=key).first()
+    if backup is None:
+        raise BackupGone(key)
+    return Source(
+        site=backup.site_name,
+        files_snapshot=backup.files_snapshot,
+        database_snapshot=backup.database_snapshot,
+        home_url=backup.home_url,
+    )
+
+
+class BackupGone(InfraError):
+    permanent = True
+
+    def __init__(self, key: str):
+        super().__init__("backup", f"backup {key} no longer exists")
+
+
+def _provisioner(
+    site: Site, job: Job, record: registry.Recorder, *, desired: bool = True, restore: Source | None = None
+) -> Provisioner:
     return Provisioner(
         site.name,
         site.db_password,
@@ -40,11 +67,13 @@ def _provisioner(site: Site, job: Job, record: registry.Recorder, *, desired: bo
         profile=wordpress_profile(site),
         hostnames=site.hostnames(desired=desired),
         home=site.home_host(desired=desired),
+        restore=restore,
     )
 
 
 class _SiteJob:
     label = ""
+    queue = "default"
 
     def secrets(self, job: Job) -> list[str]:
         site = _site(job)
@@ -63,7 +92,7 @@ class Provision(_SiteJob):
         site = _site(job)
         if site is None:
             raise SiteGone(job.subject_name)
-        _provisioner(site, job, record).provision()
+        _provisioner(site, job, record, restore=_clone_source(job)).provision()
 
     def abandon(self, job: Job, record: registry.Recorder) -> None:
         site = _site(job)
@@ -80,16 +109,35 @@ class Provision(_SiteJob):
 
 
 class Deprovision(_SiteJob):
+    """Take the final backup (when the site was live), then remove everything of the site."""
+
     label = "Deprovision"
 
     def run(self, job: Job, record: registry.Recorder) -> None:
         site = _site(job)
         if site is None:
             return  # already gone: nothing left to remove
+        if job.params.get("final_backup") and not self._backed_up(job):
+            # Nothing is removed before the site's data is safe.
+            with backup_ops.recorded(record, "final_backup"):
+                backup_ops.take_backup(site, Backup.Kind.BEFORE_DELETE, job)
         _provisioner(site, job, record).deprovision()
+
+    @staticmethod
+    def _backed_up(job: Job) -> bool:
+        return Backup.objects.filter(job=job, kind=Backup.Kind.BEFORE_DELETE, status=Backup.Status.DONE).exists()
 
     def abandon(self, job: Job, record: registry.Recorder) -> None:
         """Deprovisioning is itself the undo: the site stays a zombie for the cleanup."""
+
+    def on_final_failure(self, job: Job) -> None:
+        site = _site(job)
+        if site is None:
+            return
+        if job.params.get("final_backup") and not self._backed_up(job):
+            # The final backup failed, so nothing was removed: the site serves on.
+            site.cancel_deprovision()
+        site.release(job)
 
     def on_done(self, job: Job) -> None:
         # The name is free again; the job keeps subject_name for history.
@@ -161,7 +209,97 @@ class ChangeDomains(_SiteJob):
                 site.release(job)
 
 
+class BackUp(_SiteJob):
+    label = "Back up"
+    queue = "backups"
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        with backup_ops.recorded(record, "backup"):
+            backup_ops.take_backup(site, job.params.get("kind", Backup.Kind.MANUAL), job)
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        """A backup builds nothing in the site; its unfinished snapshots go with the maintenance."""
+        Backup.objects.filter(job=job, status=Backup.Status.RUNNING).update(
+            status=Backup.Status.FAILED, error="interrupted: its worker died"
+        )
+
+    def on_done(self, job: Job) -> None:
+        site = _site(job)
+        if site is not None:
+            site.release(job)
+
+
+class Restore(_SiteJob):
+    label = "Restore"
+    queue = "backups"
+
+    def _backup(self, job: Job, site: Site) -> Backup:
+        backup = Backup.objects.good().filter(key=job.params.get("backup"), site=site).first()
+        if backup is None:
+            raise BackupGone(str(job.params.get("backup")))
+        return backup
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        backup_ops.restore_site(site, self._backup(job, site), job, record)
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        """The worker died mid-restore: whatever was switched goes back, and the copies beside go."""
+        site = _site(job)
+        if site is not None:
+            infra = Infra()
+            Restorer(site.name, infra.docker, infra.db, infra.repository).switch_back()
+
+    def on_done(self, job: Job) -> None:
+        site = _site(job)
+        if site is not None:
+            site.release(job)
+
+
+class _PlainJob:
+    """A job about no site: the panel's backup, the repository's maintenance."""
+
+    label = ""
+    queue = "backups"
+
+    def secrets(self, job: Job) -> list[str]:
+        return known_secrets()
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        """Nothing of its own to undo."""
+
+    def on_done(self, job: Job) -> None:
+        """Nothing to release."""
+
+    def on_final_failure(self, job: Job) -> None:
+        """Nothing to release."""
+
+
+class PanelBackup(_PlainJob):
+    label = "Back up the panel"
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        with backup_ops.recorded(record, "backup"):
+            backup_ops.backup_panel()
+
+
+class Maintenance(_PlainJob):
+    label = "Repository maintenance"
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        backup_ops.maintain(record)
+
+
 def register() -> None:
     registry.register(Site.JobType.PROVISION, Provision())
     registry.register(Site.JobType.DEPROVISION, Deprovision())
     registry.register(Site.JobType.DOMAINS, ChangeDomains())
+    registry.register(Site.JobType.BACKUP, BackUp())
+    registry.register(Site.JobType.RESTORE, Restore())
+    registry.register(backup_ops.PANEL_BACKUP, PanelBackup())
+    registry.register(backup_ops.MAINTENANCE, Maintenance())

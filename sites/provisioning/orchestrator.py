@@ -11,6 +11,7 @@ from django.conf import settings
 
 from jobs.registry import Recorder
 from sites.infra.errors import InfraError
+from sites.provisioning.restore import Source
 from sites.provisioning.steps import PROVISION_STEPS, Context, Infra, Step, WordPressProfile, step_named
 
 # The steps that make a site answer to its hostnames, applied again in this
@@ -58,6 +59,7 @@ class Provisioner:
         profile: WordPressProfile | None = None,
         hostnames: tuple[str, ...] = (),
         home: str = "",
+        restore: Source | None = None,
     ):
         self.ctx = Context(
             site=site,
@@ -66,6 +68,7 @@ class Provisioner:
             profile=profile,
             hostnames=hostnames,
             home=home,
+            restore=restore,
         )
         self.record = recorder
         self.attempt = attempt

@@ -29,7 +29,9 @@ from sites.infra.caddy import UPSTREAM_SUFFIX, Caddy, upstream_alias
 from sites.infra.docker_host import DockerHost
 from sites.infra.errors import InfraError
 from sites.infra.mariadb import MariaDBAdmin, owner_comment
+from sites.infra.restic import BackupRepository
 from sites.models.naming import SiteNames
+from sites.provisioning.restore import Restorer, Source
 from sites.provisioning.templates import LOGIN_PLUGIN, LOGIN_PLUGIN_PATH, nginx_server_block, php_ini, php_pool_config
 
 # Where the PHP container finds its database password: a file, not an
@@ -53,6 +55,10 @@ class Infra:
     def caddy(self) -> Caddy:
         return Caddy(self.docker)
 
+    @cached_property
+    def repository(self) -> BackupRepository:
+        return BackupRepository()
+
 
 @dataclass(frozen=True)
 class WordPressProfile:
@@ -74,6 +80,9 @@ class Context:
     # only), and the one WordPress calls home (empty: its own).
     hostnames: tuple[str, ...] = ()
     home: str = ""
+    # A clone: the backup whose database and files the site gets instead of
+    # a fresh WordPress (sites.provisioning.restore).
+    restore: Source | None = None
     notes: list[str] = field(default_factory=list)
 
     @cached_property
@@ -218,6 +227,9 @@ class DatabaseStep:
     def undo(self, ctx: Context) -> None:
         n = ctx.names
         ctx.note(ctx.infra.db.drop_site_database(ctx.site, n.database, n.db_user, settings.WPFLEET_DB_USER_HOST))
+        # A restore's copies beside the live database (sites.provisioning.restore).
+        for extra in (f"{n.database}_restore", f"{n.database}_old"):
+            ctx.note(ctx.infra.db.drop_database(ctx.site, extra))
 
     def observe(self, ctx: Context, view: View) -> list[Resource]:
         n, host = ctx.names, settings.WPFLEET_DB_USER_HOST
@@ -583,6 +595,12 @@ class WordPressStep:
                 raise InfraError("wordpress", f"{n.php} did not finish its entrypoint within {wait:g}s")
             time.sleep(0.1)
         url = f"https://{ctx.home_host}"
+        if ctx.restore is not None:
+            # A clone: the backup's WordPress, its URLs rewritten to this site's.
+            restorer = Restorer(ctx.site, docker, ctx.infra.db, ctx.infra.repository)
+            restorer.stage(ctx.restore, url)
+            restorer.switch()
+            restorer.discard_old()
         code, output = docker.exec(
             n.php,
             ["php", "-r", INSTALL_PHP],

@@ -25,6 +25,12 @@ server {{
         try_files $uri $uri/ /index.php?$args;
     }}
 
+    # Dot-paths are never served (.git, .env, .user.ini, and a restore's
+    # work directories, sites.provisioning.restore), but /.well-known/.
+    location ~ /\\.(?!well-known/) {{
+        return 404;
+    }}
+
     location ~ \\.php$ {{
         fastcgi_pass {names.php}:9000;
         fastcgi_index index.php;

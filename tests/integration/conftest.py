@@ -94,6 +94,8 @@ def make_site(infra, transactional_db):
             site.refresh_from_db()
         return site
 
+    # A test that makes a site another way (a clone) adds its name here for the cleanup.
+    make.created = created  # type: ignore[attr-defined]
     yield make
     for name in created:
         force_remove(infra, name)

@@ -25,6 +25,7 @@ class FakeHandler:
     """A job type whose attempts do what the test says, and which records what it was asked."""
 
     label = "Fake"
+    queue = "default"
 
     def __init__(self) -> None:
         self.outcomes: list[BaseException | None] = []

@@ -1,3 +1,9 @@
+import os
+import signal
+import subprocess
+import sys
+
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django_q.models import Schedule
@@ -6,7 +12,10 @@ from jobs.housekeeping import housekeeping
 
 
 class Command(BaseCommand):
-    help = "Recover jobs of dead workers, make sure housekeeping runs every minute, then run the django-q2 cluster."
+    help = (
+        "Recover jobs of dead workers, make sure housekeeping runs every minute, then run the django-q2 "
+        "clusters: the main one here, each other queue's (jobs.queue) as a child process."
+    )
 
     def handle(self, *args, **options):
         Schedule.objects.update_or_create(
@@ -16,8 +25,35 @@ class Command(BaseCommand):
                 "schedule_type": Schedule.MINUTES,
                 "minutes": 1,
                 "repeats": -1,
+                # Only the main cluster runs schedules (django-q2 gives a
+                # schedule without a cluster to the default one).
+                "cluster": None,
             },
         )
         self.stdout.write(f"housekeeping at start: {housekeeping()}")
         self.stdout.flush()
-        call_command("qcluster")
+        # django-q2 reads its configuration once per process (Q_CLUSTER_NAME
+        # picks an ALT_CLUSTERS entry): every other cluster is a process of
+        # its own, in this process group, so that a kill of the group (a
+        # crash) takes them all, and stopped when this one stops.
+        others: dict[str, object] = dict(settings.Q_CLUSTER.get("ALT_CLUSTERS") or {})  # type: ignore[call-overload]
+        children = [
+            subprocess.Popen(
+                [sys.executable, "manage.py", "qcluster"],
+                cwd=settings.BASE_DIR,
+                env={**os.environ, "Q_CLUSTER_NAME": name},
+            )
+            for name in others
+        ]
+        try:
+            call_command("qcluster")
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in children:
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()

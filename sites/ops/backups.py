@@ -1,0 +1,433 @@
+"""Backups: taking them, restoring them, scheduling them and keeping the repository tidy.
+
+A backup is two restic snapshots taken side by side, tagged with the
+backup's key: the site's files (the archive API's tar of its webroot) and
+its database (mariadb-dump in one transaction), each streamed from its
+source into restic. Its catalogue row (sites.models.Backup) becomes DONE
+only after both are stored; anything else is never listed, and the daily
+maintenance forgets whatever snapshots no DONE row accounts for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import sqlite3
+import subprocess
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from jobs.models import Job
+from jobs.queue import enqueue
+from sites.infra.errors import InfraError
+from sites.infra.restic import BackupRepository, Stored
+from sites.models import Backup, Site, SiteBusy
+from sites.models.naming import SiteNames
+from sites.provisioning.restore import WEBROOT, Restorer, Source, database_path, files_path
+from sites.provisioning.steps import Context, Infra, LiveCheckStep, WordPressProfile, install_login_plugin
+
+log = logging.getLogger("wpfleet.backups")
+
+# Job types of the backups queue that are not about one site.
+PANEL_BACKUP = "PANEL_BACKUP"
+MAINTENANCE = "BACKUP_MAINTENANCE"
+BACKUP_QUEUE_TYPES = (Site.JobType.BACKUP, Site.JobType.RESTORE, PANEL_BACKUP, MAINTENANCE)
+
+Record = Callable[..., object]
+
+
+def enabled() -> bool:
+    return bool(settings.WPFLEET_BACKUP_REPOSITORY)
+
+
+@contextmanager
+def recorded(record: Record, name: str) -> Iterator[None]:
+    """One step of a backup job, recorded like a provisioning step."""
+    handle = record(name, "apply", "RUNNING", "")
+    try:
+        yield
+    except Exception as exc:
+        record(name, "apply", "FAILED", str(exc), handle=handle)
+        raise
+    record(name, "apply", "OK", "", handle=handle)
+
+
+def _tags(site: str, key: str, kind: str) -> dict[str, str]:
+    return {"wpfleet": settings.WPFLEET_OWNER, "site": site, "backup": key, "kind": kind}
+
+
+# --- taking a backup --------------------------------------------------------------------
+
+
+def take_backup(site: Site, kind: str, job: Job | None, infra: Infra | None = None) -> Backup:
+    """Back the site up now; the DONE row, or an InfraError (the row is then FAILED)."""
+    infra = infra or Infra()
+    names = site.names
+    options = infra.db.wordpress_options(names.database, ("home", "blogname"))
+    if "home" not in options:
+        raise InfraError("backup", f"site {site.name} has no installed WordPress to back up")
+    now = timezone.now()
+    if job is not None:
+        # An attempt before this one died mid-way: its backup is no backup.
+        Backup.objects.filter(job=job, status=Backup.Status.RUNNING).update(
+            status=Backup.Status.FAILED, error="interrupted: its worker died", finished_at=now
+        )
+    keep_until = now + dt.timedelta(days=settings.WPFLEET_BACKUP_KEEP_DELETED_DAYS)
+    backup = Backup.objects.create(
+        site=site,
+        site_name=site.name,
+        kind=kind,
+        job=job,
+        home_url=options["home"].rstrip("/"),
+        title=options.get("blogname", site.title),
+        admin_user=site.admin_user,
+        keep_until=keep_until if kind == Backup.Kind.BEFORE_DELETE else None,
+        created_at=now,
+    )
+    try:
+        files, database = store(site.name, backup.key, kind, infra)
+    except Exception as exc:
+        Backup.objects.filter(pk=backup.pk).update(
+            status=Backup.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
+        )
+        raise
+    Backup.objects.filter(pk=backup.pk).update(
+        status=Backup.Status.DONE,
+        files_snapshot=files.snapshot,
+        database_snapshot=database.snapshot,
+        size_bytes=files.total_bytes + database.total_bytes,
+        added_bytes=files.added_bytes + database.added_bytes,
+        finished_at=timezone.now(),
+    )
+    backup.refresh_from_db()
+    log.info("backup %s of %s: %s bytes, %s added", backup.key, site.name, backup.size_bytes, backup.added_bytes)
+    return backup
+
+
+def store(site: str, key: str, kind: str, infra: Infra) -> tuple[Stored, Stored]:
+    """Stream the site's files and database into the repository, side by side."""
+    names = SiteNames(site)
+    repository = infra.repository
+    tags = _tags(site, key, kind)
+    if infra.docker.container(names.php) is None:
+        raise InfraError("backup", f"{names.php} is missing: the site's files cannot be read")
+
+    dump = infra.db.dump_process(names.database)
+    assert dump.stdout is not None
+    database_in = repository.popen(_backup_args(database_path(site), tags), stdin=dump.stdout)
+    dump.stdout.close()  # restic holds it now
+
+    files_in = repository.popen(_backup_args(files_path(site), tags), stdin=subprocess.PIPE)
+    feed_error: list[BaseException] = []
+
+    def feed() -> None:
+        assert files_in.stdin is not None
+        try:
+            for chunk in infra.docker.archive(names.php, WEBROOT):
+                files_in.stdin.write(chunk)
+        except BaseException as exc:  # told to the calling thread
+            feed_error.append(exc)
+        finally:
+            try:
+                files_in.stdin.close()
+            except OSError:
+                pass
+
+    # (the database streams meanwhile: dump and restic are processes of their own)
+    feed()
+    try:
+        files = repository.finish_backup(files_in, "storing the files")
+    finally:
+        database = None
+        try:
+            database = repository.finish_backup(database_in, "storing the database")
+        finally:
+            infra.db.finish(dump, "dumping the database")
+    if feed_error:
+        # restic stored what it got: a tar that ended early is no backup.
+        error = feed_error[0]
+        raise error if isinstance(error, InfraError) else InfraError("backup", f"reading the files: {error}")
+    assert database is not None
+    return files, database
+
+
+def _backup_args(filename: str, tags: dict[str, str]) -> list[str]:
+    args = ["backup", "--stdin", "--stdin-filename", filename, "--json", "--host", "wpfleet"]
+    for key, value in tags.items():
+        args += ["--tag", f"{key}={value}"]
+    return args
+
+
+# --- restoring --------------------------------------------------------------------------
+
+
+def source_of(backup: Backup) -> Source:
+    return Source(
+        site=backup.site_name,
+        files_snapshot=backup.files_snapshot,
+        database_snapshot=backup.database_snapshot,
+        home_url=backup.home_url,
+    )
+
+
+def restore_site(site: Site, backup: Backup, job: Job, record: Record, infra: Infra | None = None) -> None:
+    """Put the backup back into the live site: a before-restore backup first, the copy built beside, then switched.
+
+    Until the switch the site serves as it was; a failure after it (the
+    restored WordPress does not answer) switches back.
+    """
+    infra = infra or Infra()
+    if not Backup.objects.filter(job=job, kind=Backup.Kind.BEFORE_RESTORE, status=Backup.Status.DONE).exists():
+        with recorded(record, "backup"):
+            take_backup(site, Backup.Kind.BEFORE_RESTORE, job, infra)
+    restorer = Restorer(site.name, infra.docker, infra.db, infra.repository)
+    with recorded(record, "stage"):
+        try:
+            restorer.stage(source_of(backup), site.url.rstrip("/"))
+        except Exception:
+            restorer.discard_staging()
+            raise
+    with recorded(record, "switch"):
+        try:
+            restorer.switch()
+        except Exception:
+            restorer.switch_back()
+            raise
+    ctx = Context(
+        site=site.name,
+        db_password=site.db_password,
+        infra=infra,
+        profile=WordPressProfile(title=backup.title, admin_user=site.admin_user, admin_email=site.admin_email),
+        hostnames=site.hostnames(desired=False),
+        home=site.home_host(desired=False),
+    )
+    try:
+        with recorded(record, "wordpress"):
+            install_login_plugin(infra.docker, site.names)
+        with recorded(record, "live_check"):
+            LiveCheckStep().apply(ctx)
+    except Exception:
+        with recorded(record, "switch_back"):
+            restorer.switch_back()
+        raise
+    with recorded(record, "discard"):
+        restorer.discard_old()
+        restorer.discard_staging()
+    if backup.title and backup.title != site.title:
+        Site.objects.filter(pk=site.pk).update(title=backup.title)
+
+
+# --- the panel's own control database ----------------------------------------------------------
+
+
+def backup_panel(infra: Infra | None = None) -> Stored:
+    """Stream the control database into the repository (tag panel=<owner>)."""
+    repository = (infra or Infra()).repository
+    tags = {"wpfleet": settings.WPFLEET_OWNER, "panel": settings.WPFLEET_OWNER}
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        process = repository.popen(_backup_args("/panel/control.sql", tags), stdin=subprocess.PIPE)
+        assert process.stdin is not None
+        # iterdump reads inside one transaction: a consistent copy, written as SQL.
+        source = sqlite3.connect(f"file:{db['NAME']}?mode=ro", uri=True)
+        try:
+            for line in source.iterdump():
+                process.stdin.write((line + "\n").encode())
+        finally:
+            source.close()
+            process.stdin.close()
+        return repository.finish_backup(process, "storing the control database")
+    from sites.infra.mariadb import MariaDBAdmin
+
+    admin = MariaDBAdmin()
+    admin._config = {
+        "host": db["HOST"] or "127.0.0.1",
+        "port": int(db["PORT"] or 3306),
+        "user": db["USER"],
+        "password": db["PASSWORD"],
+        "connect_timeout": 10,
+    }
+    dump = admin.dump_process(db["NAME"])
+    assert dump.stdout is not None
+    process = repository.popen(_backup_args("/panel/control.sql", tags), stdin=dump.stdout)
+    dump.stdout.close()
+    stored = repository.finish_backup(process, "storing the control database")
+    admin.finish(dump, "dumping the control database")
+    return stored
+
+
+# --- schedules --------------------------------------------------------------------------------
+
+
+def next_slot(site: str, after: dt.datetime) -> dt.datetime:
+    """The site's next backup time after ``after``: its own offset within each period, from its name."""
+    period = int(settings.WPFLEET_BACKUP_EVERY_HOURS * 3600)
+    offset = zlib.crc32(site.encode()) % period
+    seconds = int(after.timestamp())
+    slot = seconds - (seconds % period) + offset
+    if slot <= seconds:
+        slot += period
+    return dt.datetime.fromtimestamp(slot, tz=dt.UTC)
+
+
+def open_backup_queue_jobs() -> int:
+    return Job.objects.filter(type__in=BACKUP_QUEUE_TYPES, status__in=Job.OPEN).count()
+
+
+def schedule_backups() -> dict[str, Any]:
+    """Housekeeping (every minute): start the backups that are due, within the backup workers' budget."""
+    if not enabled():
+        return {}
+    now = timezone.now()
+    report: dict[str, Any] = {}
+    if settings.WPFLEET_BACKUP_EVERY_HOURS:
+        unplanned = Site.objects.filter(status=Site.Status.ACTIVE, backup_due_at__isnull=True)
+        for pk, name in unplanned.values_list("pk", "name")[:1000]:
+            Site.objects.filter(pk=pk, backup_due_at__isnull=True).update(backup_due_at=next_slot(name, now))
+        # More than the workers can take would only wait in the queue, ahead
+        # of a manual backup or a restore.
+        free = settings.WPFLEET_BACKUP_WORKERS - open_backup_queue_jobs()
+        started = []
+        due = Site.objects.filter(status=Site.Status.ACTIVE, current_job__isnull=True, backup_due_at__lte=now).order_by(
+            "backup_due_at"
+        )
+        for site in due[: max(free, 0)]:
+            try:
+                with transaction.atomic():
+                    job = site.open_job(Site.JobType.BACKUP, params={"kind": Backup.Kind.SCHEDULED})
+                    Site.objects.filter(pk=site.pk).update(backup_due_at=next_slot(site.name, now))
+                    transaction.on_commit(functools.partial(enqueue, job.pk, job_type=job.type))
+                started.append(site.name)
+            except SiteBusy:
+                continue
+        if started:
+            report["backups started"] = started
+    if settings.WPFLEET_PANEL_BACKUP_EVERY_HOURS and _due(
+        PANEL_BACKUP, dt.timedelta(hours=settings.WPFLEET_PANEL_BACKUP_EVERY_HOURS)
+    ):
+        report["panel backup"] = _open_plain_job(PANEL_BACKUP, "wpfleet panel")
+    if _due(MAINTENANCE, dt.timedelta(days=1)):
+        report["repository maintenance"] = _open_plain_job(MAINTENANCE, "backup repository")
+    return report
+
+
+def _due(job_type: str, every: dt.timedelta) -> bool:
+    jobs = Job.objects.filter(type=job_type)
+    if jobs.filter(status__in=Job.OPEN).exists():
+        return False
+    return not jobs.filter(created_at__gt=timezone.now() - every).exists()
+
+
+def _open_plain_job(job_type: str, name: str) -> int:
+    """A job about no site (the panel's backup, the repository's maintenance)."""
+    job = Job.objects.create(subject_name=name, type=job_type, max_attempts=settings.WPFLEET_MAX_ATTEMPTS)
+    transaction.on_commit(lambda: enqueue(job.pk, job_type=job_type))
+    return job.pk
+
+
+# --- retention and the repository's maintenance ---------------------------------------------
+
+
+def _buckets(when: dt.datetime) -> dict[str, object]:
+    iso = when.isocalendar()
+    return {"daily": when.date(), "weekly": (iso.year, iso.week), "monthly": (when.year, when.month)}
+
+
+def retained(backups: list[Backup], now: dt.datetime) -> set[int]:
+    """The DONE backups the policy keeps (restic's keep-daily/weekly/monthly, per site).
+
+    A site's newest backup is always kept. A deleted site keeps only its
+    final backups, until their ``keep_until``.
+    """
+    keep: set[int] = set()
+    groups: dict[tuple[object, str], list[Backup]] = {}
+    for backup in backups:
+        groups.setdefault((backup.site_id, backup.site_name), []).append(backup)
+    counts = {
+        "daily": settings.WPFLEET_BACKUP_KEEP_DAILY,
+        "weekly": settings.WPFLEET_BACKUP_KEEP_WEEKLY,
+        "monthly": settings.WPFLEET_BACKUP_KEEP_MONTHLY,
+    }
+    for (site_id, _), group in groups.items():
+        group.sort(key=lambda b: b.created_at, reverse=True)
+        for backup in group:
+            if backup.keep_until is not None and backup.keep_until > now:
+                keep.add(backup.pk)
+        if site_id is None:
+            continue  # deleted: only what keep_until holds
+        keep.add(group[0].pk)
+        for period, count in counts.items():
+            seen: set[object] = set()
+            for backup in group:
+                bucket = _buckets(backup.created_at)[period]
+                if bucket in seen:
+                    continue
+                if len(seen) >= count:
+                    break
+                seen.add(bucket)
+                keep.add(backup.pk)
+    return keep
+
+
+def maintain(record: Record, repository: BackupRepository | None = None) -> dict[str, int]:
+    """Apply retention, forget what no kept backup accounts for, prune; off the hot path (the backups queue)."""
+    repository = repository or BackupRepository()
+    now = timezone.now()
+    with recorded(record, "unlock"):
+        repository.unlock()  # stale locks of restic processes that died
+    done = list(Backup.objects.good())
+    keep = retained(done, now)
+    dropped = [backup.pk for backup in done if backup.pk not in keep]
+    # Keys whose snapshots stay: kept backups, and backups still being taken.
+    running = Backup.objects.filter(status=Backup.Status.RUNNING, job__status__in=Job.OPEN)
+    live_keys = {backup.key for backup in done if backup.pk in keep} | set(running.values_list("key", flat=True))
+    with recorded(record, "forget"):
+        snapshots = repository.snapshots({"wpfleet": settings.WPFLEET_OWNER})
+        forget = []
+        for snapshot in snapshots:
+            tags = dict(tag.split("=", 1) for tag in snapshot.get("tags") or [] if "=" in tag)
+            if "backup" in tags and tags["backup"] not in live_keys:
+                forget.append(snapshot["id"])
+        for start in range(0, len(forget), 200):
+            repository.forget(forget[start : start + 200])
+        # The panel's own backups: restic's policy on their one group.
+        repository.run(
+            [
+                "forget",
+                "--tag",
+                f"panel={settings.WPFLEET_OWNER}",
+                "--keep-daily",
+                str(settings.WPFLEET_BACKUP_KEEP_DAILY),
+                "--keep-weekly",
+                str(settings.WPFLEET_BACKUP_KEEP_WEEKLY),
+                "--keep-monthly",
+                str(settings.WPFLEET_BACKUP_KEEP_MONTHLY),
+            ],
+            "forgetting old panel backups",
+            timeout=600,
+        )
+        Backup.objects.filter(pk__in=dropped).delete()
+        # Failed attempts stay listed for a while in the admin, for their error.
+        Backup.objects.filter(status=Backup.Status.FAILED, created_at__lt=now - dt.timedelta(days=30)).delete()
+        # A backup whose job ended without finishing it (its worker died on the last attempt).
+        Backup.objects.filter(status=Backup.Status.RUNNING).exclude(job__status__in=Job.OPEN).update(
+            status=Backup.Status.FAILED, error="interrupted: its worker died", finished_at=now
+        )
+    with recorded(record, "prune"):
+        repository.prune()
+    return {"forgotten": len(forget), "dropped": len(dropped)}
+
+
+# --- health ----------------------------------------------------------------------------
+
+
+def check_repository() -> None:
+    """For /api/health: the repository opens with the password (an InfraError says why not)."""
+    BackupRepository().ping()

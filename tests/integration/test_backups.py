@@ -1,0 +1,227 @@
+"""On the real lab: back up, restore, clone and undo a delete, through the API, with restic.
+
+Content is written through WordPress itself (``wp_insert_post``,
+``wp_upload_bits``, ``update_option`` run in the site's PHP container) and
+read back through Caddy over HTTPS, as a visitor would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from django.conf import settings
+
+from hosting import env as envmod
+from jobs.models import Job
+from sites.models import Backup, Site
+from sites.provisioning.restore import Restorer
+from tests.conftest import unique_name
+from tests.integration.conftest import fetch, run_to_end
+
+pytestmark = [pytest.mark.integration]
+
+# Runs in the site's PHP container as www-data: WordPress loaded, then the body.
+WP = r"""
+function wp_mail() { return true; }
+$_SERVER['HTTP_HOST'] = getenv('WPFLEET_HOST');
+$_SERVER['HTTPS'] = 'on';
+require '/var/www/html/wp-load.php';
+$in = json_decode(getenv('WPFLEET_IN'), true);
+$out = (function ($in) { %s })($in);
+echo "\nWPFLEET-OUT " . json_encode($out);
+"""
+
+
+def wordpress(infra, site: Site, body: str, **values) -> object:
+    """Run PHP inside the site's WordPress; what it returns, decoded."""
+    code, output = infra.docker.exec(
+        site.names.php,
+        ["php", "-r", WP % body],
+        user="www-data",
+        environment={"WPFLEET_HOST": site.domain, "WPFLEET_IN": json.dumps(values)},
+    )
+    assert code == 0 and "WPFLEET-OUT " in output, output[-2000:]
+    return json.loads(output.rsplit("WPFLEET-OUT ", 1)[1])
+
+
+def write_post_and_upload(infra, site: Site, data: bytes) -> tuple[int, str]:
+    """A published post and an uploaded file, made by WordPress; (post id, upload URL path)."""
+    # (the bytes go in as a file: an environment variable is too small for them)
+    infra.docker.put_files(infra.docker.container(site.names.php), "/tmp", {"proof.jpg": (data, 0o644, 33, 33)})
+    made = wordpress(
+        infra,
+        site,
+        """
+        $post = wp_insert_post(['post_title' => $in['title'], 'post_content' => 'restored?', 'post_status' => 'publish']);
+        $upload = wp_upload_bits('proof.jpg', null, file_get_contents('/tmp/proof.jpg'));
+        if ($upload['error']) { return ['error' => $upload['error']]; }
+        return ['post' => $post, 'url' => $upload['url'], 'file' => $upload['file']];
+        """,
+        title="A post to keep",
+    )
+    assert isinstance(made, dict) and "post" in made, made
+    path = "/" + made["url"].split("/", 3)[3]
+    return made["post"], path
+
+
+def post_title(site_name: str, post: int) -> str | None:
+    answer = fetch(site_name, f"/?rest_route=/wp/v2/posts/{post}")
+    return answer.json()["title"]["rendered"] if answer.status_code == 200 else None
+
+
+@pytest.fixture
+def backups_api(api, make_site):
+    if not settings.WPFLEET_BACKUP_REPOSITORY:
+        pytest.fail("the lab configures a backup repository (WPFLEET_BACKUP_REPOSITORY): run lab/up.sh")
+    return api
+
+
+def run_latest_job(site_name: str) -> Job:
+    job = Job.objects.filter(subject_name=site_name).order_by("-id").first()
+    assert job is not None
+    return run_to_end(job.pk)
+
+
+def test_a_backup_restores_a_deleted_post_and_upload_byte_for_byte(backups_api, make_site, infra):
+    api = backups_api
+    site = make_site()
+    assert site.status == Site.Status.ACTIVE, site.last_job.error
+    data = os.urandom(300_000)
+    post, upload = write_post_and_upload(infra, site, data)
+    assert fetch(site.name, upload).content == data
+
+    answer = api.post(f"/api/sites/{site.name}/backups")
+    assert answer.status_code == 202, answer.content
+    assert run_to_end(answer.json()["id"]).status == Job.Status.DONE
+    listed = api.get(f"/api/sites/{site.name}/backups").json()
+    assert [entry["kind"] for entry in listed] == ["manual"]
+    backup = listed[0]
+    assert backup["size_bytes"] > 1_000_000 and backup["added_bytes"] > 0
+
+    wordpress(
+        infra,
+        site,
+        "wp_delete_post($in['post'], true); unlink($in['file']); return true;",
+        post=post,
+        file=f"/var/www/html{upload}",
+    )
+    assert post_title(site.name, post) is None
+    assert fetch(site.name, upload).status_code != 200  # WordPress answers for it now (a redirect)
+
+    answer = api.post(f"/api/sites/{site.name}/restore", {"backup": backup["id"]}, format="json")
+    assert answer.status_code == 202, answer.content
+    job = run_to_end(answer.json()["id"])
+    assert job.status == Job.Status.DONE, job.error
+
+    assert post_title(site.name, post) == "A post to keep"
+    assert fetch(site.name, upload).content == data
+    kinds = [entry["kind"] for entry in api.get(f"/api/sites/{site.name}/backups").json()]
+    assert kinds == ["before-restore", "manual"]
+    assert Restorer(site.name, infra.docker, infra.db, infra.repository).leftovers() == []
+
+
+def test_a_clone_gets_the_post_its_own_https_url_and_serialized_options_rewritten(backups_api, make_site, infra):
+    api = backups_api
+    site = make_site()
+    post, _ = write_post_and_upload(infra, site, b"clone me")
+    old = f"https://{site.domain}"
+    wordpress(
+        infra,
+        site,
+        "update_option('wpfleet_links', $in['links']); return true;",
+        links={"home": f"{old}/", "nested": {"logo": f"{old}/logo.png", "count": 3}, "label": "unrelated"},
+    )
+    answer = api.post(f"/api/sites/{site.name}/backups")
+    assert run_to_end(answer.json()["id"]).status == Job.Status.DONE
+
+    clone = unique_name("c")
+    answer = api.post(f"/api/sites/{site.name}/clone", {"site": clone}, format="json")
+    assert answer.status_code == 202, answer.content
+    make_site.created.append(clone)
+    job = run_latest_job(clone)
+    assert job.status == Job.Status.DONE, job.error
+    cloned = Site.objects.get(name=clone)
+    assert cloned.status == Site.Status.ACTIVE
+
+    assert post_title(clone, post) == "A post to keep"
+    found = wordpress(
+        infra,
+        cloned,
+        """
+        global $wpdb;
+        $raw = $wpdb->get_var("SELECT option_value FROM $wpdb->options WHERE option_name = 'wpfleet_links'");
+        return ['home' => get_option('home'), 'links' => unserialize($raw), 'raw_ok' => unserialize($raw) !== false];
+        """,
+    )
+    new = f"https://{cloned.domain}"
+    assert found["home"] == new
+    assert found["raw_ok"] is True
+    assert found["links"] == {
+        "home": f"{new}/",
+        "nested": {"logo": f"{new}/logo.png", "count": 3},
+        "label": "unrelated",
+    }
+    # The source is untouched.
+    assert post_title(site.name, post) == "A post to keep"
+    assert wordpress(infra, site, "return get_option('home');") == old
+
+
+def test_a_deleted_site_comes_back_from_its_final_backup(backups_api, make_site, infra):
+    api = backups_api
+    site = make_site()
+    post, _ = write_post_and_upload(infra, site, b"do not lose me")
+    answer = api.delete(f"/api/sites/{site.name}")
+    assert answer.status_code == 202
+    job = run_latest_job(site.name)
+    assert job.status == Job.Status.DONE, job.error
+    assert not Site.objects.filter(name=site.name).exists()
+    assert [step.name for step in job.steps.all()][:1] == ["final_backup"]
+
+    listed = api.get(f"/api/sites/{site.name}/backups").json()
+    assert [entry["kind"] for entry in listed] == ["before-delete"]
+    final = Backup.objects.get(key=listed[0]["id"])
+    assert final.keep_until is not None and (final.keep_until - final.created_at).days == 30
+
+    answer = api.post(f"/api/sites/{site.name}/clone", {"site": site.name, "backup": final.key}, format="json")
+    assert answer.status_code == 202, answer.content
+    job = run_latest_job(site.name)
+    assert job.status == Job.Status.DONE, job.error
+    assert post_title(site.name, post) == "A post to keep"
+
+
+def test_backups_of_one_site_are_not_reachable_through_another(backups_api, make_site):
+    api = backups_api
+    first, second = make_site(), make_site()
+    answer = api.post(f"/api/sites/{first.name}/backups")
+    assert run_to_end(answer.json()["id"]).status == Job.Status.DONE
+    key = api.get(f"/api/sites/{first.name}/backups").json()[0]["id"]
+
+    answer = api.post(f"/api/sites/{second.name}/restore", {"backup": key}, format="json")
+    assert answer.status_code == 404 and answer.json()["code"] == "not_found"
+    answer = api.post(f"/api/sites/{second.name}/clone", {"site": unique_name("c"), "backup": key}, format="json")
+    assert answer.status_code == 404
+    assert Job.objects.filter(subject_name=second.name).count() == 1  # its provision only
+
+
+def test_the_sftp_repository_holds_a_backup_that_restic_can_read(make_site, infra, settings):
+    # The lab's SFTP host (lab/up.sh): a real remote target, reached with ssh.
+    repository = envmod.load(settings.BASE_DIR).raw("WPFLEET_LAB_SFTP_REPOSITORY")
+    assert repository and repository.startswith("sftp:"), "lab/up.sh sets WPFLEET_LAB_SFTP_REPOSITORY"
+    settings.WPFLEET_BACKUP_REPOSITORY = repository
+    from sites.ops.backups import take_backup
+    from sites.provisioning.steps import Infra
+
+    site = make_site()
+    remote = Infra()
+    backup = take_backup(site, Backup.Kind.MANUAL, None, remote)
+    assert backup.status == Backup.Status.DONE
+    listed = remote.repository.snapshots({"backup": backup.key})
+    assert sorted(snapshot["paths"][0] for snapshot in listed) == [
+        f"/sites/{site.name}/database.sql",
+        f"/sites/{site.name}/files.tar",
+    ]
+    dump = remote.repository.dump(backup.database_snapshot, f"/sites/{site.name}/database.sql")
+    sql, _ = dump.communicate()
+    assert dump.returncode == 0 and b"-- Dump completed" in sql and b"wp_options" in sql
