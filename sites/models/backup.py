@@ -4,7 +4,7 @@ A row is made RUNNING when a backup starts and becomes DONE only once both
 of its parts (the files and the database, one restic snapshot each) are
 stored and checked; a backup that fails or whose worker dies is FAILED and
 never listed. The repository's snapshots carry the row's ``key`` as a tag,
-so the maintenance job forgets whatever no DONE row accounts for.
+so that the maintenance job can forget what a failed attempt stored.
 
 Rows outlive their site (``site`` is set to NULL, ``site_name`` stays): a
 deleted site's final backup can still be cloned into a new site.

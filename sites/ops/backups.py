@@ -5,7 +5,7 @@ backup's key: the site's files (the archive API's tar of its webroot) and
 its database (mariadb-dump in one transaction), each streamed from its
 source into restic. Its catalogue row (sites.models.Backup) becomes DONE
 only after both are stored; anything else is never listed, and the daily
-maintenance forgets whatever snapshots no DONE row accounts for.
+maintenance forgets the snapshots of failed attempts.
 """
 
 from __future__ import annotations
@@ -377,23 +377,31 @@ def retained(backups: list[Backup], now: dt.datetime) -> set[int]:
 
 
 def maintain(record: Record, repository: BackupRepository | None = None) -> dict[str, int]:
-    """Apply retention, forget what no kept backup accounts for, prune; off the hot path (the backups queue)."""
+    """Apply retention, forget the snapshots the catalogue no longer needs, prune; off the hot path (the backups queue)."""
     repository = repository or BackupRepository()
     now = timezone.now()
     with recorded(record, "unlock"):
         repository.unlock()  # stale locks of restic processes that died
     done = list(Backup.objects.good())
     keep = retained(done, now)
-    dropped = [backup.pk for backup in done if backup.pk not in keep]
-    # Keys whose snapshots stay: kept backups, and backups still being taken.
-    running = Backup.objects.filter(status=Backup.Status.RUNNING, job__status__in=Job.OPEN)
-    live_keys = {backup.key for backup in done if backup.pk in keep} | set(running.values_list("key", flat=True))
+    dropped = [backup for backup in done if backup.pk not in keep]
     with recorded(record, "forget"):
+        # A backup whose job ended without finishing it (its worker died on the last attempt).
+        Backup.objects.filter(status=Backup.Status.RUNNING).exclude(job__status__in=Job.OPEN).update(
+            status=Backup.Status.FAILED, error="interrupted: its worker died", finished_at=now
+        )
+        # Only snapshots the catalogue says are not needed: a policy's drop,
+        # a failed attempt. One whose key the catalogue does not know is kept
+        # (a control database restored from an older copy does not know the
+        # newest backups: they are not garbage).
+        unwanted = {backup.key for backup in dropped} | set(
+            Backup.objects.filter(status=Backup.Status.FAILED).values_list("key", flat=True)
+        )
         snapshots = repository.snapshots({"wpfleet": settings.WPFLEET_OWNER})
         forget = []
         for snapshot in snapshots:
             tags = dict(tag.split("=", 1) for tag in snapshot.get("tags") or [] if "=" in tag)
-            if "backup" in tags and tags["backup"] not in live_keys:
+            if tags.get("backup") in unwanted:
                 forget.append(snapshot["id"])
         for start in range(0, len(forget), 200):
             repository.forget(forget[start : start + 200])
@@ -413,13 +421,9 @@ def maintain(record: Record, repository: BackupRepository | None = None) -> dict
             "forgetting old panel backups",
             timeout=600,
         )
-        Backup.objects.filter(pk__in=dropped).delete()
+        Backup.objects.filter(pk__in=[backup.pk for backup in dropped]).delete()
         # Failed attempts stay listed for a while in the admin, for their error.
         Backup.objects.filter(status=Backup.Status.FAILED, created_at__lt=now - dt.timedelta(days=30)).delete()
-        # A backup whose job ended without finishing it (its worker died on the last attempt).
-        Backup.objects.filter(status=Backup.Status.RUNNING).exclude(job__status__in=Job.OPEN).update(
-            status=Backup.Status.FAILED, error="interrupted: its worker died", finished_at=now
-        )
     with recorded(record, "prune"):
         repository.prune()
     return {"forgotten": len(forget), "dropped": len(dropped)}

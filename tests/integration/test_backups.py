@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -34,7 +35,7 @@ echo "\nWPFLEET-OUT " . json_encode($out);
 """
 
 
-def wordpress(infra, site: Site, body: str, **values) -> object:
+def wordpress(infra, site: Site, body: str, **values) -> Any:
     """Run PHP inside the site's WordPress; what it returns, decoded."""
     code, output = infra.docker.exec(
         site.names.php,

@@ -1,7 +1,9 @@
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import time
 
 from django.conf import settings
 from django.core.management import call_command
@@ -46,7 +48,11 @@ class Command(BaseCommand):
             for name in others
         ]
         try:
+            # Returns once the cluster runs: its sentinel is a child process,
+            # which a SIGTERM here stops (django-q2's handler); then the others go.
             call_command("qcluster")
+            while any(process.is_alive() for process in multiprocessing.active_children()):
+                time.sleep(0.5)
         finally:
             for child in children:
                 if child.poll() is None:
