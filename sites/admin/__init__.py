@@ -1,4 +1,4 @@
-"""The operators' console: sites and their jobs (both registered here, since
-jobs' records are shown and retried through sites' services)."""
+"""The operators' console: sites, their jobs and their backups (all registered
+here, since jobs' records are shown and retried through sites' services)."""
 
-from sites.admin import jobs, sites  # noqa: F401  (registers the ModelAdmins)
+from sites.admin import backups, jobs, sites  # noqa: F401  (registers the ModelAdmins)

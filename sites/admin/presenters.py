@@ -28,7 +28,7 @@ from django.utils.safestring import SafeString
 from jobs.models import Job, JobStep
 from jobs.redaction import redact
 from sites.infra.errors import InfraError
-from sites.models import Site, known_secrets
+from sites.models import Backup, Site, known_secrets
 from sites.provisioning.steps import DRIFTED, FOREIGN, MISSING, OK, PROVISION_STEPS, STOPPED, Context, Infra, Step, View
 
 # The whole page waits for the slowest probe: past this, a dependency is
@@ -74,6 +74,11 @@ def format_duration(duration: dt.timedelta | None) -> str:
         return f"{minutes} min {seconds} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+def backup_taken_at(backup: Backup) -> str:
+    """A backup's time as titles, messages and log entries name it: its key means nothing to a person."""
+    return f"{backup.created_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def truncate(text: str, length: int = 80) -> str:

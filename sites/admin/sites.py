@@ -26,7 +26,7 @@ from jobs.models import Job
 from jobs.redaction import redact
 from sites.admin import presenters as views
 from sites.infra.errors import InfraError
-from sites.models import Domain, Site, known_secrets
+from sites.models import Backup, Domain, Site, known_secrets
 from sites.models.validation import (
     NAME_RULE,
     taken_message,
@@ -38,20 +38,30 @@ from sites.models.validation import (
 from sites.ops.cleanup import cleanup, zombie_sites
 from sites.permissions import can
 from sites.services import (
+    BackupsDisabled,
     DomainTaken,
     SiteBusy,
     SiteNameTaken,
     SiteNotActive,
     WordPressUserMissing,
     add_domain,
+    back_up_site,
+    clone_site,
     create_site,
     delete_site,
+    find_backup,
     login_link,
     new_admin_password,
     remove_domain,
+    restore_site,
     retry_site,
     set_primary_domain,
+    site_backups,
 )
+
+# What the services refuse a backup, restore or clone with: shown as an error
+# on the site's page, and nothing was done.
+_BACKUP_REFUSALS = (BackupsDisabled, Backup.DoesNotExist, SiteBusy, SiteNotActive)
 
 
 class SiteNameField(forms.Field):
@@ -111,6 +121,22 @@ class SiteAddForm(forms.ModelForm):
         model's own "Site with this Name already exists." would differ from the API."""
 
 
+class CloneForm(forms.Form):
+    """Only carries the new name: clone_site checks it, so every message is the API's."""
+
+    name = SiteNameField(
+        required=False,
+        label="New site's name",
+        widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Rendered by wpfleet/clone_backup.html, which escapes it.
+        example = f"A site named “blog” is served as blog.{settings.WPFLEET_BASE_DOMAIN}."
+        self.fields["name"].help_text = f"{NAME_RULE} {example}"
+
+
 class ZombieFilter(admin.SimpleListFilter):
     title = "zombie"
     parameter_name = "zombie"
@@ -138,6 +164,11 @@ class DriftFilter(admin.SimpleListFilter):
         if self.value() in ("yes", "no"):
             return queryset.filter(drifted=self.value() == "yes")
         return queryset
+
+
+def _live_and_idle(site: Site) -> bool:
+    """Whether the site can take a job that works on its WordPress now (no other job holds it)."""
+    return site.status == Site.Status.ACTIVE and site.current_job_id is None
 
 
 def _safe_next(request: HttpRequest) -> HttpResponseRedirect | None:
@@ -340,6 +371,21 @@ class SiteAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.admin_password_view),
                 name=f"{prefix}_admin_password",
             ),
+            path(
+                "<path:object_id>/backups/back-up/",
+                self.admin_site.admin_view(self.back_up_view),
+                name=f"{prefix}_back_up",
+            ),
+            path(
+                "<path:object_id>/backups/<str:key>/restore/",
+                self.admin_site.admin_view(self.restore_view),
+                name=f"{prefix}_restore",
+            ),
+            path(
+                "<path:object_id>/backups/<str:key>/clone/",
+                self.admin_site.admin_view(self.clone_view),
+                name=f"{prefix}_clone",
+            ),
             *super().get_urls(),
         ]
 
@@ -383,8 +429,11 @@ class SiteAdmin(admin.ModelAdmin):
         site = self.get_object(request, unquote(object_id))
         if site is not None and self.has_view_or_change_permission(request, site):
             progress = views.site_progress(site)
+            panels = [("Domains", self._render_domains(request, site))]
+            if can(request.user, "list_backups"):
+                panels.append(("Backups", self._render_backups(request, site)))
             context["wpfleet_panels"] = [
-                ("Domains", self._render_domains(request, site)),
+                *panels,
                 ("Resources, live from the infrastructure", views.render_resources(site)),
                 ("Jobs", views.render_jobs(site)),
             ]
@@ -401,21 +450,46 @@ class SiteAdmin(admin.ModelAdmin):
                 "pk": site.pk,
                 "retry": can_retry and self.has_retry_permission(request),
                 "deprovision": site.current_job_id is None and self.has_deprovision_permission(request),
-                "wordpress": site.status == Site.Status.ACTIVE
-                and site.current_job_id is None
-                and can(request.user, "login_link"),
+                "wordpress": _live_and_idle(site) and can(request.user, "login_link"),
             }
         return super().change_view(request, object_id, form_url, context)
 
-    # --- inside the site's WordPress: one-click login, a new admin password -------------
+    # --- the site's own actions: who may, and back to its page ------------------------
 
-    def _site_for_post(self, request: HttpRequest, object_id: str, operation: str) -> Site:
-        if request.method != "POST":
-            raise PermissionDenied  # a GET (a prefetch, a pasted link) must not log anyone in
+    def _site_for(self, request: HttpRequest, object_id: str, operation: str) -> Site:
         site = self.get_object(request, unquote(object_id))
         if site is None or not can(request.user, operation):
             raise PermissionDenied
         return site
+
+    def _site_for_post(self, request: HttpRequest, object_id: str, operation: str) -> Site:
+        if request.method != "POST":
+            raise PermissionDenied  # a GET (a prefetch, a pasted link) must not log anyone in nor change anything
+        return self._site_for(request, object_id, operation)
+
+    def _back_to_site(
+        self, request: HttpRequest, site: Site, error: Exception | str | None = None
+    ) -> HttpResponseRedirect:
+        """The site's page; with the service's refusal, if there was one, as an error message."""
+        if error is not None:
+            self.message_user(request, str(error), messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:sites_site_change", args=[site.pk]))
+
+    def _site_subpage(self, request: HttpRequest, site: Site, template: str, title: str, **extra) -> TemplateResponse:
+        """A page of one of the site's actions, in the admin's frame, its breadcrumbs leading back to the site."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "opts": self.opts,
+            "site": site,
+            "site_page": reverse("admin:sites_site_change", args=[site.pk]),
+            **extra,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, template, context)
+
+    # --- inside the site's WordPress: one-click login, a new admin password -------------
 
     def wordpress_login_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Redirect to a one-time link that opens the site's wp-admin as its admin."""
@@ -423,8 +497,7 @@ class SiteAdmin(admin.ModelAdmin):
         try:
             link = login_link(site)
         except (SiteNotActive, WordPressUserMissing, InfraError) as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:sites_site_change", args=[site.pk]))
+            return self._back_to_site(request, site, exc)
         self.log_change(request, site, "Opened its WordPress as the admin (one-click login).")
         response = HttpResponseRedirect(link.url)
         response["Cache-Control"] = "no-store"
@@ -444,7 +517,7 @@ class SiteAdmin(admin.ModelAdmin):
             {
                 "rows": rows,
                 "can_change": can(request.user, "change_domains"),
-                "idle": site.status == Site.Status.ACTIVE and site.current_job_id is None,
+                "idle": _live_and_idle(site),
                 "add_url": url.replace("OP", "add"),
                 "remove_url": url.replace("OP", "remove"),
                 "primary_url": url.replace("OP", "primary"),
@@ -462,16 +535,13 @@ class SiteAdmin(admin.ModelAdmin):
         try:
             job = actions[operation](site, domain)
         except ValidationError as exc:
-            self.message_user(request, exc.messages[0], messages.ERROR)
-        except Domain.DoesNotExist as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-        except (DomainTaken, SiteBusy, SiteNotActive) as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-        else:
-            verb = {"add": "Adding", "remove": "Removing", "primary": "Making primary"}[operation]
-            self.log_change(request, site, f"{verb} domain {domain.strip().lower()} (job #{job.pk}).")
-            self.message_user(request, f"{verb} {domain.strip().lower()}: job #{job.pk} is on it.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:sites_site_change", args=[site.pk]))
+            return self._back_to_site(request, site, exc.messages[0])
+        except (Domain.DoesNotExist, DomainTaken, SiteBusy, SiteNotActive) as exc:
+            return self._back_to_site(request, site, exc)
+        verb = {"add": "Adding", "remove": "Removing", "primary": "Making primary"}[operation]
+        self.log_change(request, site, f"{verb} domain {domain.strip().lower()} (job #{job.pk}).")
+        self.message_user(request, f"{verb} {domain.strip().lower()}: job #{job.pk} is on it.", messages.SUCCESS)
+        return self._back_to_site(request, site)
 
     def admin_password_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Set a new random password for the site's WordPress admin and show it on this page only."""
@@ -479,24 +549,127 @@ class SiteAdmin(admin.ModelAdmin):
         try:
             credentials = new_admin_password(site)
         except (SiteNotActive, WordPressUserMissing, InfraError) as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:sites_site_change", args=[site.pk]))
+            return self._back_to_site(request, site, exc)
         # Logged without the password; shown in this response and nowhere else
         # (not a message: those can travel in a cookie).
         self.log_change(request, site, "Set a new WordPress admin password.")
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"New WordPress admin password for {site.name}",
-            "subtitle": None,
-            "opts": self.opts,
-            "site": site,
-            "credentials": credentials,
-            "site_page": reverse("admin:sites_site_change", args=[site.pk]),
-        }
-        request.current_app = self.admin_site.name
-        response = TemplateResponse(request, "wpfleet/admin_password.html", context)
+        response = self._site_subpage(
+            request,
+            site,
+            "wpfleet/admin_password.html",
+            f"New WordPress admin password for {site.name}",
+            credentials=credentials,
+        )
         response["Cache-Control"] = "no-store"
         return response
+
+    # --- backups: take one, restore one, clone one into a new site --------------------
+
+    def _render_backups(self, request: HttpRequest, site: Site) -> str:
+        # The same list as the API's GET /sites/<name>/backups.
+        backups = site_backups(site.name).order_by("-created_at", "-id")
+        rows = [
+            {
+                "backup": backup,
+                "restore_url": reverse("admin:sites_site_restore", args=[site.pk, backup.key]),
+                "clone_url": reverse("admin:sites_site_clone", args=[site.pk, backup.key]),
+            }
+            for backup in backups
+        ]
+        # The services refuse every action without a repository, and a backup or
+        # a restore of a site that is not live and idle: no buttons that can only fail.
+        configured, idle = bool(settings.WPFLEET_BACKUP_REPOSITORY), _live_and_idle(site)
+        may_back_up, may_restore = can(request.user, "back_up_site"), can(request.user, "restore_site")
+        return render_to_string(
+            "wpfleet/backups.html",
+            {
+                "rows": rows,
+                "configured": configured,
+                "back_up": configured and idle and may_back_up,
+                "restore": configured and idle and may_restore,
+                "clone": configured and can(request.user, "clone_site"),
+                "held": configured and not idle and (may_back_up or may_restore),
+                "back_up_url": reverse("admin:sites_site_back_up", args=[site.pk]),
+            },
+            request=request,
+        )
+
+    def back_up_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Start a manual backup of the site."""
+        site = self._site_for_post(request, object_id, "back_up_site")
+        try:
+            job = back_up_site(site)
+        except _BACKUP_REFUSALS as exc:
+            return self._back_to_site(request, site, exc)
+        self.log_change(request, site, f"Backup started (job #{job.pk}).")
+        self.message_user(request, f"Backup started (job #{job.pk}).", messages.SUCCESS)
+        return self._back_to_site(request, site)
+
+    def restore_view(self, request: HttpRequest, object_id: str, key: str) -> HttpResponse:
+        """Say what a restore of the backup does (GET), then start it (POST)."""
+        site = self._site_for(request, object_id, "restore_site")
+        try:
+            backup = find_backup(site.name, key)
+        except Backup.DoesNotExist as exc:
+            return self._back_to_site(request, site, exc)
+        taken = views.backup_taken_at(backup)
+        if request.method != "POST":
+            return self._site_subpage(
+                request,
+                site,
+                "wpfleet/restore_backup.html",
+                f"Restore {site.name} from its backup of {taken}?",
+                backup=backup,
+            )
+        try:
+            job = restore_site(site, backup.key)
+        except _BACKUP_REFUSALS as exc:
+            return self._back_to_site(request, site, exc)
+        self.log_change(request, site, f"Restore of backup {backup.key} of {taken} started (job #{job.pk}).")
+        self.message_user(
+            request,
+            f"Restore of the backup of {taken} started (job #{job.pk}): the site as it is now is backed up first.",
+            messages.SUCCESS,
+        )
+        return self._back_to_site(request, site)
+
+    def clone_view(self, request: HttpRequest, object_id: str, key: str) -> HttpResponse:
+        """Ask for a new site's name (GET), then build that site from the backup (POST)."""
+        site = self._site_for(request, object_id, "clone_site")
+        try:
+            backup = find_backup(site.name, key)
+        except Backup.DoesNotExist as exc:
+            return self._back_to_site(request, site, exc)
+        taken = views.backup_taken_at(backup)
+        form = CloneForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            try:
+                clone = clone_site(site.name, form.cleaned_data["name"], backup.key)
+            except ValidationError as exc:
+                form.add_error("name", exc)
+            except SiteNameTaken as exc:
+                form.add_error("name", str(exc))
+            except _BACKUP_REFUSALS as exc:
+                return self._back_to_site(request, site, exc)
+            else:
+                job = f"job #{clone.current_job_id}"
+                self.log_addition(request, clone, f"Cloned from backup {backup.key} of {site.name} ({taken}, {job}).")
+                self.log_change(request, site, f"Backup {backup.key} of {taken} cloned into the new site {clone.name}.")
+                self.message_user(
+                    request,
+                    f"The site “{clone.name}” is being built from the backup of {site.name} of {taken} ({job}); "
+                    "this page shows its job’s progress.",
+                    messages.SUCCESS,
+                )
+                return self._back_to_site(request, clone)
+        return self._site_subpage(
+            request,
+            site,
+            "wpfleet/clone_backup.html",
+            f"Clone {site.name}’s backup of {taken} into a new site",
+            backup=backup,
+            form=form,
+        )
 
     # --- actions ---------------------------------------------------------------------
 
