@@ -260,6 +260,7 @@ def _job_accepted(job: Job) -> Response:
 
 
 _BACKUP_ERRORS = {503: "No backup repository is configured, or it did not answer"}
+_BODY_ERRORS = {413: "Body larger than the limit", 415: "Body neither JSON nor form data"}
 
 
 class SiteBackups(APIView):
@@ -302,6 +303,7 @@ class SiteRestore(APIView):
                     400: "No backup named",
                     404: "No such site, or no such backup of this site",
                     409: "The site is not active, or a job holds it",
+                    **_BODY_ERRORS,
                     **_BACKUP_ERRORS,
                 }
             ),
@@ -330,6 +332,7 @@ class SiteClone(APIView):
                     400: "Invalid or reserved new name; unknown field",
                     404: "No such site or backup",
                     409: "The new name is taken",
+                    **_BODY_ERRORS,
                     **_BACKUP_ERRORS,
                 }
             ),

@@ -69,8 +69,8 @@ def _describe(stderr: str, code: int) -> tuple[str, bool]:
 
 
 def _safe_location(repository: str) -> str:
-    """The repository without credentials a URL could carry (s3:https://key:secret@host/...)."""
-    return re.sub(r"//[^/@]*@", "//", repository)
+    """The repository without a password a URL could carry (rest:https://user:secret@host/...)."""
+    return re.sub(r"(//[^/:@]*):[^/@]*@", r"\1@", repository)
 
 
 class BackupRepository:

@@ -142,19 +142,27 @@ def store(site: str, key: str, kind: str, infra: Infra) -> tuple[Stored, Stored]
 
     # (the database streams meanwhile: dump and restic are processes of their own)
     feed()
-    try:
-        files = repository.finish_backup(files_in, "storing the files")
-    finally:
-        database = None
+    # Wait for all three, then say why it failed: the repository first (a
+    # restic that could not open it breaks the dump's pipe too).
+    outcomes: list[Stored | BaseException | None] = []
+    for finish in (
+        lambda: repository.finish_backup(files_in, "storing the files"),
+        lambda: repository.finish_backup(database_in, "storing the database"),
+        lambda: infra.db.finish(dump, "dumping the database"),
+    ):
         try:
-            database = repository.finish_backup(database_in, "storing the database")
-        finally:
-            infra.db.finish(dump, "dumping the database")
+            outcomes.append(finish())
+        except Exception as exc:
+            outcomes.append(exc)
+    errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
     if feed_error:
         # restic stored what it got: a tar that ended early is no backup.
         error = feed_error[0]
-        raise error if isinstance(error, InfraError) else InfraError("backup", f"reading the files: {error}")
-    assert database is not None
+        errors.append(error if isinstance(error, InfraError) else InfraError("backup", f"reading the files: {error}"))
+    if errors:
+        raise errors[0]
+    files, database = outcomes[0], outcomes[1]
+    assert isinstance(files, Stored) and isinstance(database, Stored)
     return files, database
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 
 from hosting import env as envmod
 from jobs.models import Job
@@ -226,3 +227,71 @@ def test_the_sftp_repository_holds_a_backup_that_restic_can_read(make_site, infr
     dump = remote.repository.dump(backup.database_snapshot, f"/sites/{site.name}/database.sql")
     sql, _ = dump.communicate()
     assert dump.returncode == 0 and b"-- Dump completed" in sql and b"wp_options" in sql
+
+
+def test_a_restore_that_fails_after_the_switch_switches_back_and_the_site_serves_as_it_was(
+    backups_api, make_site, infra, settings
+):
+    api = backups_api
+    site = make_site()
+    first, _ = write_post_and_upload(infra, site, b"v1")
+    answer = api.post(f"/api/sites/{site.name}/backups")
+    assert run_to_end(answer.json()["id"]).status == Job.Status.DONE
+    backup = Backup.objects.get(site=site, kind="manual")
+    second, _ = write_post_and_upload(infra, site, b"v2")
+    # The restored WordPress will not pass the live check: its REST index
+    # will not name this title. (A short timeout: the check gives up fast.)
+    Backup.objects.filter(pk=backup.pk).update(title="Not what the backup holds")
+    settings.WPFLEET_LIVE_TIMEOUT_SECONDS = 3
+
+    job = run_to_end(api.post(f"/api/sites/{site.name}/restore", {"backup": backup.key}, format="json").json()["id"])
+    assert job.status == Job.Status.FAILED
+    assert "switch_back" in [step.name for step in job.steps.all()]
+    # Both posts: the site is as it was before the restore, not as in the backup.
+    assert post_title(site.name, first) == "A post to keep"
+    assert post_title(site.name, second) == "A post to keep"
+    assert Restorer(site.name, infra.docker, infra.db, infra.repository).leftovers() == []
+    site.refresh_from_db()
+    assert site.status == Site.Status.ACTIVE and site.current_job_id is None
+
+
+def test_a_repository_with_the_wrong_password_fails_the_backup_naming_it_and_health_says_so(
+    backups_api, make_site, settings
+):
+    api = backups_api
+    site = make_site()
+    settings.WPFLEET_BACKUP_PASSWORD = "not the password"
+    job = run_to_end(api.post(f"/api/sites/{site.name}/backups").json()["id"])
+    assert job.status == Job.Status.FAILED
+    assert "backup repository" in job.error and "wrong password" in job.error
+    assert "not the password" not in job.error + job.traceback
+    assert not Backup.objects.good().filter(site=site).exists()
+    cache.clear()
+    health = api.get("/api/health")
+    assert health.status_code == 503 and "backups" in health.json()["failing"]
+    assert "wrong password" in health.json()["dependencies"]["backups"]["error"]
+
+
+def test_an_unreachable_repository_fails_the_backup_naming_it(backups_api, make_site, settings):
+    api = backups_api
+    site = make_site()
+    settings.WPFLEET_BACKUP_REPOSITORY = "sftp://backup@127.0.0.1:1//srv/nowhere"
+    settings.WPFLEET_RETRY_BACKOFF_SECONDS = 0.1
+    job = run_to_end(api.post(f"/api/sites/{site.name}/backups").json()["id"])
+    assert job.status == Job.Status.FAILED
+    assert job.error.startswith("backup repository: sftp://backup@127.0.0.1:1//srv/nowhere"), job.error
+    site.refresh_from_db()
+    assert site.current_job_id is None and site.status == Site.Status.ACTIVE
+
+
+def test_the_panels_control_database_is_backed_up_to_the_repository(infra, transactional_db):
+    from sites.ops.backups import backup_panel
+
+    stored = backup_panel(infra)
+    found = [
+        s for s in infra.repository.snapshots({"panel": settings.WPFLEET_OWNER}) if s["id"].startswith(stored.snapshot)
+    ]
+    assert found and found[0]["paths"] == ["/panel/control.sql"]
+    dump = infra.repository.dump(stored.snapshot, "/panel/control.sql")
+    sql, _ = dump.communicate()
+    assert dump.returncode == 0 and b"sites_site" in sql

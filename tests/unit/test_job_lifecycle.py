@@ -77,8 +77,8 @@ def handler():
 def queued(monkeypatch):
     """What the runner and the reaper put on the queue, with due times, instead of django-q."""
     calls: list[tuple[int, dt.datetime | None]] = []
-    monkeypatch.setattr(runner, "enqueue", lambda job_id, due=None: calls.append((job_id, due)))
-    monkeypatch.setattr(reaper, "enqueue", lambda job_id, due=None: calls.append((job_id, due)))
+    monkeypatch.setattr(runner, "enqueue", lambda job_id, due=None, job_type=None: calls.append((job_id, due)))
+    monkeypatch.setattr(reaper, "enqueue", lambda job_id, due=None, job_type=None: calls.append((job_id, due)))
     return calls
 
 
