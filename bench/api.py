@@ -65,3 +65,13 @@ class Api:
 
     def delete_site(self, name: str) -> Call:
         return self._call("DELETE", f"/api/sites/{name}")
+
+    def back_up_site(self, name: str) -> Call:
+        return self._call("POST", f"/api/sites/{name}/backups")
+
+    def restore_site(self, name: str, backup: str) -> Call:
+        return self._call("POST", f"/api/sites/{name}/restore", json={"backup": backup})
+
+    def clone_site(self, name: str, new_name: str, backup: str | None = None) -> Call:
+        body = {"site": new_name} if backup is None else {"site": new_name, "backup": backup}
+        return self._call("POST", f"/api/sites/{name}/clone", json=body)

@@ -23,17 +23,34 @@ WEB_URL = f"http://{WEB_BIND}"
 WEB_WORKERS = 3
 WEB_THREADS = 4
 LOCK_FILE = VAR / "run" / "bench.lock"
+# The bench's own restic repository (local, recreated at each run like the
+# control database), used when the configuration has one (WPFLEET_BACKUP_REPOSITORY):
+# the lab's repository is shared with the tests and any panel, and a fresh
+# control database makes the bench's housekeeping open the daily repository
+# maintenance (forget, prune: an exclusive lock) within its first minute.
+# The password is the configuration's (WPFLEET_BACKUP_PASSWORD or _FILE).
+BACKUP_REPOSITORY = VAR / "bench-restic"
 
-SECTIONS = ("sequential", "concurrent", "api", "fill", "density")
+SECTIONS = ("sequential", "concurrent", "api", "fill", "density", "backups")
+
+
+def backups_configured() -> bool:
+    """Whether the configuration (environment or .env) has a backup repository."""
+    from hosting.env import load
+
+    return bool(load(REPO).raw("WPFLEET_BACKUP_REPOSITORY"))
 
 
 def bench_env() -> dict[str, str]:
     """Variables set for the bench process and every child it starts."""
-    return {
+    env = {
         "DATABASE_URL": f"sqlite:///{DB_FILE}",
         "WPFLEET_OWNER": OWNER,
         "DJANGO_SETTINGS_MODULE": "hosting.settings",
     }
+    if backups_configured():
+        env["WPFLEET_BACKUP_REPOSITORY"] = str(BACKUP_REPOSITORY)
+    return env
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,10 @@ class Plan:
     fill_levels: tuple[int, ...] = (0, 100, 500, 1000)
     fill_sites_per_level: int = 5
     density_sites: int = 10
+    # Section backups: bytes of random (incompressible) uploads in its second
+    # site, written as this many files of equal size.
+    backup_upload_bytes: int = 200 * 1024 * 1024
+    backup_upload_files: int = 10
     # php-fpm's ondemand pool reaps idle children after 10 s; 15 s leaves margin.
     idle_seconds: float = 15.0
     # Seconds to wait for a batch of n sites: generous, a stuck job must not hang the bench.
@@ -73,4 +94,5 @@ QUICK_PLAN = Plan(
     fill_levels=(0, 100),
     fill_sites_per_level=1,
     density_sites=3,
+    backup_upload_bytes=50 * 1024 * 1024,
 )

@@ -136,6 +136,28 @@ class BenchPanel:
         connection.close()
         call_command("migrate", interactive=False, verbosity=0)
 
+    def fresh_repository(self) -> dict:
+        """Delete and create the bench's own restic repository (config.BACKUP_REPOSITORY), if it is the one in use.
+
+        Done with the control database: snapshots of an earlier run belong to rows that no longer exist.
+        """
+        import shutil
+
+        from django.conf import settings
+
+        from sites.infra.restic import BackupRepository
+
+        if settings.WPFLEET_BACKUP_REPOSITORY != str(config.BACKUP_REPOSITORY):
+            return {"repository": None, "why": "no backup repository configured: backups are off"}
+        started = time.monotonic()
+        shutil.rmtree(config.BACKUP_REPOSITORY, ignore_errors=True)
+        config.BACKUP_REPOSITORY.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            BackupRepository().init()
+        except Exception as exc:  # the backups section fails on it; the others need no repository
+            return {"repository": str(config.BACKUP_REPOSITORY), "error": f"{exc.__class__.__name__}: {exc}"[:300]}
+        return {"repository": str(config.BACKUP_REPOSITORY), "init_s": round(time.monotonic() - started, 3)}
+
     def tokens(self, count: int, prefix: str = "bench") -> list[str]:
         """``count`` operators (the "Site operators" group) with a DRF token each (one per
         API client: the throttle is per user)."""

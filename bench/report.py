@@ -143,6 +143,7 @@ def evaluate(sections: dict) -> list[dict]:
                 ", ".join(filter(None, [note, mechanism])),
             )
         )
+    rows += _backup_targets(sections.get("backups", {}))
     idle = sections.get("density", {}).get("summary_idle", {})
     density = idle.get("unreclaimable_mb")
     if density and density.get("n"):
@@ -157,6 +158,30 @@ def evaluate(sections: dict) -> list[dict]:
                 f"{_fmt(stats_view, ' MB', 1)} (reclaimable page cache included)",
             )
         )
+    return rows
+
+
+def _upload_label(case: dict) -> str:
+    size = case.get("upload_bytes") or 0
+    return "fresh site" if not size else f"site with {size / 2**20:g} MiB of uploads"
+
+
+def _backup_targets(section: dict) -> list[dict]:
+    """Issue #12's targets, per case of the backups section (judged again from the figures)."""
+    from bench.sections.backups import describe, judge
+
+    rows = []
+    for case in section.get("cases", []):
+        for row in judge(case):
+            rows.append(
+                _target(
+                    f"{row['what']}, {_upload_label(case)}",
+                    row["target"],
+                    describe(row),
+                    row["pass"],
+                    row["note"],
+                )
+            )
     return rows
 
 
@@ -253,6 +278,18 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
                 + " s",
             )
         )
+    for index, case in enumerate(sections.get("backups", {}).get("cases", [])):
+        full = _first_backup(case, "full_backup")
+        second = _first_backup(case, "second_backup")
+        rows.append(
+            (
+                "backups" if index == 0 else "",
+                f"{_upload_label(case)}: backup / 2nd backup / restore / clone",
+                " / ".join(_fmt(case.get(op, {}).get("post_to_done_s"), "") for op in OPERATIONS)
+                + f" s  [size {_fmt_mb(full.get('size_bytes'))}, added {_fmt_mb(full.get('added_bytes'))}"
+                f" then {_fmt_mb(second.get('added_bytes'), 3)}]",
+            )
+        )
     dens = sections.get("density", {})
     if dens.get("summary_idle"):
         s = dens["summary_idle"]
@@ -266,6 +303,19 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
             )
         )
     return rows
+
+
+OPERATIONS = ("full_backup", "second_backup", "restore", "clone")
+
+
+def _first_backup(case: dict, op: str) -> dict:
+    from bench.sections.backups import first_backup
+
+    return first_backup(case, op)
+
+
+def _fmt_mb(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x / 1e6:.{digits}f} MB"
 
 
 def _disturbance(disturbed: dict) -> str:
@@ -498,6 +548,7 @@ def markdown(results: dict, plots: list[str]) -> str:
                 [label] + [_fmt(idle.get(k), "", 1) for k in ("p50", "mean", "max")] + [_fmt(fresh.get("p50"), "", 1)]
             )
         md += _table(["MB per site", "idle p50", "idle mean", "idle max", "once all ACTIVE p50"], rows)
+    md += _backups_markdown(sections.get("backups", {}))
     errors = [(n, b["error"]) for n, b in sections.items() if b.get("error")]
     errors += [
         (n, "disturbed: " + _disturbance(b["meta"]["disturbed"]))
@@ -525,3 +576,89 @@ def _routed(verify: dict) -> str:
     # A status code, or the text of the error when Caddy did not answer (TLS refused...).
     shown = [str(x) if isinstance(x, int) else "no answer" for x in statuses]
     return f"{verdict} ({shown[0]}, {shown[1]})"
+
+
+def _backups_markdown(section: dict) -> list[str]:
+    cases = section.get("cases", [])
+    if not cases:
+        return []
+    from bench.sections.backups import describe, judge, verdict
+
+    md = [
+        "## 6. Backups, restore, clone",
+        "",
+        f"Each operation is timed as a user sees it: {section.get('runner')}. Repository: "
+        f"`{section.get('repository')}` (local, created empty at the start of the run), "
+        f"{section.get('backup_workers')} backup workers. *Size* is what restic read (the files' tar plus the "
+        "database dump), *added* restic's `data_added` (new data after deduplication, before compression), "
+        "*on disk* how much the repository grew. A restore's backup is the before-restore backup it takes first.",
+        "",
+    ]
+    header = ["measure"] + [_upload_label(c) for c in cases]
+    rows = [["site (clone)"] + [f"{c.get('site')} ({c.get('clone_site', '–')})" for c in cases]]
+    rows.append(
+        ["site created, POST→ACTIVE s"] + [_fmt(c.get("provision", {}).get("post_to_active_s"), "") for c in cases]
+    )
+    for op, label in (
+        ("full_backup", "full backup"),
+        ("second_backup", "second backup (unchanged)"),
+        ("restore", "restore of the first backup"),
+        ("clone", "clone, POST→ACTIVE"),
+    ):
+        rows.append([f"{label} s"] + [_fmt(c.get(op, {}).get("post_to_done_s"), "") for c in cases])
+        rows.append(
+            [f"  {label}: queue wait / claim→done s"]
+            + [
+                f"{_fmt(c.get(op, {}).get('queue_wait_s'), '')} / {_fmt(c.get(op, {}).get('wall_s'), '')}"
+                for c in cases
+            ]
+        )
+        if op == "clone":
+            continue
+        rows.append(
+            [f"  {label}: backup size / added / on disk"]
+            + [
+                f"{_fmt_mb(_first_backup(c, op).get('size_bytes'))} / {_fmt_mb(_first_backup(c, op).get('added_bytes'), 3)}"
+                f" / {_fmt_mb(c.get(op, {}).get('repository_grew_bytes'), 3)}"
+                if _first_backup(c, op)
+                else "–"
+                for c in cases
+            ]
+        )
+    for probe, label in (
+        ("restic_open", "probe: one restic process, start to open (`restic cat config`)"),
+        ("files_archive_read", "probe: webroot through the archive API, read alone"),
+        ("database_dump", "probe: mariadb-dump, read alone"),
+    ):
+        rows.append([f"{label} s (bytes)"] + [_probe(c.get("probes", {}).get(probe, {})) for c in cases])
+    md += _table(header, rows)
+    md += ["Each figure beside the issue's target:", ""]
+    md += _table(
+        ["case", "what", "measured", "target", "", "note"],
+        [
+            [_upload_label(c), r["what"], describe(r), r["target"], verdict(r["pass"]), r["note"]]
+            for c in cases
+            for r in judge(c)
+        ],
+    )
+    md += ["Steps of each job (seconds, in order; a clone's overlap, its critical path is given):", ""]
+    step_rows = []
+    for c in cases:
+        for op in OPERATIONS:
+            record = c.get(op, {})
+            steps = record.get("steps_s")
+            if not steps:
+                continue
+            text = ", ".join(f"`{k}` {v:.2f}" for k, v in steps.items())
+            if record.get("critical_path"):
+                text += f"; critical path {' > '.join(record['critical_path'])} = {record['critical_path_s']:.2f}"
+            step_rows.append([_upload_label(c), op, text])
+    md += _table(["case", "operation", "steps"], step_rows)
+    return md
+
+
+def _probe(probe: dict) -> str:
+    if "seconds" not in probe:
+        return probe.get("error", "–")
+    nbytes = probe.get("bytes")
+    return f"{probe['seconds']:.2f}" + ("" if nbytes is None else f" ({_fmt_mb(nbytes)})")
