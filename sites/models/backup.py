@@ -64,6 +64,13 @@ class Backup(models.Model):
     # What restic read, and what it had to add (the rest was there already).
     size_bytes = models.BigIntegerField(default=0)
     added_bytes = models.BigIntegerField(default=0)
+    # The files part: its size, and a digest of every file's path, size,
+    # mtime and ctime (sites.ops.backups.fingerprint). A later backup that
+    # finds the same digest refers to the same files snapshot instead of
+    # reading the site again; the maintenance keeps a snapshot while a kept
+    # backup refers to it.
+    files_bytes = models.BigIntegerField(default=0)
+    fingerprint = models.CharField(max_length=64, blank=True)
     # The site as it was, for a restore or a clone: the URL its WordPress
     # called home (rewritten on the way back when it differs), its title and admin.
     home_url = models.CharField(max_length=300, blank=True)

@@ -91,8 +91,9 @@ def take_backup(site: Site, kind: str, job: Job | None, infra: Infra | None = No
         keep_until=keep_until if kind == Backup.Kind.BEFORE_DELETE else None,
         created_at=now,
     )
+    previous = Backup.objects.good().filter(site=site).exclude(fingerprint="").order_by("-created_at").first()
     try:
-        files, database = store(site.name, backup.key, kind, infra)
+        files, database, digest = store(site.name, backup.key, kind, infra, previous)
     except Exception as exc:
         Backup.objects.filter(pk=backup.pk).update(
             status=Backup.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
@@ -104,6 +105,8 @@ def take_backup(site: Site, kind: str, job: Job | None, infra: Infra | None = No
         database_snapshot=database.snapshot,
         size_bytes=files.total_bytes + database.total_bytes,
         added_bytes=files.added_bytes + database.added_bytes,
+        files_bytes=files.total_bytes,
+        fingerprint=digest,
         finished_at=timezone.now(),
     )
     backup.refresh_from_db()
@@ -111,18 +114,46 @@ def take_backup(site: Site, kind: str, job: Job | None, infra: Infra | None = No
     return backup
 
 
-def store(site: str, key: str, kind: str, infra: Infra) -> tuple[Stored, Stored]:
-    """Stream the site's files and database into the repository, side by side."""
+# Every entry of the webroot: path, size, mtime and ctime (which no process
+# can set back), type, mode and owner, in a stable order. The same digest:
+# the same files, as restic's own change detection would judge them.
+FINGERPRINT = "find /var/www/html -printf '%P\\0%s\\0%T@\\0%C@\\0%y\\0%m\\0%U\\0%G\\n' | LC_ALL=C sort | sha256sum"
+
+
+def fingerprint(infra: Infra, site: str) -> str:
+    """A digest of the site's files as they are now (a listing, not their content)."""
+    code, output = infra.docker.exec(SiteNames(site).php, ["sh", "-c", FINGERPRINT])
+    digest = output.split()[0] if code == 0 and output else ""
+    if len(digest) != 64:
+        raise InfraError("backup", f"listing the files of {site} failed: {output[-300:] or code}")
+    return digest
+
+
+def store(site: str, key: str, kind: str, infra: Infra, previous: Backup | None = None) -> tuple[Stored, Stored, str]:
+    """Stream the site's files and database into the repository, side by side.
+
+    The files are read only when they changed since ``previous`` (its
+    fingerprint): otherwise this backup's files are that backup's snapshot.
+    Returns the two parts and the files' fingerprint.
+    """
     names = SiteNames(site)
     repository = infra.repository
     tags = _tags(site, key, kind)
     if infra.docker.container(names.php) is None:
         raise InfraError("backup", f"{names.php} is missing: the site's files cannot be read")
+    digest = fingerprint(infra, site)
+    unchanged = previous is not None and previous.fingerprint == digest and previous.files_snapshot
 
     dump = infra.db.dump_process(names.database)
     assert dump.stdout is not None
     database_in = repository.popen(_backup_args(database_path(site), tags), stdin=dump.stdout)
     dump.stdout.close()  # restic holds it now
+
+    if unchanged:
+        assert previous is not None
+        database = repository.finish_backup(database_in, "storing the database")
+        infra.db.finish(dump, "dumping the database")
+        return Stored(previous.files_snapshot, previous.files_bytes, 0), database, digest
 
     files_in = repository.popen(_backup_args(files_path(site), tags), stdin=subprocess.PIPE)
     feed_error: list[BaseException] = []
@@ -161,9 +192,9 @@ def store(site: str, key: str, kind: str, infra: Infra) -> tuple[Stored, Stored]
         errors.append(error if isinstance(error, InfraError) else InfraError("backup", f"reading the files: {error}"))
     if errors:
         raise errors[0]
-    files, database = outcomes[0], outcomes[1]
-    assert isinstance(files, Stored) and isinstance(database, Stored)
-    return files, database
+    stored_files, stored_database = outcomes[0], outcomes[1]
+    assert isinstance(stored_files, Stored) and isinstance(stored_database, Stored)
+    return stored_files, stored_database, digest
 
 
 def _backup_args(filename: str, tags: dict[str, str]) -> list[str]:
@@ -405,11 +436,18 @@ def maintain(record: Record, repository: BackupRepository | None = None) -> dict
         unwanted = {backup.key for backup in dropped} | set(
             Backup.objects.filter(status=Backup.Status.FAILED).values_list("key", flat=True)
         )
+        # A kept backup may refer to the files snapshot of an older one (its files had not changed).
+        referenced = {
+            snapshot
+            for backup in done
+            if backup.pk in keep
+            for snapshot in (backup.files_snapshot, backup.database_snapshot)
+        }
         snapshots = repository.snapshots({"wpfleet": settings.WPFLEET_OWNER})
         forget = []
         for snapshot in snapshots:
             tags = dict(tag.split("=", 1) for tag in snapshot.get("tags") or [] if "=" in tag)
-            if tags.get("backup") in unwanted:
+            if tags.get("backup") in unwanted and not {snapshot["id"], snapshot.get("short_id")} & referenced:
                 forget.append(snapshot["id"])
         for start in range(0, len(forget), 200):
             repository.forget(forget[start : start + 200])

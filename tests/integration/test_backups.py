@@ -295,3 +295,37 @@ def test_the_panels_control_database_is_backed_up_to_the_repository(infra, trans
     dump = infra.repository.dump(stored.snapshot, "/panel/control.sql")
     sql, _ = dump.communicate()
     assert dump.returncode == 0 and b"sites_site" in sql
+
+
+def test_an_unchanged_sites_next_backup_reuses_its_files_snapshot_which_outlives_the_first_backup(
+    backups_api, make_site, infra, settings
+):
+    from sites.ops.backups import maintain
+    from sites.provisioning.orchestrator import no_record
+
+    api = backups_api
+    site = make_site()
+    post, upload = write_post_and_upload(infra, site, b"unchanged")
+    for _ in range(2):
+        assert run_to_end(api.post(f"/api/sites/{site.name}/backups").json()["id"]).status == Job.Status.DONE
+    second, first = Backup.objects.filter(site=site).order_by("-created_at")
+    assert second.files_snapshot == first.files_snapshot and second.fingerprint == first.fingerprint
+    assert second.added_bytes < 1_000_000 and second.size_bytes == first.size_bytes
+
+    # Only the newest is kept: the first goes, but not the files it shares.
+    settings.WPFLEET_BACKUP_KEEP_DAILY, settings.WPFLEET_BACKUP_KEEP_WEEKLY = 1, 0
+    settings.WPFLEET_BACKUP_KEEP_MONTHLY = 0
+    maintain(no_record)
+    assert list(Backup.objects.filter(site=site)) == [second]
+    assert infra.repository.snapshots({"backup": first.key, "site": site.name}) != []  # the shared files part
+    wordpress(infra, site, "wp_delete_post($in['post'], true); return true;", post=post)
+    job = run_to_end(api.post(f"/api/sites/{site.name}/restore", {"backup": second.key}, format="json").json()["id"])
+    assert job.status == Job.Status.DONE, job.error
+    assert post_title(site.name, post) == "A post to keep"
+    assert fetch(site.name, upload).content == b"unchanged"
+
+    # A changed file: the files are read again.
+    wordpress(infra, site, "touch(ABSPATH . 'wp-content/uploads/new.txt'); return true;")
+    assert run_to_end(api.post(f"/api/sites/{site.name}/backups").json()["id"]).status == Job.Status.DONE
+    third = Backup.objects.filter(site=site, kind="manual").order_by("-created_at").first()
+    assert third.files_snapshot != second.files_snapshot
