@@ -99,6 +99,8 @@ class BackupRepository:
             "HOME": os.environ.get("HOME", "/root"),
             "RESTIC_REPOSITORY": self.repository,
         }
+        # B2's credentials, when the worker was given them (docs/backups.md).
+        env.update({name: os.environ[name] for name in ("B2_ACCOUNT_ID", "B2_ACCOUNT_KEY") if name in os.environ})
         if settings.WPFLEET_BACKUP_S3_ACCESS_KEY_ID:
             env["AWS_ACCESS_KEY_ID"] = settings.WPFLEET_BACKUP_S3_ACCESS_KEY_ID
             env["AWS_SECRET_ACCESS_KEY"] = settings.WPFLEET_BACKUP_S3_SECRET_ACCESS_KEY

@@ -275,8 +275,9 @@ def backup_panel(infra: Infra | None = None) -> Stored:
         process = repository.popen(_backup_args("/panel/control.sql", tags), stdin=subprocess.PIPE)
         assert process.stdin is not None
         # iterdump reads inside one transaction: a consistent copy, written as SQL.
-        source = sqlite3.connect(f"file:{db['NAME']}?mode=ro", uri=True)
+        source = sqlite3.connect(f"file:{db['NAME']}?mode=ro", uri=True, isolation_level=None)
         try:
+            source.execute("BEGIN")  # one read transaction: every table as of one moment
             for line in source.iterdump():
                 process.stdin.write((line + "\n").encode())
         finally:
