@@ -89,13 +89,14 @@ def create_site(name: object, *, title: object = None, admin_email: object = Non
     return site
 
 
-def delete_site(site: Site) -> Job:
+def delete_site(site: Site, *, final_backup: bool = True) -> Job:
     """Start deprovisioning; SiteBusy while another job of the site is open.
 
     A live site is backed up first (kept WPFLEET_BACKUP_KEEP_DELETED_DAYS):
-    a delete can be undone by cloning that backup.
+    a delete can be undone by cloning that backup. ``final_backup=False``
+    deletes without it (a broken site whose backup cannot be taken).
     """
-    final_backup = site.status == Site.Status.ACTIVE and bool(settings.WPFLEET_BACKUP_REPOSITORY)
+    final_backup = final_backup and site.status == Site.Status.ACTIVE and bool(settings.WPFLEET_BACKUP_REPOSITORY)
     with transaction.atomic():
         return _open(site, Site.JobType.DEPROVISION, params={"final_backup": final_backup})
 

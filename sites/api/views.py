@@ -5,7 +5,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -119,10 +119,26 @@ class SiteDetail(APIView):
         return Response(SiteSerializer(self._site(name)).data)
 
     @extend_schema(
-        responses={202: SiteSerializer, **_errors({404: "No such site", 409: "Another job of the site is open"})}
+        parameters=[
+            OpenApiParameter(
+                "final_backup",
+                bool,
+                description="false: delete without taking the final backup first (default true: a live site is "
+                "backed up, and the delete is refused if that fails)",
+            )
+        ],
+        responses={
+            202: SiteSerializer,
+            **_errors(
+                {400: "final_backup is not true or false", 404: "No such site", 409: "Another job of the site is open"}
+            ),
+        },
     )
     def delete(self, request: Request, name: str) -> Response:
-        delete_site(self._site(name))  # SiteBusy answers 409
+        flag = request.query_params.get("final_backup", "true")
+        if flag not in ("true", "false"):
+            raise ValidationError({"final_backup": ["Must be true or false."]}, code="invalid")
+        delete_site(self._site(name), final_backup=flag == "true")  # SiteBusy answers 409
         return Response(SiteSerializer(self._site(name)).data, status=status.HTTP_202_ACCEPTED)
 
 

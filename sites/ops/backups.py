@@ -227,6 +227,12 @@ def restore_site(site: Site, backup: Backup, job: Job, record: Record, infra: In
         with recorded(record, "backup"):
             take_backup(site, Backup.Kind.BEFORE_RESTORE, job, infra)
     restorer = Restorer(site.name, infra.docker, infra.db, infra.repository)
+    if job.attempts > 1:
+        # An attempt that died after its switch left the site restored and
+        # its previous copy aside: put that back first, so that this attempt
+        # starts from the site as it was (and keeps it aside again).
+        with recorded(record, "switch_back"):
+            restorer.switch_back()
     with recorded(record, "stage"):
         try:
             restorer.stage(source_of(backup), site.url.rstrip("/"))

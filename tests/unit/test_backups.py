@@ -218,3 +218,23 @@ def test_the_scheduler_starts_no_more_backups_than_the_backup_workers(settings):
     assert Site.objects.filter(backup_due_at__lte=timezone.now()).count() == 3
     assert schedule_backups().get("backups started") is None
     assert len(sites) == 5
+
+
+def test_backups_and_restores_go_to_the_backups_cluster_and_provisioning_to_the_main_one(api):
+    from django_q.models import OrmQ
+
+    site = active_site("alpha")
+    backup = good_backup(site)
+    assert api.post("/api/sites/alpha/backups").status_code == 202
+    Site.objects.filter(pk=site.pk).update(current_job=None)
+    assert api.post("/api/sites/alpha/restore", {"backup": backup.key}, format="json").status_code == 202
+    assert api.post("/api/sites", {"site": "beta"}, format="json").status_code == 202
+    assert sorted(OrmQ.objects.values_list("key", flat=True)) == ["wpfleet", "wpfleet-backups", "wpfleet-backups"]
+
+
+def test_a_delete_can_skip_the_final_backup_and_a_bad_flag_changes_nothing(api):
+    active_site("alpha")
+    assert api.delete("/api/sites/alpha?final_backup=maybe").status_code == 400
+    assert not Job.objects.exists()
+    assert api.delete("/api/sites/alpha?final_backup=false").status_code == 202
+    assert Job.objects.get().params == {"final_backup": False}
