@@ -106,8 +106,13 @@ def retry_site(site: Site) -> Job:
     last = site.last_job
     if last is None or last.status != Job.Status.FAILED:
         raise SiteBusy(f"site {site.name} has no failed job to retry")
+    params = dict(last.params)
+    if last.type == Site.JobType.DEPROVISION and last.steps.filter(phase="undo").exists():
+        # It had started removing the site: its files or database may be gone,
+        # so a final backup could only fail (the failed job took it, if any).
+        params["final_backup"] = False
     with transaction.atomic():
-        return _open(site, last.type, params=last.params)
+        return _open(site, last.type, params=params)
 
 
 def new_admin_password(site: Site) -> Credentials:

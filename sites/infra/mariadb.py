@@ -12,6 +12,7 @@ from typing import IO, Any
 from django.conf import settings
 
 from sites.infra.errors import ForeignResource, InfraError
+from sites.infra.processes import die_with_parent
 
 _IDENT = re.compile(r"[a-z0-9_]{1,64}")
 OWNER_PREFIX = f"owner={settings.WPFLEET_OWNER} site="
@@ -311,6 +312,7 @@ class MariaDBAdmin:
                 ],
                 pass_fds=(read,),
                 stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent,
                 **popen,
             )
         except FileNotFoundError:
@@ -400,7 +402,8 @@ class MariaDBAdmin:
             try:
                 cur.execute(f"REVOKE ALL PRIVILEGES ON {grant_pattern(database)}.* FROM %s@%s", (user, host))
             except MySQLdb.DatabaseError as exc:
-                if not exc.args or exc.args[0] != 1141:  # there was no such grant
+                # no such grant (1141), no such account (1133, 1269)
+                if not exc.args or exc.args[0] not in (1141, 1133, 1269):
                     raise
 
     def wordpress_options(self, database: str, names: tuple[str, ...]) -> dict[str, str]:

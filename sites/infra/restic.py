@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from sites.infra.errors import InfraError
+from sites.infra.processes import die_with_parent
 
 WHAT = "backup repository"
 
@@ -129,6 +130,7 @@ class BackupRepository:
                     stderr=subprocess.PIPE,
                     env=self._env(),
                     pass_fds=(fd,),
+                    preexec_fn=die_with_parent,
                 )
             except FileNotFoundError:
                 raise InfraError(WHAT, "the restic program is not installed (apt install restic)") from None

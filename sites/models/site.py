@@ -220,7 +220,10 @@ def known_secrets() -> list[str]:
     from django.db import connection
 
     control = str(connection.settings_dict.get("PASSWORD") or "")
-    return [str(settings.WPFLEET_DB_ADMIN["password"]), str(settings.SECRET_KEY), control]
+    backups = [settings.WPFLEET_BACKUP_PASSWORD, settings.WPFLEET_BACKUP_S3_SECRET_ACCESS_KEY]
+    return [str(settings.WPFLEET_DB_ADMIN["password"]), str(settings.SECRET_KEY), control] + [
+        secret for secret in backups if secret
+    ]
 
 
 @receiver(pre_delete, sender=Site)

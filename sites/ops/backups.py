@@ -15,6 +15,7 @@ import functools
 import logging
 import sqlite3
 import subprocess
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,7 +100,8 @@ def take_backup(site: Site, kind: str, job: Job | None, infra: Infra | None = No
             status=Backup.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
         )
         raise
-    Backup.objects.filter(pk=backup.pk).update(
+    # Only a row still RUNNING: one that a takeover marked FAILED meanwhile stays failed.
+    Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(
         status=Backup.Status.DONE,
         files_snapshot=files.snapshot,
         database_snapshot=database.snapshot,
@@ -227,10 +229,10 @@ def restore_site(site: Site, backup: Backup, job: Job, record: Record, infra: In
         with recorded(record, "backup"):
             take_backup(site, Backup.Kind.BEFORE_RESTORE, job, infra)
     restorer = Restorer(site.name, infra.docker, infra.db, infra.repository)
-    if job.attempts > 1:
-        # An attempt that died after its switch left the site restored and
-        # its previous copy aside: put that back first, so that this attempt
-        # starts from the site as it was (and keeps it aside again).
+    if restorer.leftovers():
+        # A restore that died (this job's earlier attempt, or an earlier job)
+        # may have left the site switched, its previous copy aside: put that
+        # back first, so that this one starts from the site as it was.
         with recorded(record, "switch_back"):
             restorer.switch_back()
     with recorded(record, "stage"):
@@ -338,8 +340,11 @@ def schedule_backups() -> dict[str, Any]:
         for pk, name in unplanned.values_list("pk", "name")[:1000]:
             Site.objects.filter(pk=pk, backup_due_at__isnull=True).update(backup_due_at=next_slot(name, now))
         # More than the workers can take would only wait in the queue, ahead
-        # of a manual backup or a restore.
+        # of a manual backup or a restore; none while the maintenance needs
+        # the repository's exclusive lock.
         free = settings.WPFLEET_BACKUP_WORKERS - open_backup_queue_jobs()
+        if Job.objects.filter(type=MAINTENANCE, status__in=Job.OPEN).exists():
+            free = 0
         started = []
         due = Site.objects.filter(status=Site.Status.ACTIVE, current_job__isnull=True, backup_due_at__lte=now).order_by(
             "backup_due_at"
@@ -426,6 +431,13 @@ def maintain(record: Record, repository: BackupRepository | None = None) -> dict
     """Apply retention, forget the snapshots the catalogue no longer needs, prune; off the hot path (the backups queue)."""
     repository = repository or BackupRepository()
     now = timezone.now()
+    with recorded(record, "wait"):
+        # forget and prune need the exclusive lock: let the running backups
+        # and restores end first (the scheduler starts none meanwhile).
+        deadline = time.monotonic() + settings.WPFLEET_BACKUP_TIMEOUT_SECONDS
+        busy = Job.objects.filter(type__in=BACKUP_QUEUE_TYPES, status=Job.Status.PROCESSING).exclude(type=MAINTENANCE)
+        while busy.exists() and time.monotonic() < deadline:
+            time.sleep(2)
     with recorded(record, "unlock"):
         repository.unlock()  # stale locks of restic processes that died
     done = list(Backup.objects.good())
@@ -443,6 +455,11 @@ def maintain(record: Record, repository: BackupRepository | None = None) -> dict
         unwanted = {backup.key for backup in dropped} | set(
             Backup.objects.filter(status=Backup.Status.FAILED).values_list("key", flat=True)
         )
+        # A dropped backup's files may be another's snapshot (tagged with that
+        # one's key, which may be gone from the catalogue already).
+        dropped_snapshots = {
+            snapshot for backup in dropped for snapshot in (backup.files_snapshot, backup.database_snapshot) if snapshot
+        }
         # A kept backup may refer to the files snapshot of an older one (its files had not changed).
         referenced = {
             snapshot
@@ -454,7 +471,8 @@ def maintain(record: Record, repository: BackupRepository | None = None) -> dict
         forget = []
         for snapshot in snapshots:
             tags = dict(tag.split("=", 1) for tag in snapshot.get("tags") or [] if "=" in tag)
-            if tags.get("backup") in unwanted and not {snapshot["id"], snapshot.get("short_id")} & referenced:
+            ids = {snapshot["id"], snapshot.get("short_id")}
+            if (tags.get("backup") in unwanted or ids & dropped_snapshots) and not ids & referenced:
                 forget.append(snapshot["id"])
         for start in range(0, len(forget), 200):
             repository.forget(forget[start : start + 200])

@@ -134,7 +134,7 @@ class Deprovision(_SiteJob):
         site = _site(job)
         if site is None:
             return
-        if job.params.get("final_backup") and not self._backed_up(job):
+        if job.params.get("final_backup") and not self._backed_up(job) and not job.steps.filter(phase="undo").exists():
             # The final backup failed, so nothing was removed: the site serves on.
             site.cancel_deprovision()
         site.release(job)

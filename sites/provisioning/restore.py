@@ -34,18 +34,52 @@ ARCHIVE_TOP = Path(WEBROOT).name
 SEARCH_REPLACE = (Path(__file__).parent / "php" / "search_replace.php").read_text()
 RESULT_MARKER = "WPFLEET-RESULT "
 
-# sh scripts run in the site's PHP container as root; names come as arguments.
-# Move every top-level entry of $1 (but the two work directories) into $2.
-_MOVE_ALL = r"""
+# sh scripts run in the site's PHP container as root (the restored files keep
+# their owners). Each is one exec; it refuses work directories that are
+# symlinks (the tenant, www-data, can write the webroot).
+_COMMON = r"""
 set -eu
-src=$1 dst=$2
 cd /var/www/html
-for e in "$src"/* "$src"/.[!.]* "$src"/..?*; do
-  [ -e "$e" ] || [ -L "$e" ] || continue
-  case "${e##*/}" in .wpfleet-restore|.wpfleet-old) continue ;; esac
-  mv -- "$e" "$dst"/
+for d in .wpfleet-restore .wpfleet-old; do
+  if [ -L "$d" ]; then echo "$d is a symlink: refused" >&2; exit 3; fi
 done
+# move_all SRC DST: every top-level entry of SRC (but the work directories)
+# into DST, each under its own name (-T: never into a directory of that name).
+move_all() {
+  for e in "$1"/* "$1"/.[!.]* "$1"/..?*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    case "${e##*/}" in .wpfleet-*) continue ;; esac
+    mv -T -- "$e" "$2/${e##*/}"
+  done
+}
 """
+# The live files go aside (the marker says all of them did), then the staged ones come in.
+_SWITCH = (
+    _COMMON
+    + r"""
+rm -rf .wpfleet-old
+mkdir .wpfleet-old
+move_all . .wpfleet-old
+touch .wpfleet-old/.wpfleet-moved
+move_all .wpfleet-restore/html .
+"""
+)
+# Back to the files of before the switch, from any point of it: when all the
+# live ones were moved aside, what is live now is (some of) the restored
+# ones and goes; otherwise only some originals were moved, and come back.
+_SWITCH_BACK = (
+    _COMMON
+    + r"""
+[ -d .wpfleet-old ] || exit 0
+if [ -e .wpfleet-old/.wpfleet-moved ]; then
+  rm -rf .wpfleet-restore
+  mkdir -p .wpfleet-restore/html
+  move_all . .wpfleet-restore/html
+fi
+move_all .wpfleet-old .
+rm -rf .wpfleet-old .wpfleet-restore
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -179,23 +213,20 @@ class Restorer:
     def switch(self) -> None:
         """The staged copy becomes the live one; the live one is kept aside."""
         site = self.names.site
+        if self.db.database_exists(self.old_database) and self.db.tables(self.old_database):
+            # The copy a switch set aside is what the site was: never dropped here.
+            raise InfraError("restore", f"{self.old_database} holds an earlier switch's tables: switch back first")
         self.db.recreate_database(site, self.old_database)
         self.db.swap_tables(site, self.names.database, self.staging_database, self.old_database)
-        self._sh(f"rm -rf {WEBROOT}/{OLD_DIR} && mkdir {WEBROOT}/{OLD_DIR}")
-        self._sh(_MOVE_ALL, ".", OLD_DIR)
-        self._sh(_MOVE_ALL, f"{STAGING_DIR}/{ARCHIVE_TOP}", ".")
+        self._sh(_SWITCH)
 
     def switch_back(self) -> None:
-        """What was live before ``switch`` is live again (idempotent)."""
+        """What was live before ``switch`` is live again, from any point of it (idempotent)."""
         site = self.names.site
         if self.db.database_exists(self.old_database) and self.db.tables(self.old_database):
             self.db.recreate_database(site, self.staging_database)
             self.db.swap_tables(site, self.names.database, self.old_database, self.staging_database)
-        code, _ = self.docker.exec(self.names.php, ["test", "-d", f"{WEBROOT}/{OLD_DIR}"])
-        if code == 0:
-            self._sh(f"rm -rf {WEBROOT}/{STAGING_DIR} && mkdir -p {WEBROOT}/{STAGING_DIR}/{ARCHIVE_TOP}")
-            self._sh(_MOVE_ALL, ".", f"{STAGING_DIR}/{ARCHIVE_TOP}")
-            self._sh(_MOVE_ALL, OLD_DIR, ".")
+        self._sh(_SWITCH_BACK)
         self.discard_staging()
         self.discard_old()
 
@@ -204,6 +235,8 @@ class Restorer:
         self._sh(f"rm -rf {WEBROOT}/{OLD_DIR}")
 
     def discard_staging(self) -> None:
+        # A worker that died during the URL rewrite left the site's account its grant.
+        self.db.revoke(self.staging_database, self.names.db_user, settings.WPFLEET_DB_USER_HOST)
         self.db.drop_database(self.names.site, self.staging_database)
         self._sh(f"rm -rf {WEBROOT}/{STAGING_DIR}")
 

@@ -601,6 +601,7 @@ class WordPressStep:
             restorer.stage(ctx.restore, url)
             restorer.switch()
             restorer.discard_old()
+            restorer.discard_staging()
         code, output = docker.exec(
             n.php,
             ["php", "-r", INSTALL_PHP],

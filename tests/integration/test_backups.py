@@ -329,3 +329,31 @@ def test_an_unchanged_sites_next_backup_reuses_its_files_snapshot_which_outlives
     assert run_to_end(api.post(f"/api/sites/{site.name}/backups").json()["id"]).status == Job.Status.DONE
     third = Backup.objects.filter(site=site, kind="manual").order_by("-created_at").first()
     assert third.files_snapshot != second.files_snapshot
+
+    # Once no kept backup refers to the shared files snapshot, it goes too
+    # (its tag names the first backup, long gone from the catalogue).
+    maintain(no_record)
+    assert list(Backup.objects.filter(site=site)) == [third]
+    assert infra.repository.snapshots({"backup": first.key, "site": site.name}) == []
+
+
+def test_a_switch_cut_short_before_all_live_files_were_moved_aside_is_undone_without_losing_any(make_site, infra):
+    site = make_site()
+    restorer = Restorer(site.name, infra.docker, infra.db, infra.repository)
+    # What a worker killed in the middle of the switch's first moves leaves:
+    # some live entries aside, the rest in place, no "all moved" marker.
+    code, output = infra.docker.exec(
+        site.names.php,
+        [
+            "sh",
+            "-c",
+            "cd /var/www/html && mkdir .wpfleet-old && mv wp-content wp-includes .wpfleet-old/"
+            " && mkdir -p .wpfleet-restore/html && touch .wpfleet-restore/html/index.php",
+        ],
+    )
+    assert code == 0, output
+    restorer.switch_back()
+    assert restorer.leftovers() == []
+    for path in ("wp-content/themes", "wp-includes/version.php", "index.php", "wp-config.php"):
+        assert infra.docker.exec(site.names.php, ["test", "-e", f"/var/www/html/{path}"])[0] == 0, path
+    assert fetch(site.name, "/").status_code == 200

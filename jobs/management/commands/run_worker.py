@@ -39,20 +39,28 @@ class Command(BaseCommand):
         # its own, in this process group, so that a kill of the group (a
         # crash) takes them all, and stopped when this one stops.
         others: dict[str, object] = dict(settings.Q_CLUSTER.get("ALT_CLUSTERS") or {})  # type: ignore[call-overload]
-        children = [
-            subprocess.Popen(
+
+        def start(name: str) -> subprocess.Popen:
+            return subprocess.Popen(
                 [sys.executable, "manage.py", "qcluster"],
                 cwd=settings.BASE_DIR,
                 env={**os.environ, "Q_CLUSTER_NAME": name},
             )
-            for name in others
-        ]
+
+        clusters = {name: start(name) for name in others}
+        children = list(clusters.values())
         try:
             # Returns once the cluster runs: its sentinel is a child process,
             # which a SIGTERM here stops (django-q2's handler); then the others go.
             call_command("qcluster")
             while any(process.is_alive() for process in multiprocessing.active_children()):
                 time.sleep(0.5)
+                for name, child in list(clusters.items()):
+                    if child.poll() is not None:
+                        # Its queue would wait forever, holding its sites' jobs open.
+                        self.stderr.write(f"cluster {name} exited with {child.returncode}: starting it again")
+                        clusters[name] = start(name)
+                        children.append(clusters[name])
         finally:
             for child in children:
                 if child.poll() is None:

@@ -21,7 +21,9 @@ function wpfleet_rewrite($value, array $pairs, int $depth = 0)
     if (is_string($value)) {
         if (preg_match('/^(a:\d+:\{|O:\d+:"|s:\d+:"|i:-?\d+;|d:[-0-9.eE]+;|b:[01];|N;)/', $value)) {
             $inner = @unserialize($value, ['allowed_classes' => ['stdClass']]);
-            if ($inner !== false || $value === 'b:0;') {
+            // Only a value that is exactly a serialization (unserialize ignores
+            // trailing text: "b:1; see https://old/" is text, not a boolean).
+            if (($inner !== false || $value === 'b:0;') && serialize($inner) === $value) {
                 return serialize(wpfleet_rewrite($inner, $pairs, $depth + 1));
             }
         }
