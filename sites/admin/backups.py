@@ -2,25 +2,30 @@
 
 Backups are taken, restored and cloned from their site's page (sites.admin.sites),
 through sites.services; this list also shows the failed ones and those of
-deleted sites, which the site pages cannot.
+deleted sites, which the site pages cannot, and clones a deleted site's
+backup (the way back from a delete).
 """
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from sites.admin import presenters as views
 from sites.models import Backup
 from sites.permissions import can
+from sites.services import BackupsDisabled, SiteNameTaken, clone_site
 
 
 @admin.register(Backup)
 class BackupAdmin(admin.ModelAdmin):
-    list_display = ["key", "site_link", "kind", "status_badge", "created_at", "size", "error_short"]
+    list_display = ["key", "site_link", "kind", "status_badge", "created_at", "size", "error_short", "way_back"]
     list_display_links = ["key"]
     list_filter = ["kind", "status"]
     search_fields = ["site_name"]
@@ -108,6 +113,63 @@ class BackupAdmin(admin.ModelAdmin):
         return format_html(
             '<span class="wpf-error" title="{}">{}</span>', backup.error, views.truncate(backup.error, 80)
         )
+
+    @admin.display(description="")
+    def way_back(self, backup: Backup) -> str:
+        """A deleted site's good backup can be cloned, under its old name or another."""
+        if backup.site_id is not None or backup.status != Backup.Status.DONE:
+            return ""
+        return format_html(
+            '<a class="button" href="{}">Clone to…</a>', reverse("admin:sites_backup_clone", args=[backup.pk])
+        )
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/clone/", self.admin_site.admin_view(self.clone_view), name="sites_backup_clone"),
+            *super().get_urls(),
+        ]
+
+    def clone_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """A new site from a deleted site's backup: its name (GET), then the clone (POST)."""
+        from sites.admin.sites import CloneForm  # the site page's form: the same messages
+
+        if not can(request.user, "clone_site"):
+            raise PermissionDenied
+        backup = get_object_or_404(Backup.objects.good(), pk=pk, site__isnull=True)
+        changelist = reverse("admin:sites_backup_changelist")
+        form = CloneForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            try:
+                clone = clone_site(backup.site_name, form.cleaned_data["name"], backup.key)
+            except ValidationError as exc:
+                form.add_error("name", exc)
+            except SiteNameTaken as exc:
+                form.add_error("name", str(exc))
+            except (BackupsDisabled, Backup.DoesNotExist) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return HttpResponseRedirect(changelist)
+            else:
+                self.log_addition(
+                    request, clone, f"Cloned from backup {backup.key} of the deleted site {backup.site_name}."
+                )
+                self.message_user(
+                    request,
+                    f"The site “{clone.name}” is being built from the backup of {backup.site_name} "
+                    f"({views.backup_taken_at(backup)}, job #{clone.current_job_id}).",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:sites_site_change", args=[clone.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Clone the deleted site {backup.site_name}’s backup into a new site",
+            "subtitle": None,
+            "opts": self.opts,
+            "backup": backup,
+            "form": form,
+            "changelist": changelist,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "wpfleet/clone_deleted_backup.html", context)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         return super().changelist_view(request, {"title": "Backups", **(extra_context or {})})

@@ -399,3 +399,44 @@ def test_the_backups_list_shows_every_row_and_cannot_change_any(admin_client):
 def test_a_viewer_may_read_the_backups_list(client):
     backup = backup_of(active_site("bkplistview"))
     assert backup.key in viewer_client(client).get(BACKUPS).content.decode()
+
+
+# --- a deleted site's backup: the way back from a delete, from the Backups list ----------------
+
+
+def deleted_site_backup(name: str = "gone") -> Backup:
+    site = active_site(name)
+    backup = backup_of(site, kind=Backup.Kind.BEFORE_DELETE)
+    site.delete()
+    backup.refresh_from_db()
+    return backup
+
+
+def test_a_deleted_sites_backup_is_offered_for_a_clone_in_the_backups_list(admin_client):
+    backup = deleted_site_backup()
+    live = backup_of(active_site("alive"))
+    page = admin_client.get(BACKUPS).content.decode()
+    assert reverse("admin:sites_backup_clone", args=[backup.pk]) in page
+    assert reverse("admin:sites_backup_clone", args=[live.pk]) not in page  # cloned from its site's page
+
+
+def test_cloning_a_deleted_sites_backup_under_its_old_name_brings_the_site_back(admin_client):
+    backup = deleted_site_backup()
+    url = reverse("admin:sites_backup_clone", args=[backup.pk])
+    assert "Give it the name" in admin_client.get(url).content.decode()
+    response = admin_client.post(url, {"name": "gone"})
+    site = Site.objects.get(name="gone")
+    assert response.status_code == 302 and response["Location"] == site_page(site)
+    assert (site.current_job.type, site.current_job.params) == ("PROVISION", {"backup": backup.key})
+    assert (site.title, site.admin_user) == ("gone as it was", "keeper")
+
+
+def test_a_deleted_sites_backup_is_not_cloned_to_a_taken_name_nor_by_a_viewer(admin_client, client):
+    backup = deleted_site_backup()
+    active_site("taken")
+    url = reverse("admin:sites_backup_clone", args=[backup.pk])
+    response = admin_client.post(url, {"name": "taken"})
+    assert response.status_code == 200 and "already exists" in response.content.decode()
+    assert viewer_client(client).post(url, {"name": "other"}).status_code == 403
+    assert not Site.objects.filter(name="other").exists()
+    assert Site.objects.count() == 1
