@@ -56,7 +56,6 @@ SFTP_HOST=${SFTP_PUBLISH%:*}
 if [[ $SFTP_HOST == 0.0.0.0 ]]; then SFTP_HOST=127.0.0.1; fi
 SFTP_PORT=${SFTP_PUBLISH##*:}
 SFTP_USER=backup
-SFTP_REPOSITORY_PATH=/srv/backups/restic
 SFTP_TIMEOUT=30
 # set when this run generated the backup password (an existing repository
 # then has another one)
@@ -279,10 +278,17 @@ ensure_ssh_key() {
 	chmod 600 "$key" "$key.pub"
 }
 
+# The SFTP repository's path on the shared host: one per lab checkout (named
+# after a hash of its password), so that a clean clone beside this one (CI)
+# meets a repository of its own, not one it cannot open.
+sftp_repository_path() {
+	printf '/srv/backups/restic-%s\n' "$(sha256sum <"$BACKUP_PASSWORD_FILE" | cut -c1-12)"
+}
+
 # The SFTP repository as .env names it: restic's URL form, the only one that
 # carries the port (the panel turns it into ssh -p).
 sftp_repository_url() {
-	printf 'sftp://%s@%s:%s/%s\n' "$SFTP_USER" "$SFTP_HOST" "$SFTP_PORT" "$SFTP_REPOSITORY_PATH"
+	printf 'sftp://%s@%s:%s/%s\n' "$SFTP_USER" "$SFTP_HOST" "$SFTP_PORT" "$(sftp_repository_path)"
 }
 
 # --- 4. images --------------------------------------------------------------------
@@ -723,7 +729,7 @@ SFTP_REPOSITORY_EXISTS=''
 wait_for_sftp() {
 	local i out=''
 	for ((i = 0; i < SFTP_TIMEOUT * 2; i++)); do
-		if out=$(sftp_batch <<<"ls $SFTP_REPOSITORY_PATH/config" 2>&1); then
+		if out=$(sftp_batch <<<"ls $(sftp_repository_path)/config" 2>&1); then
 			SFTP_REPOSITORY_EXISTS=yes
 			return 0
 		fi
@@ -748,7 +754,8 @@ wait_for_sftp() {
 # Initialised only when restic says there is none: any other error (wrong
 # password, permissions) is reported, never answered with a fresh init.
 ensure_sftp_repository() {
-	local repo="sftp:$SFTP_USER@$SFTP_HOST:$SFTP_REPOSITORY_PATH" out
+	local repo out
+	repo="sftp:$SFTP_USER@$SFTP_HOST:$(sftp_repository_path)"
 	if [[ $SFTP_REPOSITORY_EXISTS == yes ]]; then
 		check_repository_password "$repo"
 		return 0
