@@ -238,3 +238,40 @@ def test_a_delete_can_skip_the_final_backup_and_a_bad_flag_changes_nothing(api):
     assert not Job.objects.exists()
     assert api.delete("/api/sites/alpha?final_backup=false").status_code == 202
     assert Job.objects.get().params == {"final_backup": False}
+
+
+# --- the restic adapter's own logic -----------------------------------------------------------
+
+
+def test_restics_errors_say_what_failed_and_whether_a_retry_can_help():
+    from sites.infra.restic import _describe
+
+    assert _describe("Fatal: wrong password or no key found\n", 1) == (
+        "wrong password or no key found: check WPFLEET_BACKUP_PASSWORD",
+        True,
+    )
+    assert _describe("Save(<data/1234>) returned error: write: no space left on device\n", 1)[1] is True
+    message, permanent = _describe("Fatal: unable to open repository at sftp://h//x: EOF\n", 1)
+    assert (message, permanent) == ("Fatal: unable to open repository at sftp://h//x: EOF", False)
+
+
+def test_a_repository_is_named_without_a_password_its_url_may_carry():
+    from sites.infra.restic import _safe_location
+
+    assert _safe_location("rest:https://user:secret@backup.example/repo") == "rest:https://user@backup.example/repo"
+    assert _safe_location("sftp://backup@127.0.0.1:2222//srv/r") == "sftp://backup@127.0.0.1:2222//srv/r"
+
+
+def test_the_sftp_command_carries_the_key_the_known_hosts_and_the_port(settings, tmp_path):
+    import shlex
+
+    from sites.infra.restic import _sftp_command
+
+    settings.WPFLEET_BACKUP_SFTP_KEY_FILE = "/keys/id"
+    settings.WPFLEET_BACKUP_SFTP_KNOWN_HOSTS = "/keys/known"
+    words = shlex.split(_sftp_command("sftp://backup@10.0.0.5:2222//srv/restic"))
+    assert words[-3:] == ["backup@10.0.0.5", "-s", "sftp"]
+    assert words[words.index("-p") + 1] == "2222" and words[words.index("-i") + 1] == "/keys/id"
+    assert "StrictHostKeyChecking=yes" in words and "UserKnownHostsFile=/keys/known" in words
+    assert "-p" not in shlex.split(_sftp_command("sftp:backup@10.0.0.5:/srv/restic"))
+    assert _sftp_command("/var/backups/restic") is None
