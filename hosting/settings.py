@@ -317,6 +317,8 @@ WPFLEET_BACKUP_S3_SECRET_ACCESS_KEY = env.text("WPFLEET_BACKUP_S3_SECRET_ACCESS_
 # backups), each at its own time of day; the panel's control database too.
 WPFLEET_BACKUP_EVERY_HOURS = env.integer("WPFLEET_BACKUP_EVERY_HOURS", 24, min=0, max=24 * 31)
 WPFLEET_PANEL_BACKUP_EVERY_HOURS = env.integer("WPFLEET_PANEL_BACKUP_EVERY_HOURS", 24, min=0, max=24 * 31)
+# The repository's maintenance (retention, forget, prune) every this many hours (0: never).
+WPFLEET_BACKUP_MAINTENANCE_EVERY_HOURS = env.integer("WPFLEET_BACKUP_MAINTENANCE_EVERY_HOURS", 24, min=0, max=24 * 31)
 # Retention (restic's keep-daily/weekly/monthly, applied per site by the
 # daily maintenance job, never by a backup); a deleted site's final backup
 # is kept this many days whatever the policy says.

@@ -364,7 +364,9 @@ def schedule_backups() -> dict[str, Any]:
         PANEL_BACKUP, dt.timedelta(hours=settings.WPFLEET_PANEL_BACKUP_EVERY_HOURS)
     ):
         report["panel backup"] = _open_plain_job(PANEL_BACKUP, "wpfleet panel")
-    if _due(MAINTENANCE, dt.timedelta(days=1)):
+    if settings.WPFLEET_BACKUP_MAINTENANCE_EVERY_HOURS and _due(
+        MAINTENANCE, dt.timedelta(hours=settings.WPFLEET_BACKUP_MAINTENANCE_EVERY_HOURS)
+    ):
         report["repository maintenance"] = _open_plain_job(MAINTENANCE, "backup repository")
     return report
 

@@ -56,6 +56,19 @@ class BackupGone(InfraError):
         super().__init__("backup", f"backup {key} no longer exists")
 
 
+def follow_installed_title(site: Site, infra: Infra | None = None) -> None:
+    """Take the title the site's WordPress has now (its owner may have renamed the blog).
+
+    The live check proves that each hostname reaches this site's WordPress
+    by the name its REST index gives: the one WordPress stores, which the
+    panel's copy must match.
+    """
+    stored = (infra or Infra()).db.wordpress_options(site.names.database, ("blogname",)).get("blogname")
+    if stored and stored != site.title:
+        Site.objects.filter(pk=site.pk).update(title=stored)
+        site.title = stored
+
+
 def _provisioner(
     site: Site, job: Job, record: registry.Recorder, *, desired: bool = True, restore: Source | None = None
 ) -> Provisioner:
@@ -171,6 +184,7 @@ class ChangeDomains(_SiteJob):
         site = _site(job)
         if site is None:
             raise SiteGone(job.subject_name)
+        follow_installed_title(site)
         provisioner = _provisioner(site, job, record)
         provisioner.change_hostnames(previous=self._served(site, provisioner))
 

@@ -128,6 +128,11 @@ def start_cluster(**env_overrides: str) -> subprocess.Popen:
         **os.environ,
         "DATABASE_URL": _database_url(),
         "WPFLEET_WORKERS": os.environ.get("WPFLEET_WORKERS", "2"),
+        # Each test's database is new, so every scheduled backup job would be
+        # due at once: the tests that want backups start them themselves.
+        "WPFLEET_BACKUP_EVERY_HOURS": "0",
+        "WPFLEET_PANEL_BACKUP_EVERY_HOURS": "0",
+        "WPFLEET_BACKUP_MAINTENANCE_EVERY_HOURS": "0",
         **env_overrides,
     }
     with open(WORKER_LOG, "ab") as out:

@@ -149,3 +149,24 @@ def test_a_reconcile_pass_gives_back_a_lost_alias_and_takes_away_a_stale_one(sit
     assert f"nginx container {site.names.nginx} not reachable as {site.domain} from Caddy" in drift
     assert aliases(infra, site) == {f"{site.domain}.wpfleet.invalid"}
     assert answer(infra, site.domain).status_code == 200
+
+
+def test_a_blog_renamed_inside_wordpress_still_gets_its_domain_and_the_panel_follows_the_new_title(site, api, infra):
+    code, output = infra.docker.exec(
+        site.names.php,
+        [
+            "php",
+            "-r",
+            "$_SERVER['HTTP_HOST'] = getenv('H'); require '/var/www/html/wp-load.php';"
+            " update_option('blogname', 'Renamed by its owner');",
+        ],
+        user="www-data",
+        environment={"H": site.domain},
+    )
+    assert code == 0, output
+    domain = f"{unique_name('r')}.example.org"
+    job = change(api, "post", f"/api/sites/{site.name}/domains", {"domain": domain})
+    assert job.status == Job.Status.DONE, job.error
+    site.refresh_from_db()
+    assert site.title == "Renamed by its owner"
+    assert answer(infra, domain, "/?rest_route=/").json()["name"] == "Renamed by its owner"

@@ -61,8 +61,8 @@ def stop_at_start_of(step: str, container: str, monkeypatch) -> list[str]:
 
     original = handlers._provisioner
 
-    def provisioner_with_hook(site, job, record):
-        provisioner = original(site, job, record)
+    def provisioner_with_hook(site, job, record, **options):
+        provisioner = original(site, job, record, **options)
         if job.attempts == 1:
             provisioner.during_step = hook
         return provisioner
