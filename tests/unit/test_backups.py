@@ -275,3 +275,17 @@ def test_the_sftp_command_carries_the_key_the_known_hosts_and_the_port(settings,
     assert "StrictHostKeyChecking=yes" in words and "UserKnownHostsFile=/keys/known" in words
     assert "-p" not in shlex.split(_sftp_command("sftp:backup@10.0.0.5:/srv/restic"))
     assert _sftp_command("/var/backups/restic") is None
+
+
+def test_the_panels_own_backup_and_the_maintenance_are_opened_once_per_period(settings):
+    settings.WPFLEET_PANEL_BACKUP_EVERY_HOURS = 24
+    settings.WPFLEET_BACKUP_MAINTENANCE_EVERY_HOURS = 24
+    first = schedule_backups()
+    assert {"panel backup", "repository maintenance"} <= set(first)
+    assert schedule_backups() == {}  # open already: not again
+    Job.objects.update(status=Job.Status.DONE)
+    assert schedule_backups() == {}  # done within the period: not again
+    Job.objects.update(created_at=timezone.now() - dt.timedelta(hours=25))
+    assert {"panel backup", "repository maintenance"} <= set(schedule_backups())
+    panel = Job.objects.filter(type="PANEL_BACKUP").latest("id")
+    assert panel.subject_id is None and panel.subject_name == "wpfleet panel"
