@@ -11,6 +11,7 @@ from typing import IO, Any
 
 from django.conf import settings
 
+from hosting.env import DbAdmin
 from sites.infra.errors import ForeignResource, InfraError
 from sites.infra.processes import die_with_parent
 
@@ -42,8 +43,10 @@ def site_of_comment(comment: str) -> str | None:
 
 
 class MariaDBAdmin:
-    def __init__(self) -> None:
-        self._config = settings.WPFLEET_DB_ADMIN
+    def __init__(self, account: DbAdmin | None = None) -> None:
+        # Another account than the panel's on the sites' server: the control
+        # database's own, for the panel's backup (sites.ops.backups).
+        self._config = account or settings.WPFLEET_DB_ADMIN
 
     @contextmanager
     def cursor(self) -> Iterator:

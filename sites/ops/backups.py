@@ -294,14 +294,15 @@ def backup_panel(infra: Infra | None = None) -> Stored:
         return repository.finish_backup(process, "storing the control database")
     from sites.infra.mariadb import MariaDBAdmin
 
-    admin = MariaDBAdmin()
-    admin._config = {
-        "host": db["HOST"] or "127.0.0.1",
-        "port": int(db["PORT"] or 3306),
-        "user": db["USER"],
-        "password": db["PASSWORD"],
-        "connect_timeout": 10,
-    }
+    admin = MariaDBAdmin(
+        {
+            "host": db["HOST"] or "127.0.0.1",
+            "port": int(db["PORT"] or 3306),
+            "user": db["USER"],
+            "password": db["PASSWORD"],
+            "connect_timeout": 10,
+        }
+    )
     dump = admin.dump_process(db["NAME"])
     assert dump.stdout is not None
     process = repository.popen(_backup_args("/panel/control.sql", tags), stdin=dump.stdout)

@@ -41,12 +41,7 @@ def _clone_source(job: Job) -> Source | None:
     backup = Backup.objects.good().filter(key=key).first()
     if backup is None:
         raise BackupGone(key)
-    return Source(
-        site=backup.site_name,
-        files_snapshot=backup.files_snapshot,
-        database_snapshot=backup.database_snapshot,
-        home_url=backup.home_url,
-    )
+    return backup_ops.source_of(backup)
 
 
 class BackupGone(InfraError):
