@@ -56,6 +56,14 @@ def connections_kept_open():
     signals.request_finished.connect(close_old_connections)
 
 
+@pytest.fixture(autouse=True)
+def backups_configured(settings):
+    # The same answers with or without the lab's .env: a repository is named
+    # (the backup endpoints only open jobs here; nothing runs restic).
+    settings.WPFLEET_BACKUP_REPOSITORY = "/nonexistent/restic"
+    settings.WPFLEET_BACKUP_PASSWORD = "unused"
+
+
 @pytest.fixture
 def token_header(db) -> dict[str, str]:
     user = user_in_group("fuzzer", "Site operators")
