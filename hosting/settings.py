@@ -276,6 +276,12 @@ WPFLEET_PHP_MAX_CHILDREN = env.integer("WPFLEET_PHP_MAX_CHILDREN", 5, min=1, max
 # "shm" (the image's default: shared memory, about 20 MB per visited site).
 WPFLEET_PHP_OPCACHE = env.text("WPFLEET_PHP_OPCACHE", "file", choices=("file", "shm"))
 
+# The page cache in each site's nginx (sites.provisioning.templates): at most
+# this much disk per site (its own volume), entries kept this long unless a
+# change purges them first; a site turns it off with page_cache=false.
+WPFLEET_PAGE_CACHE_SIZE = env.size("WPFLEET_PAGE_CACHE_SIZE", "100m")
+WPFLEET_PAGE_CACHE_SECONDS = env.integer("WPFLEET_PAGE_CACHE_SECONDS", 3600, min=1, max=86400 * 7)
+
 # Caddy (app-01).
 WPFLEET_CADDY_CONTAINER = env.text("WPFLEET_CADDY_CONTAINER", "caddy")
 # Caddy serves a hostname while <routes dir>/<hostname> exists in its

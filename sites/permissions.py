@@ -26,6 +26,9 @@ OPERATIONS: dict[str, str] = {
     "new_admin_password": "sites.change_site",
     "login_link": "sites.change_site",
     "change_domains": "sites.change_site",
+    # How the site is served (its page cache), and emptying that cache.
+    "change_settings": "sites.change_site",
+    "purge_cache": "sites.change_site",
     # Backups are the site's data: seeing them is viewing the site; taking
     # one or restoring one changes it; a clone is a new site.
     "list_backups": "sites.view_site",

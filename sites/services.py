@@ -26,6 +26,8 @@ __all__ = [
     "DomainTaken",
     "BackupsDisabled",
     "add_domain",
+    "change_settings",
+    "purge_cache",
     "back_up_site",
     "clone_site",
     "restore_site",
@@ -284,3 +286,34 @@ def _require_active(site: Site, doing: str) -> None:
     site.refresh_from_db()
     if site.status != Site.Status.ACTIVE:
         raise SiteNotActive(f"site {site.name} is {site.get_status_display().lower()}: only an active site is {doing}")
+
+
+# --- a site's settings and its page cache -----------------------------------------------
+
+# What a settings job may change (sites.provisioning.handlers.ChangeSettings).
+SETTINGS = ("page_cache",)
+
+
+def change_settings(site: Site, values: dict[str, object]) -> Job | None:
+    """Start a job that serves the site with ``values`` (validated), or None when nothing changes.
+
+    SiteNotActive unless the site is ACTIVE; SiteBusy while a job holds it.
+    """
+    unknown = sorted(str(key) for key in values if key not in SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+    if "page_cache" in values and not isinstance(values["page_cache"], bool):
+        raise ValueError("page_cache must be true or false")
+    _require_active(site, "changed")
+    changed = {key: value for key, value in values.items() if getattr(site, key) != value}
+    if not changed:
+        return None
+    with transaction.atomic():
+        return _open(site, Site.JobType.SETTINGS, params=changed)
+
+
+def purge_cache(site: Site) -> Job:
+    """Start a job that deletes every page of the site's page cache (SiteNotActive unless ACTIVE)."""
+    _require_active(site, "purged")
+    with transaction.atomic():
+        return _open(site, Site.JobType.PURGE_CACHE)

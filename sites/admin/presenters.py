@@ -109,7 +109,9 @@ def _reason(exc: BaseException, site: Site) -> str:
 
 
 def _observe(step: Step, site: Site, hostnames: tuple[str, ...], home: str) -> list[ResourceState]:
-    ctx = Context(site=site.name, db_password="", infra=Infra(), hostnames=hostnames, home=home)
+    ctx = Context(
+        site=site.name, db_password="", infra=Infra(), hostnames=hostnames, home=home, page_cache=site.page_cache
+    )
     return [
         ResourceState(r.kind, r.name, r.detail or r.state, _HEALTH.get(r.state, "bad"))
         for r in step.observe(ctx, View(ctx.infra))

@@ -46,12 +46,14 @@ from sites.services import (
     WordPressUserMissing,
     add_domain,
     back_up_site,
+    change_settings,
     clone_site,
     create_site,
     delete_site,
     find_backup,
     login_link,
     new_admin_password,
+    purge_cache,
     remove_domain,
     restore_site,
     retry_site,
@@ -189,7 +191,7 @@ class SiteAdmin(admin.ModelAdmin):
     list_filter = ["status", ZombieFilter, DriftFilter]
     search_fields = ["name"]
     list_per_page = 50
-    actions = ["retry_failed_jobs", "deprovision_sites", "cleanup_zombies"]
+    actions = ["retry_failed_jobs", "purge_page_caches", "deprovision_sites", "cleanup_zombies"]
     readonly_fields = [
         "name",
         "status_badge",
@@ -224,6 +226,9 @@ class SiteAdmin(admin.ModelAdmin):
         if obj is not None:
             return False
         return can(request.user, "retry_site")
+
+    def has_purge_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, "purge_cache")
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return can(request.user, "retry_site")
@@ -372,6 +377,11 @@ class SiteAdmin(admin.ModelAdmin):
                 name=f"{prefix}_admin_password",
             ),
             path(
+                "<path:object_id>/page-cache/<str:operation>/",
+                self.admin_site.admin_view(self.page_cache_view),
+                name=f"{prefix}_page_cache",
+            ),
+            path(
                 "<path:object_id>/backups/back-up/",
                 self.admin_site.admin_view(self.back_up_view),
                 name=f"{prefix}_back_up",
@@ -430,6 +440,7 @@ class SiteAdmin(admin.ModelAdmin):
         if site is not None and self.has_view_or_change_permission(request, site):
             progress = views.site_progress(site)
             panels = [("Domains", self._render_domains(request, site))]
+            panels.append(("Page cache", self._render_page_cache(request, site)))
             if can(request.user, "list_backups"):
                 panels.append(("Backups", self._render_backups(request, site)))
             context["wpfleet_panels"] = [
@@ -563,6 +574,43 @@ class SiteAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
+    # --- the page cache: on or off, purge --------------------------------------------
+
+    def _render_page_cache(self, request: HttpRequest, site: Site) -> str:
+        idle = _live_and_idle(site)
+        return render_to_string(
+            "wpfleet/page_cache.html",
+            {
+                "site": site,
+                "change": idle and can(request.user, "change_settings"),
+                "purge": idle and can(request.user, "purge_cache"),
+                "turn_url": reverse("admin:sites_site_page_cache", args=[site.pk, "off" if site.page_cache else "on"]),
+                "purge_url": reverse("admin:sites_site_page_cache", args=[site.pk, "purge"]),
+            },
+            request=request,
+        )
+
+    def page_cache_view(self, request: HttpRequest, object_id: str, operation: str) -> HttpResponse:
+        """Turn the site's page cache on or off, or purge it (POST only, each a job)."""
+        if operation not in ("on", "off", "purge"):
+            raise PermissionDenied
+        site = self._site_for_post(request, object_id, "purge_cache" if operation == "purge" else "change_settings")
+        try:
+            if operation == "purge":
+                job: Job | None = purge_cache(site)
+                done = "Page cache purge started"
+            else:
+                job = change_settings(site, {"page_cache": operation == "on"})
+                done = f"Turning the page cache {operation}"
+        except (SiteBusy, SiteNotActive) as exc:
+            return self._back_to_site(request, site, exc)
+        if job is None:
+            self.message_user(request, f"The page cache is already {operation}.", messages.INFO)
+            return self._back_to_site(request, site)
+        self.log_change(request, site, f"{done} (job #{job.pk}).")
+        self.message_user(request, f"{done} (job #{job.pk}).", messages.SUCCESS)
+        return self._back_to_site(request, site)
+
     # --- backups: take one, restore one, clone one into a new site --------------------
 
     def _render_backups(self, request: HttpRequest, site: Site) -> str:
@@ -679,6 +727,20 @@ class SiteAdmin(admin.ModelAdmin):
         # that a permission change can never bring the ORM delete back.
         actions.pop("delete_selected", None)
         return actions
+
+    @admin.action(description="Purge the page cache of the selected sites", permissions=["purge"])
+    def purge_page_caches(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        tally = views.Tally()
+        for site in queryset.order_by("name"):
+            try:
+                job = purge_cache(site)
+            except (SiteBusy, SiteNotActive) as exc:
+                tally.skip(site.name, "job in progress" if isinstance(exc, SiteBusy) else "not active")
+                continue
+            tally.done.append(site.name)
+            self.log_change(request, site, f"Page cache purge started (job #{job.pk}).")
+        views.report(self, request, tally, "site", "queued for a page cache purge")
+        return _safe_next(request)
 
     @admin.action(description="Retry the failed job of the selected sites", permissions=["retry"])
     def retry_failed_jobs(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:

@@ -87,6 +87,7 @@ class SiteSerializer(serializers.ModelSerializer):
             "admin_user",
             "admin_email",
             "zombie",
+            "page_cache",
             "created_at",
             "job",
         ]
@@ -103,6 +104,16 @@ class DomainAddSerializer(serializers.Serializer):
     """The body of POST /api/sites/<name>/domains."""
 
     domain = serializers.CharField(max_length=1000, help_text=DOMAIN_RULE)
+
+
+class SiteSettingsSerializer(serializers.Serializer):
+    """The body of PATCH /api/sites/<name>: the settings to change."""
+
+    page_cache = serializers.BooleanField(
+        required=False,
+        help_text="nginx's page cache for anonymous visitors (default true). A change runs a job; "
+        "the cache is purged either way.",
+    )
 
 
 class DomainChangeSerializer(serializers.Serializer):

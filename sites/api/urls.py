@@ -11,6 +11,7 @@ urlpatterns = [
     path("sites/<str:name>/domains", views.SiteDomains.as_view(), name="api-site-domains"),
     path("sites/<str:name>/domains/<str:domain>", views.SiteDomain.as_view(), name="api-site-domain"),
     path("sites/<str:name>/backups", views.SiteBackups.as_view(), name="api-site-backups"),
+    path("sites/<str:name>/purge-cache", views.SitePurgeCache.as_view(), name="api-site-purge-cache"),
     path("sites/<str:name>/restore", views.SiteRestore.as_view(), name="api-site-restore"),
     path("sites/<str:name>/clone", views.SiteClone.as_view(), name="api-site-clone"),
     path("jobs/<int:pk>", views.JobDetail.as_view(), name="api-job"),

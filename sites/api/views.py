@@ -30,6 +30,7 @@ from sites.api.serializers import (
     RestoreSerializer,
     SiteCreateSerializer,
     SiteSerializer,
+    SiteSettingsSerializer,
 )
 from sites.models import Domain, Site
 from sites.ops import health
@@ -37,11 +38,13 @@ from sites.permissions import can
 from sites.services import (
     add_domain,
     back_up_site,
+    change_settings,
     clone_site,
     create_site,
     delete_site,
     login_link,
     new_admin_password,
+    purge_cache,
     remove_domain,
     restore_site,
     set_primary_domain,
@@ -53,6 +56,9 @@ def _errors(described: dict[int, str] | None = None) -> dict[int, OpenApiRespons
     """Schema entries for error statuses, each with the error body; 401 and 429 can answer any call."""
     described = {401: "No or invalid credentials", 429: "Too many requests for this token", **(described or {})}
     return {code: OpenApiResponse(ErrorSerializer, description=text) for code, text in described.items()}
+
+
+_BODY_ERRORS = {413: "Body larger than the limit", 415: "Body neither JSON nor form data"}
 
 
 # A site as the API shows it: its latest job and its domains, read with it.
@@ -108,7 +114,8 @@ class SiteListCreate(generics.ListAPIView):
 
 
 class SiteDetail(APIView):
-    operations = {"GET": "view_site", "DELETE": "delete_site"}
+    operations = {"GET": "view_site", "PATCH": "change_settings", "DELETE": "delete_site"}
+    parser_classes = [StrictJSONParser, FormParser, BoundedMultiPartParser]
     serializer_class = SiteSerializer
 
     def _site(self, name: str) -> Site:
@@ -117,6 +124,35 @@ class SiteDetail(APIView):
     @extend_schema(responses={200: SiteSerializer, **_errors({404: "No such site"})})
     def get(self, request: Request, name: str) -> Response:
         return Response(SiteSerializer(self._site(name)).data)
+
+    @extend_schema(
+        request=SiteSettingsSerializer,
+        responses={
+            200: SiteSerializer,
+            202: SiteSerializer,
+            **_errors(
+                {
+                    400: "Not an object of known settings, or a value of the wrong type",
+                    404: "No such site",
+                    409: "The site is not active, or a job holds it",
+                    **_BODY_ERRORS,
+                }
+            ),
+        },
+        description="202: a job serves the site with the new settings (the site's ``job``); 200: nothing to change.",
+    )
+    def patch(self, request: Request, name: str) -> Response:
+        site = self._site(name)
+        _only(request.data, ("page_cache",))
+        body = SiteSettingsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if not body.validated_data:
+            raise ValidationError({"detail": ["Name at least one setting: page_cache."]}, code="required")
+        job = change_settings(site, dict(body.validated_data))  # SiteBusy, SiteNotActive answer 409
+        return Response(
+            SiteSerializer(self._site(name)).data,
+            status=status.HTTP_200_OK if job is None else status.HTTP_202_ACCEPTED,
+        )
 
     @extend_schema(
         parameters=[
@@ -276,7 +312,6 @@ def _job_accepted(job: Job) -> Response:
 
 
 _BACKUP_ERRORS = {503: "No backup repository is configured, or it did not answer"}
-_BODY_ERRORS = {413: "Body larger than the limit", 415: "Body neither JSON nor form data"}
 
 
 class SiteBackups(APIView):
@@ -302,6 +337,22 @@ class SiteBackups(APIView):
     )
     def post(self, request: Request, name: str) -> Response:
         return _job_accepted(back_up_site(get_object_or_404(Site, name=name)))
+
+
+class SitePurgeCache(APIView):
+    """Delete every page of the site's page cache (a job: the next visitor of each page gets it fresh)."""
+
+    operations = {"POST": "purge_cache"}
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: JobSerializer,
+            **_errors({404: "No such site", 409: "The site is not active, or a job holds it"}),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        return _job_accepted(purge_cache(get_object_or_404(Site, name=name)))
 
 
 class SiteRestore(APIView):

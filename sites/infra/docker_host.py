@@ -6,7 +6,7 @@ import io
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import docker
@@ -37,11 +37,13 @@ def _owned(labels: dict | None, expected: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in expected.items() if key != "wpfleet.role")
 
 
-def tar_of(files: dict[str, tuple[bytes, int, int, int]]) -> bytes:
+def tar_of(files: Mapping[str, tuple[bytes | None, int, int, int]]) -> bytes:
     """A tar archive of ``{name: (data, mode, uid, gid)}``, for put_archive.
 
     Names may contain sub-directories; they are created (put_archive needs an
-    existing target directory, but creates what the archive contains).
+    existing target directory, but creates what the archive contains). Data
+    None is a directory of that mode (the engine sets the mode of one that
+    exists too).
     """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -57,10 +59,14 @@ def tar_of(files: dict[str, tuple[bytes, int, int, int]]) -> bytes:
                     made.add(directory)
         for name, (data, mode, uid, gid) in files.items():
             info = tarfile.TarInfo(name)
-            info.size = len(data)
             info.mode = mode
             info.uid, info.gid = uid, gid
             info.mtime = int(time.time())
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+                continue
+            info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
@@ -243,7 +249,9 @@ class DockerHost:
                 pass
         return None
 
-    def put_files(self, container: Container, directory: str, files: dict[str, tuple[bytes, int, int, int]]) -> None:
+    def put_files(
+        self, container: Container, directory: str, files: Mapping[str, tuple[bytes | None, int, int, int]]
+    ) -> None:
         """Write files into a container (running or only created) as one tar stream."""
         with docker_errors(f"write into {container.name}:{directory}"):
             if not container.put_archive(directory, tar_of(files)):

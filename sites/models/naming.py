@@ -28,6 +28,12 @@ class SiteNames:
         return f"wp_{self.site}"
 
     @property
+    def cache_volume(self) -> str:
+        # The page cache: written by the site's nginx, purged by its PHP
+        # (sites.provisioning.templates); never backed up.
+        return f"wpcache_{self.site}"
+
+    @property
     def network(self) -> str:
         # Private network shared by the site's PHP-FPM and nginx only.
         return f"wpnet_{self.site}"

@@ -55,6 +55,8 @@ class Site(models.Model):
         DOMAINS = "DOMAINS", "Change domains"
         BACKUP = "BACKUP", "Back up"
         RESTORE = "RESTORE", "Restore"
+        SETTINGS = "SETTINGS", "Change settings"
+        PURGE_CACHE = "PURGE_CACHE", "Purge page cache"
 
     objects = SiteQuerySet.as_manager()
 
@@ -70,6 +72,9 @@ class Site(models.Model):
     # The hostname WordPress's home and siteurl use now (empty: ``domain``);
     # changed only by a domains job that succeeded (sites.models.Domain).
     home_domain = models.CharField(max_length=253, blank=True, default="", editable=False)
+    # nginx's page cache for anonymous visitors (sites.provisioning.templates);
+    # changed only by a settings job that succeeded.
+    page_cache = models.BooleanField(default=True, editable=False)
     # Random per site, never derived from the name; never shown anywhere;
     # stored encrypted (sites.models.fields), never queried.
     db_password = EncryptedTextField(default=_new_db_password, editable=False)

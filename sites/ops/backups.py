@@ -32,7 +32,14 @@ from sites.infra.restic import BackupRepository, Stored
 from sites.models import Backup, Site, SiteBusy
 from sites.models.naming import SiteNames
 from sites.provisioning.restore import WEBROOT, Restorer, Source, database_path, files_path
-from sites.provisioning.steps import Context, Infra, LiveCheckStep, WordPressProfile, install_login_plugin
+from sites.provisioning.steps import (
+    Context,
+    Infra,
+    LiveCheckStep,
+    WordPressProfile,
+    install_plugins,
+    purge_page_cache,
+)
 
 log = logging.getLogger("wpfleet.backups")
 
@@ -254,15 +261,19 @@ def restore_site(site: Site, backup: Backup, job: Job, record: Record, infra: In
         profile=WordPressProfile(title=backup.title, admin_user=site.admin_user, admin_email=site.admin_email),
         hostnames=site.hostnames(desired=False),
         home=site.home_host(desired=False),
+        page_cache=site.page_cache,
     )
     try:
         with recorded(record, "wordpress"):
-            install_login_plugin(infra.docker, site.names)
+            install_plugins(infra.docker, site.names)
+            # Pages cached from the site as it was must not outlive it.
+            purge_page_cache(infra.docker, site.names)
         with recorded(record, "live_check"):
             LiveCheckStep().apply(ctx)
     except Exception:
         with recorded(record, "switch_back"):
             restorer.switch_back()
+            purge_page_cache(infra.docker, site.names)
         raise
     with recorded(record, "discard"):
         restorer.discard_old()

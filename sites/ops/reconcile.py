@@ -36,6 +36,7 @@ def reconcile_site(site: Site, view: View, infra: Infra) -> list[str]:
         profile=wordpress_profile(site),
         hostnames=site.hostnames(desired=False),
         home=site.home_host(desired=False),
+        page_cache=site.page_cache,
     )
     drift: list[str] = []
     repaired: set[str] = set()
@@ -65,6 +66,7 @@ def needs_repair(site: Site, view: View, infra: Infra) -> bool:
         profile=wordpress_profile(site),
         hostnames=site.hostnames(desired=False),
         home=site.home_host(desired=False),
+        page_cache=site.page_cache,
     )
     return any(r.needs_repair or r.state == "foreign" for step in PROVISION_STEPS for r in step.observe(ctx, view))
 

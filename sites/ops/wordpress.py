@@ -18,7 +18,7 @@ from django.conf import settings
 
 from sites.infra.errors import InfraError
 from sites.models import Site
-from sites.provisioning.steps import Infra, install_login_plugin
+from sites.provisioning.steps import Infra, install_plugins
 
 log = logging.getLogger("wpfleet.wordpress")
 
@@ -118,7 +118,7 @@ def login_link(site: Site, infra: Infra | None = None) -> LoginLink:
     infra = infra or Infra()
     if site.status == Site.Status.ACTIVE:
         # The link needs the plugin: put it back if the site's owner removed it.
-        install_login_plugin(infra.docker, site.names)
+        install_plugins(infra.docker, site.names)
     result = _run(site, LOGIN_TOKEN_PHP, infra, {"WPFLEET_TTL": str(ttl)})
     log.info("site %s: one-click login link made (valid %d s)", site.name, ttl)
     return LoginLink(

@@ -13,7 +13,7 @@ from sites.models import Backup, Domain, Site, known_secrets
 from sites.ops import backups as backup_ops
 from sites.provisioning.orchestrator import Provisioner, no_record
 from sites.provisioning.restore import Restorer, Source
-from sites.provisioning.steps import Context, Infra, WordPressProfile
+from sites.provisioning.steps import Context, Infra, WordPressProfile, purge_page_cache, step_named
 
 log = logging.getLogger("wpfleet.jobs")
 
@@ -76,6 +76,7 @@ def _provisioner(
         hostnames=site.hostnames(desired=desired),
         home=site.home_host(desired=desired),
         restore=restore,
+        page_cache=site.page_cache,
     )
 
 
@@ -173,6 +174,7 @@ class ChangeDomains(_SiteJob):
             profile=ctx.profile,
             hostnames=site.hostnames(desired=False),
             home=site.home_host(desired=False),
+            page_cache=site.page_cache,
         )
 
     def run(self, job: Job, record: registry.Recorder) -> None:
@@ -181,7 +183,17 @@ class ChangeDomains(_SiteJob):
             raise SiteGone(job.subject_name)
         follow_installed_title(site)
         provisioner = _provisioner(site, job, record)
-        provisioner.change_hostnames(previous=self._served(site, provisioner))
+        docker = provisioner.ctx.infra.docker
+        # Cached pages name the site's URLs: the new ones now, or the old ones again.
+        try:
+            provisioner.change_hostnames(previous=self._served(site, provisioner))
+        except Exception:
+            try:
+                purge_page_cache(docker, site.names)
+            except InfraError as exc:
+                log.warning("job %s: page cache of %s not purged after the rollback: %s", job.pk, site.name, exc)
+            raise
+        purge_page_cache(docker, site.names)
 
     def abandon(self, job: Job, record: registry.Recorder) -> None:
         site = _site(job)
@@ -270,6 +282,84 @@ class Restore(_SiteJob):
             site.release(job)
 
 
+class ChangeSettings(_SiteJob):
+    """Serve the site with the settings the job names (``params``), then record them on the site.
+
+    ``page_cache``: nginx's server block is rewritten and reloaded, and the
+    cache purged (pages kept from before the cache was turned off must not
+    come back when it is turned on). A failed attempt goes back to the
+    site's recorded settings.
+    """
+
+    label = "Change settings"
+
+    @staticmethod
+    def _apply(site: Site, job: Job, page_cache: bool) -> None:
+        provisioner = _provisioner(site, job, no_record)
+        provisioner.ctx.page_cache = page_cache
+        step_named("nginx_config").apply(provisioner.ctx)
+        purge_page_cache(provisioner.ctx.infra.docker, site.names)
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        wanted = bool(job.params.get("page_cache", site.page_cache))
+        handle = record("nginx_config", "apply", "RUNNING", "")
+        try:
+            self._apply(site, job, wanted)
+        except Exception as error:
+            record("nginx_config", "apply", "FAILED", str(error), handle=handle)
+            self.abandon(job, record)
+            raise
+        record("nginx_config", "apply", "OK", f"page cache {'on' if wanted else 'off'}", handle=handle)
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            return
+        handle = record("nginx_config", "undo", "RUNNING", "")
+        try:
+            self._apply(site, job, site.page_cache)
+        except Exception as error:
+            record("nginx_config", "undo", "UNDO_FAILED", str(error), handle=handle)
+            return
+        record("nginx_config", "undo", "UNDONE", f"page cache {'on' if site.page_cache else 'off'}", handle=handle)
+
+    def on_done(self, job: Job) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        with transaction.atomic():
+            if "page_cache" in job.params:
+                Site.objects.filter(pk=site.pk).update(page_cache=bool(job.params["page_cache"]))
+            site.release(job)
+
+
+class PurgeCache(_SiteJob):
+    label = "Purge page cache"
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        handle = record("purge_cache", "apply", "RUNNING", "")
+        try:
+            purge_page_cache(Infra().docker, site.names)
+        except Exception as error:
+            record("purge_cache", "apply", "FAILED", str(error), handle=handle)
+            raise
+        record("purge_cache", "apply", "OK", "", handle=handle)
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        """A purge builds nothing."""
+
+    def on_done(self, job: Job) -> None:
+        site = _site(job)
+        if site is not None:
+            site.release(job)
+
+
 class _PlainJob:
     """A job about no site: the panel's backup, the repository's maintenance."""
 
@@ -310,5 +400,7 @@ def register() -> None:
     registry.register(Site.JobType.DOMAINS, ChangeDomains())
     registry.register(Site.JobType.BACKUP, BackUp())
     registry.register(Site.JobType.RESTORE, Restore())
+    registry.register(Site.JobType.SETTINGS, ChangeSettings())
+    registry.register(Site.JobType.PURGE_CACHE, PurgeCache())
     registry.register(backup_ops.PANEL_BACKUP, PanelBackup())
     registry.register(backup_ops.MAINTENANCE, Maintenance())

@@ -60,6 +60,7 @@ class Provisioner:
         hostnames: tuple[str, ...] = (),
         home: str = "",
         restore: Source | None = None,
+        page_cache: bool = True,
     ):
         self.ctx = Context(
             site=site,
@@ -69,6 +70,7 @@ class Provisioner:
             hostnames=hostnames,
             home=home,
             restore=restore,
+            page_cache=page_cache,
         )
         self.record = recorder
         self.attempt = attempt

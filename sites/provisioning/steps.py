@@ -32,7 +32,15 @@ from sites.infra.mariadb import MariaDBAdmin, owner_comment
 from sites.infra.restic import BackupRepository
 from sites.models.naming import SiteNames
 from sites.provisioning.restore import Restorer, Source
-from sites.provisioning.templates import LOGIN_PLUGIN, LOGIN_PLUGIN_PATH, nginx_server_block, php_ini, php_pool_config
+from sites.provisioning.templates import (
+    PAGE_CACHE_DIR,
+    PAGE_CACHE_DIR_MODE,
+    PAGE_CACHE_MOUNT,
+    PLUGINS,
+    nginx_server_block,
+    php_ini,
+    php_pool_config,
+)
 
 # Where the PHP container finds its database password: a file, not an
 # environment variable, so `docker inspect` does not show it.
@@ -83,6 +91,8 @@ class Context:
     # A clone: the backup whose database and files the site gets instead of
     # a fresh WordPress (sites.provisioning.restore).
     restore: Source | None = None
+    # nginx's page cache (sites.provisioning.templates), on unless the site turned it off.
+    page_cache: bool = True
     notes: list[str] = field(default_factory=list)
 
     @cached_property
@@ -255,15 +265,24 @@ class VolumeStep:
     needs: tuple[str, ...] = ()
     reversible = True
 
+    """The site's files, and its page cache (a volume of its own: never backed up, never counted as the site's files)."""
+
     def apply(self, ctx: Context) -> None:
-        ctx.infra.docker.ensure_volume(ctx.names.volume, ctx.names.labels("volume"))
+        n = ctx.names
+        ctx.infra.docker.ensure_volume(n.volume, n.labels("volume"))
+        ctx.infra.docker.ensure_volume(n.cache_volume, n.labels("cache"))
 
     def undo(self, ctx: Context) -> None:
-        ctx.note(ctx.infra.docker.remove_volume(ctx.names.volume, ctx.names.labels("volume")))
+        n = ctx.names
+        ctx.note(ctx.infra.docker.remove_volume(n.cache_volume, n.labels("cache")))
+        ctx.note(ctx.infra.docker.remove_volume(n.volume, n.labels("volume")))
 
     def observe(self, ctx: Context, view: View) -> list[Resource]:
-        labels = view.volume_labels(ctx.names.volume)
-        return [_labelled("volume", ctx.names.volume, labels, ctx.names)]
+        n = ctx.names
+        return [
+            _labelled("volume", n.volume, view.volume_labels(n.volume), n),
+            _labelled("page cache volume", n.cache_volume, view.volume_labels(n.cache_volume), n),
+        ]
 
 
 class NetworkStep:
@@ -321,8 +340,13 @@ def _limits(limits: Limits) -> dict[str, Any]:
     }
 
 
-def php_mounts(volume: str) -> list[Mount]:
-    mounts = [Mount(target="/var/www/html", source=volume, type="volume")]
+def php_mounts(names: SiteNames) -> list[Mount]:
+    volume = names.volume
+    mounts = [
+        Mount(target="/var/www/html", source=volume, type="volume"),
+        # The purge plugin deletes the pages nginx cached (sites.provisioning.templates).
+        Mount(target=PAGE_CACHE_MOUNT, source=names.cache_volume, type="volume"),
+    ]
     if settings.WPFLEET_PHP_SEED_FROM:
         # Docker fills an empty named volume from the image's content at the
         # mount point when the container is created. Mounting the site's
@@ -352,7 +376,7 @@ class PhpStep:
                 "WORDPRESS_DB_PASSWORD_FILE": DB_PASSWORD_FILE,
                 "WORDPRESS_DB_NAME": n.database,
             },
-            mounts=php_mounts(n.volume),
+            mounts=php_mounts(n),
             network=n.network,
             hostname=n.php,
             # The entrypoint copies WordPress in as root and hands the files to
@@ -403,7 +427,10 @@ class NginxStep:
             # The official image's entrypoint sets worker_processes from the
             # CPU limit: one worker at 0.5 CPU.
             environment={"NGINX_ENTRYPOINT_WORKER_PROCESSES_AUTOTUNE": "1"},
-            volumes={n.volume: {"bind": "/var/www/html", "mode": "ro"}},
+            volumes={
+                n.volume: {"bind": "/var/www/html", "mode": "ro"},
+                n.cache_volume: {"bind": PAGE_CACHE_MOUNT, "mode": "rw"},
+            },
             network=n.network,
             hostname=n.nginx,
             cap_add=["CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID", "NET_BIND_SERVICE"],
@@ -436,6 +463,37 @@ class NginxStep:
         return [state]
 
 
+# `nginx -s reload` only signals the master: the old workers go on serving
+# with the old configuration until the master has started new ones and told
+# the old ones to quit. Done means served, so wait for that: every worker
+# that ran before is gone or "shutting down" (it takes no new connection and
+# closes its idle ones). Only sh and /proc: no ps in the official image.
+RELOAD_AND_WAIT = r"""
+workers() {
+    for dir in /proc/[0-9]*; do
+        case "$(tr '\0' ' ' < "$dir/cmdline" 2>/dev/null)" in
+            *"worker process is shutting down"*) ;;
+            *"worker process"*) echo "${dir#/proc/}" ;;
+        esac
+    done
+}
+before=" $(workers | tr '\n' ' ') "
+nginx -s reload || exit 1
+tries=0
+while [ $tries -lt 200 ]; do
+    old=0
+    for pid in $(workers); do
+        case "$before" in *" $pid "*) old=1 ;; esac
+    done
+    [ $old -eq 0 ] && exit 0
+    tries=$((tries + 1))
+    sleep 0.05
+done
+echo "the workers from before the reload still serve after 10 s"
+exit 1
+"""
+
+
 class NginxConfigStep:
     """Write the server block as a tar stream, then have nginx load it.
 
@@ -455,7 +513,13 @@ class NginxConfigStep:
         if container is None:
             raise InfraError("nginx", f"container {n.nginx} is missing")
         directory, filename = n.nginx_config.rsplit("/", 1)
-        docker.put_files(container, directory, {filename: (nginx_server_block(n).encode(), 0o644, 0, 0)})
+        docker.put_files(
+            container, directory, {filename: (nginx_server_block(n, ctx.page_cache).encode(), 0o644, 0, 0)}
+        )
+        # Made before nginx sees it (nginx would make it 0700, its own only):
+        # the site's PHP deletes the pages in it.
+        cache_parent, cache_dir = PAGE_CACHE_DIR.rsplit("/", 1)
+        docker.put_files(container, cache_parent, {cache_dir: (None, PAGE_CACHE_DIR_MODE, 0, 0)})
         was_running = container.status == "running"
         if not was_running:
             docker.start(container)
@@ -463,7 +527,7 @@ class NginxConfigStep:
         if code != 0:
             raise InfraError("nginx", f"config rejected: {output.splitlines()[-1] if output else code}")
         if was_running:
-            code, output = docker.exec(container, ["nginx", "-s", "reload"])
+            code, output = docker.exec(container, ["sh", "-c", RELOAD_AND_WAIT])
             if code != 0:
                 raise InfraError("nginx", f"reload failed: {output[-300:]}")
 
@@ -479,7 +543,7 @@ class NginxConfigStep:
         content = view.infra.docker.read_file(container, n.nginx_config)
         if content is None:
             return [Resource("nginx server block", name, MISSING)]
-        if content != nginx_server_block(n):
+        if content != nginx_server_block(n, ctx.page_cache):
             # The image's stock default.conf, or an edit by hand.
             return [Resource("nginx server block", name, DRIFTED, "not the site's server block")]
         return [Resource("nginx server block", name, OK, "installed")]
@@ -617,7 +681,7 @@ class WordPressStep:
         if code != 0 or not output.endswith("WPFLEET-INSTALLED"):
             last = output.splitlines()[-1][:300] if output else f"exit {code}"
             raise InfraError("wordpress", f"install in {n.php} failed: {last}")
-        install_login_plugin(docker, n)
+        install_plugins(docker, n)
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.db.clear_database(ctx.site, ctx.names.database))
@@ -633,25 +697,43 @@ class WordPressStep:
         if siteurl.rstrip("/") != f"https://{ctx.home_host}":
             return [Resource("WordPress install", n.database, DRIFTED, f"siteurl is {siteurl}")]
         # The plugin lives in the site's files: looked for only where its PHP container runs them.
-        if view.container(n.php) is not None and view.infra.docker.read_file(n.php, LOGIN_PLUGIN_PATH) != LOGIN_PLUGIN:
-            return [Resource("WordPress install", n.database, DRIFTED, "one-click login plugin missing or changed")]
+        if view.container(n.php) is not None:
+            changed = [path for path, content in PLUGINS.items() if view.infra.docker.read_file(n.php, path) != content]
+            if changed:
+                names = ", ".join(path.rsplit("/", 1)[1] for path in changed)
+                return [
+                    Resource("WordPress install", n.database, DRIFTED, f"wpfleet's plugin missing or changed: {names}")
+                ]
         return [Resource("WordPress install", n.database, OK, f"installed, {siteurl}")]
 
 
-def install_login_plugin(docker: DockerHost, names: SiteNames) -> None:
-    """Write the one-click login's must-use plugin (sites.ops.wordpress) into the site's files.
+def install_plugins(docker: DockerHost, names: SiteNames) -> None:
+    """Write wpfleet's must-use plugins into the site's files: the one-click
+    login (sites.ops.wordpress) and the page cache's purge.
 
     The directory is made by www-data, so that a site's own mu-plugins
-    directory stays its own; the file is ours and rewritten as it should be.
+    directory stays its own; the files are ours and rewritten as they should be.
     """
-    plugin_dir, plugin_file = LOGIN_PLUGIN_PATH.rsplit("/", 1)
+    plugin_dir = next(iter(PLUGINS)).rsplit("/", 1)[0]
     code, output = docker.exec(names.php, ["mkdir", "-p", plugin_dir], user="www-data")
     if code != 0:
         raise InfraError("wordpress", f"could not make {plugin_dir} in {names.php}: {output[-300:]}")
     container = docker.container(names.php)
     if container is None:
         raise InfraError("wordpress", f"container {names.php} is missing")
-    docker.put_files(container, plugin_dir, {plugin_file: (LOGIN_PLUGIN.encode(), 0o644, WWW_DATA, WWW_DATA)})
+    files: dict[str, tuple[bytes | None, int, int, int]] = {
+        path.rsplit("/", 1)[1]: (content.encode(), 0o644, WWW_DATA, WWW_DATA) for path, content in PLUGINS.items()
+    }
+    docker.put_files(container, plugin_dir, files)
+
+
+def purge_page_cache(docker: DockerHost, names: SiteNames) -> None:
+    """Delete every page nginx cached for the site (its content or its URLs changed)."""
+    code, output = docker.exec(
+        names.nginx, ["find", PAGE_CACHE_DIR, "-mindepth", "1", "-maxdepth", "1", "-type", "f", "-delete"]
+    )
+    if code != 0:
+        raise InfraError("nginx", f"could not purge the page cache of {names.site}: {output[-300:]}")
 
 
 class LiveCheckStep:

@@ -2,19 +2,108 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 
 from sites.models.naming import SiteNames
 
+# The page cache's volume is mounted here in the site's nginx and PHP
+# containers; nginx keeps one file per page in PAGE_CACHE_DIR, named by the
+# md5 of its key (no sub-directory levels), so the site's PHP can delete a
+# page by computing its name, and all of them by listing the directory.
+# That works with any nginx (the official image has no purge module).
+PAGE_CACHE_MOUNT = "/var/cache/wpfleet"
+PAGE_CACHE_DIR = f"{PAGE_CACHE_MOUNT}/pages"
+# nginx makes its cache files 0600 and owns them; deleting one needs write
+# access to the directory only. nginx's worker and PHP run as different
+# users in the official images (nginx 101, www-data 33), and only this
+# site's two containers mount the volume: the directory is open to both.
+PAGE_CACHE_DIR_MODE = 0o777
 
-def nginx_server_block(names: SiteNames) -> str:
+# Cookies that mean a visitor sees a page of their own: logged in (or was,
+# wordpress_<hash>), a post's password, a comment's author, a WooCommerce
+# cart or session. Any of them, anywhere in the header, bypasses the cache.
+# (The backstop for names PHP would decode into one of these: WordPress
+# and the purge plugin send no-cache headers to a logged-in user, and nginx
+# never stores such an answer, nor one that sets a cookie.)
+_PRIVATE_COOKIES = (
+    "wordpress_[a-f0-9]+|wordpress_logged_in_|wordpress_sec_|wordpress_no_cache|wp-postpass_|comment_author_"
+    "|woocommerce_items_in_cart|woocommerce_cart_hash|wp_woocommerce_session_"
+)
+# Never cached: the dashboard, login, XML-RPC, cron, the REST API (by path;
+# by query string it has one) and WooCommerce's own pages.
+_PRIVATE_PATHS = r"^/(wp-admin/|wp-login\.php|xmlrpc\.php|wp-cron\.php|wp-json/|cart/|checkout/|my-account/)"
+
+
+def nginx_server_block(names: SiteNames, page_cache: bool = True) -> str:
+    """The site's nginx configuration (conf.d is included in nginx's http block)."""
     # A one-click login link (sites.ops.wordpress) is a credential until its
     # first use: requests carrying one are not written to the access log.
-    return f"""map $arg_wpfleet_login $wpfleet_loggable {{
+    head = """map $arg_wpfleet_login $wpfleet_loggable {
     "" 1;
     default 0;
-}}
+}
+"""
+    cache_php = ""
+    if page_cache:
+        seconds = settings.WPFLEET_PAGE_CACHE_SECONDS
+        megabytes = max(1, settings.WPFLEET_PAGE_CACHE_SIZE // 1024**2)
+        head += f"""
+# The page cache (docs/performance.md, "Page cache"). One nginx serves one
+# site: these names are this site's only.
+fastcgi_cache_path {PAGE_CACHE_DIR} keys_zone=wpfleet_pages:2m max_size={megabytes}m inactive={seconds}s use_temp_path=off;
 
+map $request_method $wpfleet_skip_method {{
+    GET 0;
+    HEAD 0;
+    default 1;
+}}
+# Any query string: a search, a preview, a login link, a REST route, a cart
+# action. Only plain paths are cached, so a purge knows every cached form of a page.
+map $args $wpfleet_skip_args {{
+    "" 0;
+    default 1;
+}}
+# By the path asked for (/wp-json/ and /cart/ become /index.php below) and
+# by the script that runs (decoded: /wp-%61dmin/ is /wp-admin/).
+map $request_uri $wpfleet_skip_request {{
+    default 0;
+    "~*{_PRIVATE_PATHS}" 1;
+}}
+map $uri $wpfleet_skip_path {{
+    default 0;
+    "~*{_PRIVATE_PATHS}" 1;
+}}
+map $http_cookie $wpfleet_skip_cookie {{
+    default 0;
+    "~*({_PRIVATE_COOKIES})" 1;
+}}
+# A method the cache never looks at (POST) has no status of its own: BYPASS too.
+map $upstream_cache_status $wpfleet_cache_status {{
+    "" BYPASS;
+    default $upstream_cache_status;
+}}
+"""
+        cache_php = f"""
+        # Keyed by scheme (Caddy's X-Forwarded-Proto), method, host and the
+        # path: another hostname or scheme never reads this entry.
+        fastcgi_cache wpfleet_pages;
+        fastcgi_cache_key "$http_x_forwarded_proto$request_method$host$request_uri";
+        fastcgi_cache_valid 200 301 302 {seconds}s;
+        fastcgi_cache_valid 404 60s;
+        # A page that only the visitor may see is neither read from the cache nor written to it
+        # (an Authorization or X-WP-Nonce header: an authenticated REST call).
+        fastcgi_cache_bypass $wpfleet_skip_method $wpfleet_skip_args $wpfleet_skip_request $wpfleet_skip_path $wpfleet_skip_cookie $http_authorization $http_x_wp_nonce;
+        fastcgi_no_cache $wpfleet_skip_method $wpfleet_skip_args $wpfleet_skip_request $wpfleet_skip_path $wpfleet_skip_cookie $http_authorization $http_x_wp_nonce;
+        # A burst of misses reaches PHP once; an expired page is served while one request refreshes it.
+        fastcgi_cache_lock on;
+        fastcgi_cache_lock_timeout 5s;
+        fastcgi_cache_use_stale updating error timeout http_500 http_503;
+        fastcgi_cache_background_update on;
+        add_header X-Cache $wpfleet_cache_status always;
+"""
+    return f"""{head}
 server {{
     listen 80;
     access_log /var/log/nginx/access.log combined if=$wpfleet_loggable;
@@ -39,8 +128,7 @@ server {{
         fastcgi_param HTTPS on;
         # Caddy forwards only the site's own hostnames here (a route and an
         # alias per hostname, strict SNI): WordPress sees the one asked for.
-        fastcgi_param HTTP_HOST $host;
-    }}
+        fastcgi_param HTTP_HOST $host;{cache_php}    }}
 }}
 """
 
@@ -58,8 +146,9 @@ def php_pool_config() -> str:
     )
 
 
-def php_ini() -> str:
-    if settings.WPFLEET_PHP_OPCACHE == "shm":
+def php_ini(opcache: str | None = None) -> str:
+    """The site's php.ini additions for an opcache mode (default: WPFLEET_PHP_OPCACHE)."""
+    if (opcache or settings.WPFLEET_PHP_OPCACHE) == "shm":
         return ""
     # Compiled scripts in files instead of shared memory: an opcache in shared
     # memory keeps about 20 MB per visited WordPress site that the kernel can
@@ -108,3 +197,12 @@ add_action('init', function () {
     exit;
 }, 0);
 """
+
+# The must-use plugin that purges the page cache when content changes; its
+# source is a file of its own (sites/provisioning/php/) so that it can be read
+# and linted as PHP.
+CACHE_PLUGIN_PATH = "/var/www/html/wp-content/mu-plugins/wpfleet-cache.php"
+CACHE_PLUGIN = (Path(__file__).parent / "php" / "wpfleet-cache.php").read_text()
+
+# Every must-use plugin wpfleet installs in a site (one directory), by path.
+PLUGINS: dict[str, str] = {LOGIN_PLUGIN_PATH: LOGIN_PLUGIN, CACHE_PLUGIN_PATH: CACHE_PLUGIN}

@@ -13,6 +13,7 @@ from jobs.models import Job
 from jobs.runner import run_job
 from sites.models import Site
 from sites.provisioning.steps import STEP_NAMES
+from sites.provisioning.templates import PAGE_CACHE_MOUNT
 from sites.services import delete_site
 from tests.conftest import unique_name
 from tests.integration.conftest import fetch, leftovers, wait_for
@@ -72,7 +73,9 @@ def test_site_resources_follow_the_seed(make_site, infra):
     assert "no-new-privileges:true" in php_host["SecurityOpt"]
     mounts = {c.name: {(m["Name"], m["Destination"], m["RW"]) for m in c.attrs["Mounts"]} for c in (php, nginx)}
     assert (names.volume, "/var/www/html", True) in mounts[names.php]
-    assert mounts[names.nginx] == {(names.volume, "/var/www/html", False)}
+    # nginx reads the site's files, and writes only its page cache (which the site's PHP purges).
+    assert mounts[names.nginx] == {(names.volume, "/var/www/html", False), (names.cache_volume, PAGE_CACHE_MOUNT, True)}
+    assert (names.cache_volume, PAGE_CACHE_MOUNT, True) in mounts[names.php]
     # PHP-FPM only on the site's own network; nginx also faces Caddy.
     assert set(php.attrs["NetworkSettings"]["Networks"]) == {names.network}
     assert set(nginx.attrs["NetworkSettings"]["Networks"]) == {names.network, settings.WPFLEET_BACKEND_NETWORK}

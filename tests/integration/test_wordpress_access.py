@@ -176,7 +176,7 @@ def test_a_removed_login_plugin_shows_as_drift_and_the_next_login_link_puts_it_b
     assert infra.docker.read_file(live_site.names.php, path) == LOGIN_PLUGIN
     infra.docker.exec(live_site.names.php, ["rm", path], user="www-data")
     assert [str(r) for r in observe_site(live_site.name, infra) if r.needs_repair] == [
-        f"WordPress install {live_site.names.database} one-click login plugin missing or changed"
+        f"WordPress install {live_site.names.database} wpfleet's plugin missing or changed: wpfleet-login.php"
     ]
     assert logged_in(follow_link(infra, api.post(f"/api/sites/{live_site.name}/login-link").json()["url"]))
     assert infra.docker.read_file(live_site.names.php, path) == LOGIN_PLUGIN
