@@ -18,7 +18,7 @@ from sites.infra.caddy import Answer
 from sites.models import Site
 from sites.provisioning.steps import purge_page_cache
 from sites.provisioning.templates import CACHE_PLUGIN, CACHE_PLUGIN_PATH, PAGE_CACHE_DIR
-from tests.integration.conftest import fetch, run_to_end
+from tests.integration.conftest import _front, fetch, run_to_end
 
 pytestmark = [pytest.mark.integration]
 
@@ -64,8 +64,13 @@ def cache_state(answer: Answer) -> str:
     return answer.headers.get("X-Cache", "")
 
 
-def anonymous_home(site: Site) -> Answer:
-    answer = fetch(site.name, "/")
+def anonymous_home(site: Site, gzip: bool = False) -> Answer:
+    if gzip:
+        answer = _front().request("GET", site.domain, "/", headers={"Accept-Encoding": "gzip, deflate, br"})
+        assert answer.headers.get("Content-Encoding") == "gzip", answer.headers
+    else:
+        answer = fetch(site.name, "/")
+        assert "Content-Encoding" not in answer.headers, answer.headers
     assert answer.status_code == 200, answer.status_code
     return answer
 
@@ -99,13 +104,13 @@ def test_the_purge_plugin_is_installed_and_the_cache_directory_is_the_sites_own(
     assert status != 0
 
 
-def test_an_anonymous_page_is_a_miss_then_a_hit_served_without_php(live_site, infra):
-    first = anonymous_home(live_site)
-    assert cache_state(first) == "MISS"
+def test_an_anonymous_page_is_a_miss_then_a_hit_served_without_php_compressed_or_not(live_site, infra):
+    first, first_gzip = anonymous_home(live_site), anonymous_home(live_site, gzip=True)
+    assert cache_state(first) == cache_state(first_gzip) == "MISS"
     sql_set_tagline(infra, live_site, "Changed behind the cache")
-    second = anonymous_home(live_site)
-    assert cache_state(second) == "HIT"
-    assert "Changed behind the cache" not in second.text and second.text == first.text
+    second, second_gzip = anonymous_home(live_site), anonymous_home(live_site, gzip=True)
+    assert cache_state(second) == cache_state(second_gzip) == "HIT"
+    assert "Changed behind the cache" not in second.text and second.text == first.text == second_gzip.text
 
 
 def test_a_logged_in_visitor_always_reaches_php_and_never_fills_the_cache(live_site, api, infra):
@@ -187,8 +192,9 @@ def test_a_post_edited_through_wordpress_is_fresh_on_the_next_request(live_site,
             ADMIN=live_site.admin_user,
         ).splitlines()[-1]
     )
-    anonymous_home(live_site)
-    assert cache_state(anonymous_home(live_site)) == "HIT"
+    for gzip in (False, True):
+        anonymous_home(live_site, gzip)
+        assert cache_state(anonymous_home(live_site, gzip)) == "HIT"
     sql_set_tagline(infra, live_site, "Seen only after a purge")
 
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -202,10 +208,11 @@ def test_a_post_edited_through_wordpress_is_fresh_on_the_next_request(live_site,
     assert edited.status_code == 200, edited.text[:300]
     assert cache_state(edited) == "BYPASS"
 
-    fresh = anonymous_home(live_site)
-    assert cache_state(fresh) == "MISS"
-    assert "Edited through the REST API" in fresh.text and "Seen only after a purge" in fresh.text
-    assert cache_state(anonymous_home(live_site)) == "HIT"
+    for gzip in (False, True):
+        fresh = anonymous_home(live_site, gzip)
+        assert cache_state(fresh) == "MISS"
+        assert "Edited through the REST API" in fresh.text and "Seen only after a purge" in fresh.text
+        assert cache_state(anonymous_home(live_site, gzip)) == "HIT"
 
 
 def test_an_approved_comment_purges_its_post_and_the_home_page(live_site, infra):

@@ -125,13 +125,16 @@ def test_a_viewer_sees_the_cache_state_without_buttons_and_cannot_post(client, d
 # --- what nginx and the purge plugin agree on ------------------------------------------
 
 
-def test_the_cache_key_is_scheme_method_host_and_path_and_the_plugin_computes_the_same_names():
+def test_the_cache_key_is_scheme_method_host_path_and_gzip_and_the_plugin_computes_the_same_names():
     block = nginx_server_block(SiteNames("alpha"))
-    assert 'fastcgi_cache_key "$http_x_forwarded_proto$request_method$host$request_uri";' in block
+    assert 'fastcgi_cache_key "$http_x_forwarded_proto$request_method$host$request_uri$wpfleet_gzip";' in block
+    # PHP is told gzip or nothing: two forms of a page at most.
+    assert "fastcgi_param HTTP_ACCEPT_ENCODING $wpfleet_gzip;" in block
     assert f"fastcgi_cache_path {PAGE_CACHE_DIR} " in block and "levels=" not in block
     # The plugin names a page's file by the same key, for the https pages Caddy forwards
     # (that it deletes the right file is shown on the lab, tests/integration/test_page_cache.py).
-    assert "md5('https' . $method . strtolower($parts['host']) . $path)" in CACHE_PLUGIN
+    assert "md5('https' . $method . strtolower($parts['host']) . $path . $encoding)" in CACHE_PLUGIN
+    assert "foreach (['', 'gzip'] as $encoding)" in CACHE_PLUGIN
 
 
 def test_without_the_cache_the_server_block_has_no_cache_directive():

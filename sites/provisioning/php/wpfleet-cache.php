@@ -6,7 +6,7 @@
 
 /*
  * nginx keeps each cached page in one file of WPFLEET_PAGE_CACHE_DIR named
- * md5(<scheme><method><host><path>) (sites/provisioning/templates.py): a
+ * md5(<scheme><method><host><path><"gzip" or "">) (sites/provisioning/templates.py): a
  * page is purged by deleting that file, the whole site by deleting them all.
  * Only paths without a query string are ever cached. Purges are collected
  * during the request and done once, before the response ends, so the next
@@ -110,7 +110,9 @@ final class Wpfleet_Page_Cache
                 }
                 $path = isset($parts['path']) && $parts['path'] !== '' ? $parts['path'] : '/';
                 foreach (['GET', 'HEAD'] as $method) {
-                    @unlink($dir . '/' . md5('https' . $method . strtolower($parts['host']) . $path));
+                    foreach (['', 'gzip'] as $encoding) { // the page as sent to clients with and without gzip
+                        @unlink($dir . '/' . md5('https' . $method . strtolower($parts['host']) . $path . $encoding));
+                    }
                 }
             }
         }
