@@ -31,7 +31,7 @@ LOCK_FILE = VAR / "run" / "bench.lock"
 # The password is the configuration's (WPFLEET_BACKUP_PASSWORD or _FILE).
 BACKUP_REPOSITORY = VAR / "bench-restic"
 
-SECTIONS = ("sequential", "concurrent", "api", "fill", "density", "backups")
+SECTIONS = ("sequential", "concurrent", "api", "fill", "density", "backups", "serving")
 
 
 def backups_configured() -> bool:
@@ -73,6 +73,21 @@ class Plan:
     # site, written as this many files of equal size.
     backup_upload_bytes: int = 200 * 1024 * 1024
     backup_upload_files: int = 10
+    # Section serving (issue #15): posts on the target's home page; cold-pool
+    # samples (each after 11 s idle); warm TTFB samples (one connection); wrk's
+    # seconds and connections for the uncached (a query string) and cached (/)
+    # loads, and the cached load without Accept-Encoding; purge repetitions;
+    # per opcache mode, warm TTFB samples and wrk's seconds.
+    serving_posts: int = 10
+    serving_cold_samples: int = 5
+    serving_warm_requests: int = 200
+    serving_load_seconds: int = 30
+    serving_uncached_connections: int = 8
+    serving_cached_connections: int = 64
+    serving_identity_seconds: int = 10
+    serving_purge_repetitions: int = 5
+    serving_opcache_requests: int = 200
+    serving_opcache_load_seconds: int = 10
     # php-fpm's ondemand pool reaps idle children after 10 s; 15 s leaves margin.
     idle_seconds: float = 15.0
     # Seconds to wait for a batch of n sites: generous, a stuck job must not hang the bench.
@@ -95,4 +110,11 @@ QUICK_PLAN = Plan(
     fill_sites_per_level=1,
     density_sites=3,
     backup_upload_bytes=50 * 1024 * 1024,
+    serving_cold_samples=3,
+    serving_warm_requests=80,
+    serving_load_seconds=10,
+    serving_identity_seconds=5,
+    serving_purge_repetitions=3,
+    serving_opcache_requests=30,
+    serving_opcache_load_seconds=5,
 )

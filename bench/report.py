@@ -158,7 +158,17 @@ def evaluate(sections: dict) -> list[dict]:
                 f"{_fmt(stats_view, ' MB', 1)} (reclaimable page cache included)",
             )
         )
+    rows += _serving_targets(sections.get("serving", {}))
     return rows
+
+
+def _serving_targets(section: dict) -> list[dict]:
+    """Issue #15's targets (judged again from the figures)."""
+    if not section or section.get("cached") is None and section.get("ttfb") is None:
+        return []
+    from bench.sections.serving import judge
+
+    return [_target(r["what"], r["target"], r["measured"] or "–", r["pass"], r["note"]) for r in judge(section)]
 
 
 def _upload_label(case: dict) -> str:
@@ -300,6 +310,116 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
                 _dist_line(s.get("unreclaimable_mb", {}), ("p50", "max"), " MB", 1)
                 + f"  (docker stats {_dist_line(s['no_cache_docker_stats_mb'], ('p50', 'max'), ' MB', 1)},"
                 + f" raw {_dist_line(s['usage_mb'], ('p50', 'max'), ' MB', 1)})",
+            )
+        )
+    rows += _serving_rows(sections.get("serving", {}))
+    return rows
+
+
+def _ms_line(d: dict, keys=("p50", "p95")) -> str:
+    return _dist_line(d, keys, " ms", 1)
+
+
+def _wrk_line(run: dict) -> str:
+    """req/s, latency p50/p99, and what answered (statuses, X-Cache) of one wrk run."""
+    if not run:
+        return "–"
+    if run.get("error"):
+        return "error: " + run["error"][:120]
+    lat = run.get("latency_ms", {})
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(run.get("statuses", {}).items()))
+    return (
+        f"{_fmt(run.get('requests_per_s'), ' req/s', 0)}, p50/p99 {_fmt(lat.get('50'), '', 1)} / "
+        f"{_fmt(lat.get('99'), ' ms', 1)}  [{statuses}]"
+    )
+
+
+def _cpu_line(cpu: dict) -> str:
+    if not cpu or "cpus_mean" not in cpu:
+        return "–"
+    return (
+        f"mean {_fmt(cpu.get('cpus_mean'), '', 2)}, max {_fmt(cpu.get('cpus_max'), '', 2)} "
+        f"of {cpu.get('limit_cpus')} CPU (throttled {cpu.get('throttled_periods')} periods, "
+        f"{_fmt(cpu.get('throttled_s'), ' s', 1)})"
+    )
+
+
+def _serving_rows(section: dict) -> list[tuple[str, str, str]]:
+    if not section.get("ttfb") and not section.get("cached"):
+        return []
+    rows: list[tuple[str, str, str]] = []
+    ttfb = section.get("ttfb", {})
+    rows.append(
+        (
+            "serving",
+            "uncached TTFB p50/p95, warm pool; cold pool",
+            f"{_ms_line(ttfb.get('warm', {}).get('ttfb_ms', {}))} (n={ttfb.get('warm', {}).get('n', 0)}); "
+            f"{_ms_line(ttfb.get('cold', {}).get('ttfb_ms', {}))} (n={ttfb.get('cold', {}).get('n', 0)})",
+        )
+    )
+    for key, label in (
+        ("uncached", "uncached (?query)"),
+        ("cached", "cached (/)"),
+        ("cached_identity", ""),
+        ("cached_direct", "cached (/), to Caddy's address"),
+    ):
+        run = section.get(key)
+        if not run:
+            continue
+        if key == "cached_identity":
+            label = "cached (/), no Accept-Encoding"
+        hit = run.get("hit_ratio")
+        extra = f", hits {hit * 100:.1f} %" if key != "uncached" and hit is not None else ""
+        rows.append(("", f"{label}, {run.get('connections')} conns, {run.get('seconds')} s", _wrk_line(run) + extra))
+    purge = section.get("purge", {})
+    if purge:
+        rows.append(
+            (
+                "",
+                "purge to fresh, from the POST's answer p50/max (from its start max)",
+                _dist_line(purge.get("from_response_s", {}), ("p50", "max"), " s", 3)
+                + f" ({_fmt(purge.get('from_post_start_s', {}).get('max'), ' s', 3)})"
+                + f"  [{purge.get('fresh')}/{purge.get('repetitions')} fresh, {purge.get('stale_answers')} stale answers]",
+            )
+        )
+    bystander = section.get("bystander", {})
+    if bystander:
+        target_php = f"php_{section.get('sites', {}).get('target')}"
+        rows.append(
+            (
+                "",
+                "bystander uncached TTFB p50/p95, alone; target loaded",
+                f"{_ms_line(bystander.get('alone', {}).get('ttfb_ms', {}))}; "
+                f"{_ms_line(bystander.get('under_load', {}).get('ttfb_ms', {}))}",
+            )
+        )
+        rows.append(
+            (
+                "",
+                "target php CPU during that load",
+                _cpu_line(bystander.get("target_load", {}).get("cpu", {}).get(target_php, {})),
+            )
+        )
+    for mode in section.get("opcache", {}).get("modes", []):
+        mem = mode.get("memory_idle", {})
+        rows.append(
+            (
+                "",
+                f"opcache {mode['mode']}: warm TTFB p50/p95, req/s, php idle unreclaimable",
+                f"{_ms_line(mode.get('ttfb', {}).get('ttfb_ms', {}))}, "
+                f"{_fmt(mode.get('load', {}).get('requests_per_s'), ' req/s', 0)}, "
+                f"{_fmt(mem.get('unreclaimable_mb'), ' MB', 1)} (rss {_fmt(mem.get('rss_mb'), '', 1)}, "
+                f"shmem {_fmt(mem.get('shmem_mb'), '', 1)}, cache {_fmt(mem.get('cache_mb'), ' MB', 1)})",
+            )
+        )
+    share = section.get("database_share")
+    if share:
+        rows.append(
+            (
+                "",
+                "uncached page: MariaDB query time of the time in PHP, p50 (what an object cache could save at most)",
+                f"{share.get('queries_p50')} queries, {share.get('db_ms_p50')} of {share.get('php_ms_p50')} ms "
+                f"(share {share.get('db_share_p50')}, n={share.get('requests')})",
             )
         )
     return rows
@@ -549,6 +669,7 @@ def markdown(results: dict, plots: list[str]) -> str:
             )
         md += _table(["MB per site", "idle p50", "idle mean", "idle max", "once all ACTIVE p50"], rows)
     md += _backups_markdown(sections.get("backups", {}))
+    md += _serving_markdown(sections.get("serving", {}))
     errors = [(n, b["error"]) for n, b in sections.items() if b.get("error")]
     errors += [
         (n, "disturbed: " + _disturbance(b["meta"]["disturbed"]))
@@ -662,3 +783,183 @@ def _probe(probe: dict) -> str:
         return probe.get("error", "–")
     nbytes = probe.get("bytes")
     return f"{probe['seconds']:.2f}" + ("" if nbytes is None else f" ({_fmt_mb(nbytes)})")
+
+
+def _serving_markdown(section: dict) -> list[str]:
+    if not section.get("ttfb") and not section.get("cached"):
+        return []
+    sites = section.get("sites", {})
+    check = section.get("cache_check", {})
+    php = f"php_{sites.get('target')}"
+    nginx = f"nginx_{sites.get('target')}"
+    md = [
+        "## 7. Serving: page cache, uncached PHP, purge, a bystander, opcache",
+        "",
+        f"Over HTTPS through Caddy on loopback, the site's hostname as SNI and Host, `Accept-Encoding: gzip` "
+        f"unless said. Target `{sites.get('target_host')}`: {section.get('content', {}).get('posts')} posts added, "
+        f"home page {check.get('home_bytes')} bytes ({check.get('home_bytes_gzip')} gzip), "
+        f"{check.get('posts_listed')} of the bench's posts listed; bystander `{sites.get('bystander_host')}` "
+        f"(a fresh WordPress). X-Cache with a query string: {check.get('query_string', {}).get('x_cache')}; "
+        f"`/` twice: {check.get('home_first', {}).get('x_cache')}, {check.get('home_second', {}).get('x_cache')}. "
+        "TTFB: this process, one request at a time on one keep-alive connection (set up before the clock "
+        "starts), from writing the request to reading the answer's first bytes. Loads: "
+        f"{section.get('wrk', 'wrk')} (no certificate check), latency percentiles as wrk reports them. "
+        f"PHP limit {section.get('php_limits', {}).get('cpus')} CPU, nginx "
+        f"{section.get('nginx_limits', {}).get('cpus')} CPU; opcache configured: {section.get('configured_opcache')}.",
+        "",
+    ]
+    ttfb = section.get("ttfb", {})
+    rows = []
+    for key, label in (("warm", "uncached, warm pool (one connection)"), ("cold", "uncached, cold pool (idle ≥ 11 s)")):
+        t = ttfb.get(key, {})
+        if t:
+            d = t.get("ttfb_ms", {})
+            rows.append(
+                [label, f"{t.get('ok')}/{t.get('n')}"]
+                + [_fmt(d.get(k), "", 1) for k in ("p50", "p95", "max")]
+                + [_fmt(t.get("total_ms", {}).get("p50"), "", 1)]
+            )
+    bystander = section.get("bystander", {})
+    for key, label in (("alone", "bystander alone"), ("under_load", "bystander, target under uncached load")):
+        t = bystander.get(key, {})
+        if t:
+            d = t.get("ttfb_ms", {})
+            rows.append(
+                [label, f"{t.get('ok')}/{t.get('n')}"]
+                + [_fmt(d.get(k), "", 1) for k in ("p50", "p95", "max")]
+                + [_fmt(t.get("total_ms", {}).get("p50"), "", 1)]
+            )
+    md += _table(["TTFB, home page", "200/asked", "p50 ms", "p95 ms", "max ms", "whole answer p50 ms"], rows)
+    loads = []
+    for key, label in (
+        ("uncached", "uncached `/?bench=load`"),
+        ("cached", "cached `/`"),
+        ("cached_identity", "cached `/`, no Accept-Encoding"),
+        ("cached_direct", "cached `/`, to Caddy's address (no docker-proxy)"),
+    ):
+        run = section.get(key)
+        if run:
+            loads.append((label, run))
+    if bystander.get("target_load"):
+        loads.append(("uncached, bystander measured meanwhile", bystander["target_load"]))
+    for mode in section.get("opcache", {}).get("modes", []):
+        loads.append((f"uncached, opcache {mode['mode']}", mode.get("load", {})))
+    rows = []
+    for label, run in loads:
+        lat = run.get("latency_ms", {})
+        cpu = run.get("cpu", {})
+        hit = run.get("hit_ratio")
+        rows.append(
+            [
+                label,
+                f"{run.get('connections')} × {run.get('seconds')} s",
+                _fmt(run.get("requests_per_s"), "", 0),
+                " / ".join(_fmt(lat.get(k), "", 1) for k in ("50", "99", "max")),
+                ", ".join(f"{k}: {v}" for k, v in sorted(run.get("statuses", {}).items())) or run.get("error", "–"),
+                "–" if hit is None else f"{hit * 100:.1f} %",
+                _fmt(cpu.get(php, {}).get("cpus_mean"), "", 2),
+                _fmt(cpu.get(nginx, {}).get("cpus_mean"), "", 2),
+                _fmt(cpu.get(section.get("caddy", "caddy"), {}).get("cpus_mean"), "", 2),
+                _fmt(cpu.get("wpfleet-mariadb", {}).get("cpus_mean"), "", 2),
+                _fmt(cpu.get("docker-proxy :443", {}).get("cpus_mean"), "", 2),
+                _fmt(
+                    run.get("wrk_cpu_s") / run["seconds"] if run.get("wrk_cpu_s") and run.get("seconds") else None,
+                    "",
+                    2,
+                ),
+                _fmt(cpu.get("host", {}).get("cpus_mean"), "", 2) + f" of {cpu.get('host', {}).get('limit_cpus', '?')}",
+            ]
+        )
+    md += [
+        "Loads (wrk). CPU columns: mean CPUs used over the run, from each container's cgroup (MariaDB: during "
+        "uncached loads only, it serves every site); *docker-proxy*: "
+        "the lab's userland proxy that publishes Caddy's port on 127.0.0.1 (every loopback byte goes through it); "
+        "*wrk*: the load generator's own CPU; *host*: the whole machine busy (/proc/stat), other work included:",
+        "",
+    ]
+    md += _table(
+        [
+            "load",
+            "connections × s",
+            "req/s",
+            "latency p50 / p99 / max ms",
+            "statuses",
+            "X-Cache HIT",
+            "php CPUs",
+            "nginx CPUs",
+            "Caddy CPUs",
+            "MariaDB CPUs",
+            "docker-proxy CPUs",
+            "wrk CPUs",
+            "host CPUs busy",
+        ],
+        rows,
+    )
+    purge = section.get("purge", {})
+    if purge.get("rows"):
+        md += [
+            f"Purge to fresh: post {purge.get('post_id')} renamed through the REST API (application password), "
+            "the home page a cache HIT just before; the anonymous home page then asked again and again until "
+            "the new title shows. Seconds to the end of the first fresh answer:",
+            "",
+        ]
+        md += _table(
+            ["#", "REST POST ms", "from its answer s", "from its start s", "stale answers", "fresh answer X-Cache"],
+            [
+                [
+                    str(i + 1),
+                    _fmt(r.get("post_ms"), "", 1),
+                    _fmt(r.get("from_response_s"), "", 3),
+                    _fmt(r.get("from_post_start_s"), "", 3),
+                    str(r.get("stale_answers", "–")),
+                    r.get("fresh_x_cache", r.get("error", "–")),
+                ]
+                for i, r in enumerate(purge["rows"])
+            ],
+        )
+    if bystander.get("target_load"):
+        cpu = bystander["target_load"].get("cpu", {})
+        md += [
+            "CPU of the target's PHP container while the bystander was measured (sampled every "
+            f"{cpu.get(php, {}).get('interval_s')} s): {_cpu_line(cpu.get(php, {}))}.",
+            "",
+        ]
+    modes = section.get("opcache", {}).get("modes", [])
+    if modes:
+        md += [
+            "Opcache modes on the target (php.ini rewritten, file cache emptied, container restarted; the "
+            "configured mode last). Memory of the PHP container after "
+            f"{modes[0].get('idle_s_before_memory')} s idle, MB:",
+            "",
+        ]
+        keys: list[tuple[str, str | None]] = [
+            ("warm TTFB p50 / p95 ms", None),
+            ("uncached req/s", None),
+            ("cold-pool TTFB ms (one)", None),
+            ("usage", "usage_mb"),
+            ("no cache (docker stats)", "no_cache_docker_stats_mb"),
+            ("usage − total_cache", "no_cache_total_cache_mb"),
+            ("unreclaimable", "unreclaimable_mb"),
+            ("rss", "rss_mb"),
+            ("shmem", "shmem_mb"),
+            ("cache", "cache_mb"),
+            ("processes idle", None),
+        ]
+        rows = []
+        for name, field in keys:
+            row = [name]
+            for mode in modes:
+                mem = mode.get("memory_idle", {})
+                if field:
+                    row.append(_fmt(mem.get(field), "", 1))
+                elif name.startswith("warm"):
+                    row.append(_pp(mode.get("ttfb", {}).get("ttfb_ms", {}), 1))
+                elif name.startswith("uncached"):
+                    row.append(_fmt(mode.get("load", {}).get("requests_per_s"), "", 0))
+                elif name.startswith("cold"):
+                    row.append(_fmt(mode.get("cold_ttfb_ms"), "", 1))
+                else:
+                    row.append(str(mode.get("pids_idle")))
+            rows.append(row)
+        md += _table(["", *[m["mode"] for m in modes]], rows)
+    return md

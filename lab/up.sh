@@ -21,8 +21,9 @@ trap 'rc=$?; if ((rc != 0)); then printf "lab: ERROR: up.sh failed during: %s (e
 
 # restic, mariadb-dump/mariadb: the panel's backups run on the host;
 # openssh-client: ssh-keygen here, and the ssh restic's sftp backend runs.
+# wrk: the bench's serving section (bench/sections/serving.py).
 HOST_PACKAGES=(docker.io debootstrap iptables iproute2 curl openssl chromium libnss3-tools
-	default-libmysqlclient-dev pkg-config restic mariadb-client openssh-client)
+	default-libmysqlclient-dev pkg-config restic mariadb-client openssh-client wrk)
 DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
 # Docker's default pools allow only ~30 user networks (one per site here);
 # /28 networks from 10.200/16 allow 4096. docker0 gets a fixed, conventional

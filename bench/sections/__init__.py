@@ -1,4 +1,4 @@
-"""The six sections; each takes a Context and returns the dict stored under its name in latest.json."""
+"""The seven sections; each takes a Context and returns the dict stored under its name in latest.json."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def timed(run: Callable[[Context], dict]) -> Callable[[Context], dict]:
 
 
 def registry() -> dict[str, Callable[[Context], dict]]:
-    from bench.sections import api_load, backups, density, fill, provisioning
+    from bench.sections import api_load, backups, density, fill, provisioning, serving
 
     return {
         "sequential": provisioning.sequential,
@@ -61,4 +61,5 @@ def registry() -> dict[str, Callable[[Context], dict]]:
         "fill": fill.run,
         "density": density.run,
         "backups": backups.run,
+        "serving": serving.run,
     }
