@@ -494,6 +494,11 @@ exit 1
 """
 
 
+def has_cache_volume(container: Any) -> bool:
+    """Whether a container of the site mounts its page cache volume (those made before the cache did not)."""
+    return any(mount.get("Destination") == PAGE_CACHE_MOUNT for mount in container.attrs.get("Mounts") or [])
+
+
 class NginxConfigStep:
     """Write the server block as a tar stream, then have nginx load it.
 
@@ -514,7 +519,9 @@ class NginxConfigStep:
             raise InfraError("nginx", f"container {n.nginx} is missing")
         directory, filename = n.nginx_config.rsplit("/", 1)
         docker.put_files(
-            container, directory, {filename: (nginx_server_block(n, ctx.page_cache).encode(), 0o644, 0, 0)}
+            container,
+            directory,
+            {filename: (nginx_server_block(n, self._cached(ctx, container)).encode(), 0o644, 0, 0)},
         )
         # Made before nginx sees it (nginx would make it 0700, its own only):
         # the site's PHP deletes the pages in it.
@@ -531,6 +538,12 @@ class NginxConfigStep:
             if code != 0:
                 raise InfraError("nginx", f"reload failed: {output[-300:]}")
 
+    @staticmethod
+    def _cached(ctx: Context, container: Any) -> bool:
+        # A site whose containers were made before the page cache existed gets
+        # none: its PHP could not purge it, and visitors would see stale pages.
+        return ctx.page_cache and has_cache_volume(container)
+
     def undo(self, ctx: Context) -> None:
         """Removed with the container."""
 
@@ -543,7 +556,7 @@ class NginxConfigStep:
         content = view.infra.docker.read_file(container, n.nginx_config)
         if content is None:
             return [Resource("nginx server block", name, MISSING)]
-        if content != nginx_server_block(n, ctx.page_cache):
+        if content != nginx_server_block(n, self._cached(ctx, container)):
             # The image's stock default.conf, or an edit by hand.
             return [Resource("nginx server block", name, DRIFTED, "not the site's server block")]
         return [Resource("nginx server block", name, OK, "installed")]
@@ -619,6 +632,12 @@ if (!is_blog_installed()) {
     $installed = wp_install(getenv('WPFLEET_TITLE'), getenv('WPFLEET_ADMIN_USER'), getenv('WPFLEET_ADMIN_EMAIL'), true);
     // Nobody is meant to know this password (the panel sets a new one, or logs in with a link): no nag about it.
     delete_user_meta($installed['user_id'], 'default_password_nag');
+    // Pretty permalinks (nginx sends every unknown path to index.php): WordPress
+    // would only turn them on after a request to itself, which cannot reach a
+    // site before its route exists. Posts then have paths the page cache keeps.
+    global $wp_rewrite;
+    $wp_rewrite->set_permalink_structure('/%postname%/');
+    update_option('rewrite_rules', '');
 }
 update_option('home', getenv('WPFLEET_URL'));
 update_option('siteurl', getenv('WPFLEET_URL'));

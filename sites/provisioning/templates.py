@@ -67,11 +67,12 @@ map $request_method $wpfleet_skip_method {{
     HEAD 0;
     default 1;
 }}
-# Any query string: a search, a preview, a login link, a REST route, a cart
-# action. Only plain paths are cached, so a purge knows every cached form of a page.
-map $args $wpfleet_skip_args {{
-    "" 0;
-    default 1;
+# Any query string (even an empty one: "/?" is another key than "/"): a
+# search, a preview, a login link, a REST route, a cart action. Only plain
+# paths are cached, so a purge knows every cached form of a page.
+map $request_uri $wpfleet_skip_args {{
+    default 0;
+    "~\\?" 1;
 }}
 # By the path asked for (/wp-json/ and /cart/ become /index.php below) and
 # by the script that runs (decoded: /wp-%61dmin/ is /wp-admin/).

@@ -150,7 +150,7 @@ def test_crafted_cookies_and_query_strings_never_make_a_private_page_cacheable(l
             assert cache_state(visitor) == "MISS"
     # WordPress took at least one disguise for the real cookie: the backstop was needed, and held.
     assert personalized
-    for path in ("/?s=x", "/?preview=true", "/wp-login.php", "/?rest_route=/", "/wp-admin/", "/wp-%61dmin/"):
+    for path in ("/?", "/?s=x", "/?preview=true", "/wp-login.php", "/?rest_route=/", "/wp-admin/", "/wp-%61dmin/"):
         for _ in range(2):
             answer = fetch(live_site.name, path)
             assert cache_state(answer) in ("BYPASS", ""), (path, cache_state(answer))
@@ -195,6 +195,9 @@ def test_a_post_edited_through_wordpress_is_fresh_on_the_next_request(live_site,
     for gzip in (False, True):
         anonymous_home(live_site, gzip)
         assert cache_state(anonymous_home(live_site, gzip)) == "HIT"
+    # The post's own page: a path (pretty permalinks), cached too.
+    fetch(live_site.name, "/hello-world/")
+    assert cache_state(fetch(live_site.name, "/hello-world/")) == "HIT"
     sql_set_tagline(infra, live_site, "Seen only after a purge")
 
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -213,6 +216,8 @@ def test_a_post_edited_through_wordpress_is_fresh_on_the_next_request(live_site,
         assert cache_state(fresh) == "MISS"
         assert "Edited through the REST API" in fresh.text and "Seen only after a purge" in fresh.text
         assert cache_state(anonymous_home(live_site, gzip)) == "HIT"
+    post = fetch(live_site.name, "/hello-world/")
+    assert cache_state(post) == "MISS" and "Edited through the REST API" in post.text
 
 
 def test_an_approved_comment_purges_its_post_and_the_home_page(live_site, infra):
