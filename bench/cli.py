@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick",
         action="store_true",
         default=os.environ.get("QUICK", "") not in ("", "0"),
-        help="a small run (under two minutes, plus about a minute and a half for backups); also QUICK=1 in the environment",
+        help="a small run (under two minutes, plus about a minute and a half for backups and two and a half for serving); also QUICK=1 in the environment",
     )
     parser.add_argument(
         "--only",
