@@ -273,7 +273,10 @@ def restore_site(site: Site, backup: Backup, job: Job, record: Record, infra: In
     except Exception:
         with recorded(record, "switch_back"):
             restorer.switch_back()
+        try:
             purge_page_cache(infra.docker, site.names)
+        except InfraError as exc:  # the restore's own error is the one to report
+            log.warning("site %s: page cache not purged after switching back: %s", site.name, exc)
         raise
     with recorded(record, "discard"):
         restorer.discard_old()

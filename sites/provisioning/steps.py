@@ -35,6 +35,7 @@ from sites.provisioning.restore import Restorer, Source
 from sites.provisioning.templates import (
     PAGE_CACHE_DIR,
     PAGE_CACHE_DIR_MODE,
+    PAGE_CACHE_HOSTS,
     PAGE_CACHE_MOUNT,
     PLUGINS,
     nginx_server_block,
@@ -440,6 +441,11 @@ class NginxStep:
         # Caddy proxies a routed hostname to the upstream of that name: the
         # site's hostname is an alias of its nginx on the backend network.
         docker.connect(settings.WPFLEET_BACKEND_NETWORK, container, aliases=[upstream_alias(h) for h in ctx.served])
+        if has_cache_volume(container):
+            # The purge plugin deletes a changed page under each of the site's hostnames.
+            hosts_dir, hosts_file = PAGE_CACHE_HOSTS.rsplit("/", 1)
+            hosts = "".join(f"{host}\n" for host in ctx.served).encode()
+            docker.put_files(container, hosts_dir, {hosts_file: (hosts, 0o644, 0, 0)})
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_container(ctx.names.nginx, ctx.names.labels("nginx")))
@@ -472,8 +478,8 @@ RELOAD_AND_WAIT = r"""
 workers() {
     for dir in /proc/[0-9]*; do
         case "$(tr '\0' ' ' < "$dir/cmdline" 2>/dev/null)" in
-            *"worker process is shutting down"*) ;;
-            *"worker process"*) echo "${dir#/proc/}" ;;
+            "nginx: worker process is shutting down"*) ;;
+            "nginx: worker process"*) echo "${dir#/proc/}" ;;
         esac
     done
 }
@@ -518,15 +524,13 @@ class NginxConfigStep:
         if container is None:
             raise InfraError("nginx", f"container {n.nginx} is missing")
         directory, filename = n.nginx_config.rsplit("/", 1)
-        docker.put_files(
-            container,
-            directory,
-            {filename: (nginx_server_block(n, self._cached(ctx, container)).encode(), 0o644, 0, 0)},
-        )
-        # Made before nginx sees it (nginx would make it 0700, its own only):
-        # the site's PHP deletes the pages in it.
-        cache_parent, cache_dir = PAGE_CACHE_DIR.rsplit("/", 1)
-        docker.put_files(container, cache_parent, {cache_dir: (None, PAGE_CACHE_DIR_MODE, 0, 0)})
+        cached = self._cached(ctx, container, docker.container(n.php))
+        docker.put_files(container, directory, {filename: (nginx_server_block(n, cached).encode(), 0o644, 0, 0)})
+        if has_cache_volume(container):
+            # Made before nginx sees it (nginx would make it 0700, its own only):
+            # the site's PHP deletes the pages in it.
+            cache_parent, cache_dir = PAGE_CACHE_DIR.rsplit("/", 1)
+            docker.put_files(container, cache_parent, {cache_dir: (None, PAGE_CACHE_DIR_MODE, 0, 0)})
         was_running = container.status == "running"
         if not was_running:
             docker.start(container)
@@ -539,10 +543,10 @@ class NginxConfigStep:
                 raise InfraError("nginx", f"reload failed: {output[-300:]}")
 
     @staticmethod
-    def _cached(ctx: Context, container: Any) -> bool:
+    def _cached(ctx: Context, nginx: Any, php: Any) -> bool:
         # A site whose containers were made before the page cache existed gets
         # none: its PHP could not purge it, and visitors would see stale pages.
-        return ctx.page_cache and has_cache_volume(container)
+        return ctx.page_cache and has_cache_volume(nginx) and php is not None and has_cache_volume(php)
 
     def undo(self, ctx: Context) -> None:
         """Removed with the container."""
@@ -556,7 +560,7 @@ class NginxConfigStep:
         content = view.infra.docker.read_file(container, n.nginx_config)
         if content is None:
             return [Resource("nginx server block", name, MISSING)]
-        if content != nginx_server_block(n, self._cached(ctx, container)):
+        if content != nginx_server_block(n, self._cached(ctx, container, view.container(n.php))):
             # The image's stock default.conf, or an edit by hand.
             return [Resource("nginx server block", name, DRIFTED, "not the site's server block")]
         return [Resource("nginx server block", name, OK, "installed")]
@@ -748,8 +752,10 @@ def install_plugins(docker: DockerHost, names: SiteNames) -> None:
 
 def purge_page_cache(docker: DockerHost, names: SiteNames) -> None:
     """Delete every page nginx cached for the site (its content or its URLs changed)."""
+    # (No directory: a site whose containers predate the cache has none to purge.)
     code, output = docker.exec(
-        names.nginx, ["find", PAGE_CACHE_DIR, "-mindepth", "1", "-maxdepth", "1", "-type", "f", "-delete"]
+        names.nginx,
+        ["sh", "-c", '[ -d "$1" ] || exit 0; find "$1" -mindepth 1 -maxdepth 1 -type f -delete', "sh", PAGE_CACHE_DIR],
     )
     if code != 0:
         raise InfraError("nginx", f"could not purge the page cache of {names.site}: {output[-300:]}")

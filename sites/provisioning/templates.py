@@ -15,6 +15,9 @@ from sites.models.naming import SiteNames
 # That works with any nginx (the official image has no purge module).
 PAGE_CACHE_MOUNT = "/var/cache/wpfleet"
 PAGE_CACHE_DIR = f"{PAGE_CACHE_MOUNT}/pages"
+# Every hostname the site answers to, one a line, written by the panel (the
+# nginx step): each keys pages of its own, which the purge deletes too.
+PAGE_CACHE_HOSTS = f"{PAGE_CACHE_MOUNT}/hosts"
 # nginx makes its cache files 0600 and owns them; deleting one needs write
 # access to the directory only. nginx's worker and PHP run as different
 # users in the official images (nginx 101, www-data 33), and only this
@@ -33,7 +36,9 @@ _PRIVATE_COOKIES = (
 )
 # Never cached: the dashboard, login, XML-RPC, cron, the REST API (by path;
 # by query string it has one) and WooCommerce's own pages.
-_PRIVATE_PATHS = r"^/(wp-admin/|wp-login\.php|xmlrpc\.php|wp-cron\.php|wp-json/|cart/|checkout/|my-account/)"
+_PRIVATE_PATHS = (
+    r"^/(wp-admin/|wp-login\.php|xmlrpc\.php|wp-cron\.php|wp-json(/|$)|index\.php/|cart/|checkout/|my-account/)"
+)
 
 
 def nginx_server_block(names: SiteNames, page_cache: bool = True) -> str:
@@ -88,6 +93,15 @@ map $http_cookie $wpfleet_skip_cookie {{
     default 0;
     "~*({_PRIVATE_COOKIES})" 1;
 }}
+# The cache keys on gzip-or-not itself and ignores Vary (PHP's compression
+# says Vary: Accept-Encoding, and browsers send many spellings of it, each
+# a copy the purge could not name); an answer that varies on anything else
+# (a plugin's Vary: Cookie) is not stored.
+map $upstream_http_vary $wpfleet_skip_vary {{
+    "" 0;
+    "~*^\\s*accept-encoding\\s*$" 0;
+    default 1;
+}}
 # A method the cache never looks at (POST) has no status of its own: BYPASS too.
 map $upstream_cache_status $wpfleet_cache_status {{
     "" BYPASS;
@@ -104,7 +118,8 @@ map $upstream_cache_status $wpfleet_cache_status {{
         # A page that only the visitor may see is neither read from the cache nor written to it
         # (an Authorization or X-WP-Nonce header: an authenticated REST call).
         fastcgi_cache_bypass $wpfleet_skip_method $wpfleet_skip_args $wpfleet_skip_request $wpfleet_skip_path $wpfleet_skip_cookie $http_authorization $http_x_wp_nonce;
-        fastcgi_no_cache $wpfleet_skip_method $wpfleet_skip_args $wpfleet_skip_request $wpfleet_skip_path $wpfleet_skip_cookie $http_authorization $http_x_wp_nonce;
+        fastcgi_no_cache $wpfleet_skip_method $wpfleet_skip_args $wpfleet_skip_request $wpfleet_skip_path $wpfleet_skip_cookie $http_authorization $http_x_wp_nonce $wpfleet_skip_vary;
+        fastcgi_ignore_headers Vary;
         # A burst of misses reaches PHP once; an expired page is served while one request refreshes it.
         fastcgi_cache_lock on;
         fastcgi_cache_lock_timeout 5s;

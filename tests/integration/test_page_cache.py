@@ -17,7 +17,7 @@ from jobs.models import Job
 from sites.infra.caddy import Answer
 from sites.models import Site
 from sites.provisioning.steps import purge_page_cache
-from sites.provisioning.templates import CACHE_PLUGIN, CACHE_PLUGIN_PATH, PAGE_CACHE_DIR
+from sites.provisioning.templates import CACHE_PLUGIN, CACHE_PLUGIN_PATH, PAGE_CACHE_DIR, PAGE_CACHE_HOSTS
 from tests.integration.conftest import _front, fetch, run_to_end
 
 pytestmark = [pytest.mark.integration]
@@ -102,6 +102,8 @@ def test_the_purge_plugin_is_installed_and_the_cache_directory_is_the_sites_own(
     assert status == 0 and re.search(r"^[0-9a-f]{32}$", listing, re.M), listing
     status, _ = infra.docker.exec(live_site.names.php, ["test", "-e", "/var/www/html/pages"])
     assert status != 0
+    # The hostnames under which the plugin purges a changed page.
+    assert infra.docker.read_file(live_site.names.php, PAGE_CACHE_HOSTS) == f"{live_site.domain}\n"
 
 
 def test_an_anonymous_page_is_a_miss_then_a_hit_served_without_php_compressed_or_not(live_site, infra):
@@ -111,6 +113,10 @@ def test_an_anonymous_page_is_a_miss_then_a_hit_served_without_php_compressed_or
     second, second_gzip = anonymous_home(live_site), anonymous_home(live_site, gzip=True)
     assert cache_state(second) == cache_state(second_gzip) == "HIT"
     assert "Changed behind the cache" not in second.text and second.text == first.text == second_gzip.text
+    # Browsers spell Accept-Encoding many ways: one copy for all that take gzip (the purge knows its name).
+    for spelling in ("gzip", "gzip, deflate, br, zstd", "deflate, gzip;q=0.8"):
+        other = _front().request("GET", live_site.domain, "/", headers={"Accept-Encoding": spelling})
+        assert (cache_state(other), other.headers.get("Content-Encoding")) == ("HIT", "gzip"), spelling
 
 
 def test_a_logged_in_visitor_always_reaches_php_and_never_fills_the_cache(live_site, api, infra):

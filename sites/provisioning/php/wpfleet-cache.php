@@ -15,13 +15,21 @@
 if (!defined('WPFLEET_PAGE_CACHE_DIR')) {
     define('WPFLEET_PAGE_CACHE_DIR', '/var/cache/wpfleet/pages');
 }
+// Every hostname the site answers to, one a line (written by the panel):
+// each keys its own copy of a page.
+if (!defined('WPFLEET_PAGE_CACHE_HOSTS')) {
+    define('WPFLEET_PAGE_CACHE_HOSTS', '/var/cache/wpfleet/hosts');
+}
 
 final class Wpfleet_Page_Cache
 {
     /** @var array<string, true> */
     private static $urls = [];
+    /** @var array<int, true> posts whose pages are resolved when the request ends (terms are set after the status) */
+    private static $posts = [];
     private static $everything = false;
     private static $registered = false;
+    private static $purging = false;
 
     public static function everything()
     {
@@ -48,8 +56,23 @@ final class Wpfleet_Page_Cache
         }
     }
 
-    /** Every page a published post shows on. */
+    /** Every page a published post shows on, as it is when the request ends. */
     public static function post($post)
+    {
+        $post = get_post($post);
+        if ($post) {
+            self::$posts[(int) $post->ID] = true;
+            self::register();
+        }
+    }
+
+    /** Post types whose content shows on pages without being a page: the site editor's. */
+    public static function shown_everywhere($type)
+    {
+        return in_array($type, ['wp_navigation', 'wp_template', 'wp_template_part', 'wp_global_styles', 'wp_block'], true);
+    }
+
+    private static function post_urls($post)
     {
         $post = get_post($post);
         if (!$post || wp_is_post_revision($post) || !is_post_type_viewable($post->post_type)) {
@@ -83,18 +106,47 @@ final class Wpfleet_Page_Cache
 
     private static function register()
     {
-        if (!self::$registered) {
+        if (self::$purging) {
+            return; // collected by the purge that is running
+        }
+        if (doing_action('shutdown') || did_action('shutdown')) {
+            self::purge(); // a change made while the request ends: now, the hook has run
+        } elseif (!self::$registered) {
             self::$registered = true;
             add_action('shutdown', [self::class, 'purge'], 0);
         }
     }
 
+    /** The paths of a URL under every hostname of the site. */
+    private static function hosts($url_host)
+    {
+        static $listed = null;
+        if ($listed === null) {
+            $listed = @file(WPFLEET_PAGE_CACHE_HOSTS, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES);
+        }
+        $hosts = [strtolower($url_host) => true];
+        foreach (is_array($listed) ? $listed : [] as $host) {
+            $hosts[strtolower(trim($host))] = true;
+        }
+        return array_keys($hosts);
+    }
+
     public static function purge()
     {
+        self::$registered = false;
         $dir = WPFLEET_PAGE_CACHE_DIR;
         if (!is_dir($dir)) {
+            self::$urls = self::$posts = [];
+            self::$everything = false;
             return;
         }
+        self::$purging = true;
+        $posts = array_keys(self::$posts);
+        self::$posts = [];
+        foreach ($posts as $post_id) {
+            self::post_urls($post_id);
+        }
+        self::$purging = false;
         if (self::$everything) {
             foreach ((array) scandir($dir) as $file) {
                 // Only cache entries: nginx's temporary files have other names.
@@ -109,9 +161,17 @@ final class Wpfleet_Page_Cache
                     continue;
                 }
                 $path = isset($parts['path']) && $parts['path'] !== '' ? $parts['path'] : '/';
-                foreach (['GET', 'HEAD'] as $method) {
-                    foreach (['', 'gzip'] as $encoding) { // the page as sent to clients with and without gzip
-                        @unlink($dir . '/' . md5('https' . $method . strtolower($parts['host']) . $path . $encoding));
+                // WordPress writes %xx in lowercase; a browser may ask with uppercase.
+                $paths = array_unique([$path, preg_replace_callback('/%[0-9a-f]{2}/', function ($m) {
+                    return strtoupper($m[0]);
+                }, $path)]);
+                foreach (self::hosts($parts['host']) as $host) {
+                    foreach ($paths as $one) {
+                        foreach (['GET', 'HEAD'] as $method) {
+                            foreach (['', 'gzip'] as $encoding) { // the page as sent with and without gzip
+                                @unlink($dir . '/' . md5('https' . $method . $host . $one . $encoding));
+                            }
+                        }
                     }
                 }
             }
@@ -123,15 +183,34 @@ final class Wpfleet_Page_Cache
 
 // Posts: published, updated, unpublished, trashed or deleted.
 add_action('transition_post_status', function ($new, $old, $post) {
-    if ($new === 'publish' && $old !== 'publish') {
-        Wpfleet_Page_Cache::everything(); // every listing's pages shift by one
-    } elseif ($new === 'publish' || $old === 'publish') {
+    if ($new !== 'publish' && $old !== 'publish') {
+        return;
+    }
+    if (Wpfleet_Page_Cache::shown_everywhere($post->post_type)) {
+        Wpfleet_Page_Cache::everything(); // a menu, template, style or synced pattern of the site editor
+    } elseif (!is_post_type_viewable($post->post_type)) {
+        return; // oEmbed caches, changesets and the like: no page of their own
+    } elseif ($new !== $old) {
+        Wpfleet_Page_Cache::everything(); // published or unpublished: every listing's pages shift
+    } else {
         Wpfleet_Page_Cache::post($post);
-        if ($new !== 'publish') {
-            Wpfleet_Page_Cache::everything();
-        }
     }
 }, 10, 3);
+// A published post's address or terms changed: its old page and old listings too.
+add_action('post_updated', function ($post_id, $after, $before) {
+    if ($before->post_status === 'publish' && $before->post_name !== $after->post_name) {
+        Wpfleet_Page_Cache::everything();
+    }
+}, 10, 3);
+add_action('set_object_terms', function ($object_id, $terms, $tt_ids, $taxonomy, $append, $old_tt_ids) {
+    $tt_ids = array_map('intval', (array) $tt_ids);
+    $old_tt_ids = array_map('intval', (array) $old_tt_ids);
+    sort($tt_ids);
+    sort($old_tt_ids);
+    if ($tt_ids !== $old_tt_ids && get_post_status($object_id) === 'publish') {
+        Wpfleet_Page_Cache::everything();
+    }
+}, 10, 6);
 add_action('before_delete_post', function ($post_id) {
     if (get_post_status($post_id) === 'publish') {
         Wpfleet_Page_Cache::everything();
@@ -158,20 +237,30 @@ add_action('deleted_comment', $wpfleet_comment);
 foreach ([
     'switch_theme', 'customize_save_after', 'wp_update_nav_menu', 'wp_delete_nav_menu',
     'activated_plugin', 'deactivated_plugin', 'upgrader_process_complete',
-    'edited_term', 'delete_term', 'profile_update', 'update_option_sidebars_widgets',
+    'edited_term', 'delete_term', 'deleted_user', 'update_option_sidebars_widgets',
 ] as $wpfleet_hook) {
     add_action($wpfleet_hook, ['Wpfleet_Page_Cache', 'everything']);
 }
-add_action('updated_option', function ($option) {
+// An author's name shows on their posts: only an author's profile matters.
+add_action('profile_update', function ($user_id) {
+    if (count_user_posts($user_id) > 0) {
+        Wpfleet_Page_Cache::everything();
+    }
+});
+$wpfleet_option = function ($option) {
     static $shown = [
         'blogname', 'blogdescription', 'home', 'siteurl', 'permalink_structure', 'show_on_front', 'page_on_front',
         'page_for_posts', 'posts_per_page', 'date_format', 'time_format', 'stylesheet', 'template',
-        'site_icon', 'WPLANG', 'blog_public', 'category_base', 'tag_base',
+        'site_icon', 'site_logo', 'WPLANG', 'blog_public', 'category_base', 'tag_base', 'timezone_string',
+        'gmt_offset', 'sticky_posts', 'posts_per_rss', 'thread_comments', 'comments_per_page', 'default_comments_page',
+        'comment_order', 'page_comments', 'show_avatars',
     ];
     if (in_array($option, $shown, true) || strpos($option, 'widget_') === 0 || strpos($option, 'theme_mods_') === 0) {
         Wpfleet_Page_Cache::everything();
     }
-});
+};
+add_action('updated_option', $wpfleet_option);
+add_action('added_option', $wpfleet_option);
 
 // A visitor's own page is never stored, whatever cookie names nginx was shown:
 // logged in (WordPress sends no-cache headers too), or holding a post's password.
@@ -181,4 +270,4 @@ add_action('send_headers', function () {
         header('Cache-Control: no-cache, must-revalidate, max-age=0, no-store, private');
     }
 });
-unset($wpfleet_hook, $wpfleet_comment);
+unset($wpfleet_hook, $wpfleet_comment, $wpfleet_option);
