@@ -57,6 +57,8 @@ def _p(values: list[float], q: float) -> float:
 
 def database_share(docker: DockerHost, php_container: str, get: Callable[[str], object], requests: int) -> dict:
     """Install the probe, fetch ``/?benchdb=<i>`` ``requests`` times through ``get``, remove the probe; the figures."""
+    from sites.provisioning.steps import WWW_DATA
+
     container = docker.container(php_container)
     if container is None:
         raise RuntimeError(f"{php_container} is missing")
@@ -64,7 +66,9 @@ def database_share(docker: DockerHost, php_container: str, get: Callable[[str], 
     if code != 0:
         raise RuntimeError(f"SAVEQUERIES not set: {output[-300:]}")
     docker.put_files(
-        container, PLUGIN_PATH.rsplit("/", 1)[0], {PLUGIN_PATH.rsplit("/", 1)[1]: (PLUGIN.encode(), 0o644, 33, 33)}
+        container,
+        PLUGIN_PATH.rsplit("/", 1)[0],
+        {PLUGIN_PATH.rsplit("/", 1)[1]: (PLUGIN.encode(), 0o644, WWW_DATA, WWW_DATA)},
     )
     docker.exec(php_container, ["rm", "-f", LOG])
     try:

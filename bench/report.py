@@ -809,19 +809,15 @@ def _serving_markdown(section: dict) -> list[str]:
         "",
     ]
     ttfb = section.get("ttfb", {})
-    rows = []
-    for key, label in (("warm", "uncached, warm pool (one connection)"), ("cold", "uncached, cold pool (idle ≥ 11 s)")):
-        t = ttfb.get(key, {})
-        if t:
-            d = t.get("ttfb_ms", {})
-            rows.append(
-                [label, f"{t.get('ok')}/{t.get('n')}"]
-                + [_fmt(d.get(k), "", 1) for k in ("p50", "p95", "max")]
-                + [_fmt(t.get("total_ms", {}).get("p50"), "", 1)]
-            )
     bystander = section.get("bystander", {})
-    for key, label in (("alone", "bystander alone"), ("under_load", "bystander, target under uncached load")):
-        t = bystander.get(key, {})
+    rows = []
+    for series, key, label in (
+        (ttfb, "warm", "uncached, warm pool (one connection)"),
+        (ttfb, "cold", "uncached, cold pool (idle ≥ 11 s)"),
+        (bystander, "alone", "bystander alone"),
+        (bystander, "under_load", "bystander, target under uncached load"),
+    ):
+        t = series.get(key, {})
         if t:
             d = t.get("ttfb_ms", {})
             rows.append(

@@ -784,14 +784,9 @@ def loaded(
 # Runs as www-data in the target's PHP container, WordPress loaded as its
 # CLI tools load it (sites.ops.wordpress): publishes $BENCH_POSTS posts, a
 # minute apart (the last one newest, first on the home page), and makes an
-# application password for the admin. The answer is the line after the marker.
-_CONTENT_PHP = r"""
-function wp_mail() { return true; }
-$_SERVER['HTTP_HOST'] = getenv('WPFLEET_HOST');
-$_SERVER['REQUEST_URI'] = '/';
-$_SERVER['HTTPS'] = 'on';
-require '/var/www/html/wp-load.php';
-$user = get_user_by('login', getenv('WPFLEET_ADMIN_USER'));
+# application password for the admin (after sites.ops.wordpress.LOAD_WORDPRESS).
+# The answer is the line after the marker.
+_CONTENT_PHP = r"""$user = get_user_by('login', getenv('WPFLEET_ADMIN_USER'));
 if (!$user) { echo "\nBENCH-ERROR no user ", getenv('WPFLEET_ADMIN_USER'), "\n"; exit(3); }
 wp_set_current_user($user->ID);
 $paragraph = '<!-- wp:paragraph --><p>' . str_repeat(
@@ -818,10 +813,12 @@ echo "\nBENCH-RESULT ", json_encode(['ids' => $ids, 'user' => $user->user_login,
 
 def add_content(docker, site: str, host: str, admin_user: str, posts: int) -> tuple[dict, str]:
     """Publish the posts; returns (record, application password). The password is not recorded."""
+    from sites.ops.wordpress import LOAD_WORDPRESS
+
     started = time.perf_counter()
     code, output = docker.exec(
         f"php_{site}",
-        ["php", "-r", _CONTENT_PHP],
+        ["php", "-r", LOAD_WORDPRESS + _CONTENT_PHP],
         user="www-data",
         environment={"WPFLEET_HOST": host, "WPFLEET_ADMIN_USER": admin_user, "BENCH_POSTS": str(posts)},
     )

@@ -22,18 +22,24 @@ from sites.provisioning.steps import Infra, install_plugins
 
 log = logging.getLogger("wpfleet.wordpress")
 
-# Loads WordPress as a request for the site's https URL would.
-_BOOT = r"""
+# Loads WordPress as a request for the site's https URL (WPFLEET_HOST) would,
+# mail silenced; for `php -r` as www-data in the site's PHP container.
+LOAD_WORDPRESS = r"""
 function wp_mail() { return true; }
 $_SERVER['HTTP_HOST'] = getenv('WPFLEET_HOST');
 $_SERVER['REQUEST_URI'] = '/';
 $_SERVER['HTTPS'] = 'on';
 require '/var/www/html/wp-load.php';
-$user = get_user_by('login', getenv('WPFLEET_ADMIN_USER'));
+"""
+
+_BOOT = (
+    LOAD_WORDPRESS
+    + r"""$user = get_user_by('login', getenv('WPFLEET_ADMIN_USER'));
 if (!$user) { fwrite(STDOUT, "\nWPFLEET-NO-USER\n"); exit(3); }
 // The answer is the line after this marker: whatever a plugin prints at shutdown comes after it.
 function wpfleet_answer($value) { echo "\nWPFLEET-RESULT ", json_encode($value), "\n"; }
 """
+)
 
 NEW_PASSWORD_PHP = (
     _BOOT

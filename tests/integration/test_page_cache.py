@@ -16,6 +16,7 @@ import pytest
 from jobs.models import Job
 from sites.infra.caddy import Answer
 from sites.models import Site
+from sites.ops.wordpress import LOAD_WORDPRESS
 from sites.provisioning.steps import purge_page_cache
 from sites.provisioning.templates import CACHE_PLUGIN, CACHE_PLUGIN_PATH, PAGE_CACHE_DIR, PAGE_CACHE_HOSTS
 from tests.integration.conftest import _front, fetch, run_to_end
@@ -37,13 +38,11 @@ def wordpress(infra, site: Site, code: str, **env: str) -> str:
 
     ``env`` reaches the code as environment variables (getenv).
     """
-    boot = (
-        "function wp_mail() { return true; }"
-        "$_SERVER['HTTP_HOST'] = getenv('WPFLEET_HOST'); $_SERVER['REQUEST_URI'] = '/'; $_SERVER['HTTPS'] = 'on';"
-        "require '/var/www/html/wp-load.php';"
-    )
     status, output = infra.docker.exec(
-        site.names.php, ["php", "-r", boot + code], user="www-data", environment={"WPFLEET_HOST": site.domain, **env}
+        site.names.php,
+        ["php", "-r", LOAD_WORDPRESS + code],
+        user="www-data",
+        environment={"WPFLEET_HOST": site.domain, **env},
     )
     assert status == 0, output
     return output

@@ -125,7 +125,7 @@ def test_a_viewer_sees_the_cache_state_without_buttons_and_cannot_post(client, d
 # --- what nginx and the purge plugin agree on ------------------------------------------
 
 
-def test_the_cache_key_is_scheme_method_host_path_and_gzip_and_the_plugin_computes_the_same_names():
+def test_the_cache_key_is_scheme_method_host_path_and_gzip_and_the_plugin_builds_names_of_the_same_parts():
     block = nginx_server_block(SiteNames("alpha"))
     assert 'fastcgi_cache_key "$http_x_forwarded_proto$request_method$host$request_uri$wpfleet_gzip";' in block
     # PHP is told gzip or nothing: two forms of a page at most.
