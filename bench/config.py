@@ -31,7 +31,7 @@ LOCK_FILE = VAR / "run" / "bench.lock"
 # The password is the configuration's (WPFLEET_BACKUP_PASSWORD or _FILE).
 BACKUP_REPOSITORY = VAR / "bench-restic"
 
-SECTIONS = ("sequential", "concurrent", "api", "fill", "density", "backups", "serving")
+SECTIONS = ("sequential", "concurrent", "api", "fill", "density", "backups", "serving", "operations")
 
 
 def backups_configured() -> bool:
@@ -88,6 +88,9 @@ class Plan:
     serving_purge_repetitions: int = 5
     serving_opcache_requests: int = 200
     serving_opcache_load_seconds: int = 10
+    # Section operations (issue #13): sites suspended, resumed and switched
+    # to the other PHP version and back, one at a time.
+    operations_sites: int = 5
     # php-fpm's ondemand pool reaps idle children after 10 s; 15 s leaves margin.
     idle_seconds: float = 15.0
     # Seconds to wait for a batch of n sites: generous, a stuck job must not hang the bench.
@@ -117,4 +120,5 @@ QUICK_PLAN = Plan(
     serving_purge_repetitions=3,
     serving_opcache_requests=30,
     serving_opcache_load_seconds=5,
+    operations_sites=3,
 )

@@ -159,7 +159,17 @@ def evaluate(sections: dict) -> list[dict]:
             )
         )
     rows += _serving_targets(sections.get("serving", {}))
+    rows += _operations_targets(sections.get("operations", {}))
     return rows
+
+
+def _operations_targets(section: dict) -> list[dict]:
+    """Issue #13's targets (judged again from the figures)."""
+    if not section.get("summary"):
+        return []
+    from bench.sections.operations import judge
+
+    return [_target(r["what"], r["target"], r["measured"], r["pass"], r["note"]) for r in judge(section)]
 
 
 def _serving_targets(section: dict) -> list[dict]:
@@ -313,6 +323,52 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
             )
         )
     rows += _serving_rows(sections.get("serving", {}))
+    rows += _operations_rows(sections.get("operations", {}))
+    return rows
+
+
+def _operations_rows(section: dict) -> list[tuple[str, str, str]]:
+    summary = section.get("summary")
+    if not summary:
+        return []
+    versions = section.get("php_versions", {})
+    labels = {
+        "suspend": "suspend (→ 503)",
+        "resume": "resume (→ 200, content)",
+        "php_up": f"PHP {versions.get('from')} → {versions.get('to')}",
+        "php_down": f"PHP {versions.get('to')} → {versions.get('from')}",
+    }
+    rows: list[tuple[str, str, str]] = []
+    for op, label in labels.items():
+        s = summary.get(op, {})
+        if s.get("n"):
+            rows.append(
+                (
+                    "operations" if not rows else "",
+                    f"{label}: POST→DONE p50/p95/max",
+                    _dist_line(s["post_to_done_s"]) + f"  [{s['verified']}/{s['n']} done and verified]",
+                )
+            )
+    mem = summary.get("memory", {})
+    if mem.get("no_cache_mb", {}).get("n"):
+        rows.append(
+            (
+                "",
+                "freed by a suspend: php+nginx cgroups (no cache) p50/max; host MemAvailable gain p50/max",
+                f"{_dist_line(mem['no_cache_mb'], ('p50', 'max'), ' MB', 1)}; "
+                f"{_dist_line(mem.get('host_freed_mb', {}), ('p50', 'max'), ' MB', 1)}",
+            )
+        )
+    probe = summary.get("probe", {})
+    if probe.get("switches"):
+        rows.append(
+            (
+                "",
+                "probe through Caddy during the PHP switches",
+                f"{probe['failures']} failed of {probe['requests']} requests ({probe['switches']} switches, "
+                f"slowest {_fmt(probe.get('latency_ms_max'), ' ms', 0)})",
+            )
+        )
     return rows
 
 
@@ -670,6 +726,7 @@ def markdown(results: dict, plots: list[str]) -> str:
         md += _table(["MB per site", "idle p50", "idle mean", "idle max", "once all ACTIVE p50"], rows)
     md += _backups_markdown(sections.get("backups", {}))
     md += _serving_markdown(sections.get("serving", {}))
+    md += _operations_markdown(sections.get("operations", {}))
     errors = [(n, b["error"]) for n, b in sections.items() if b.get("error")]
     errors += [
         (n, "disturbed: " + _disturbance(b["meta"]["disturbed"]))
@@ -958,4 +1015,133 @@ def _serving_markdown(section: dict) -> list[str]:
                     row.append(str(mode.get("pids_idle")))
             rows.append(row)
         md += _table(["", *[m["mode"] for m in modes]], rows)
+    return md
+
+
+def _operations_markdown(section: dict) -> list[str]:
+    summary = section.get("summary")
+    if not summary:
+        return []
+    from bench.sections.operations import OPERATIONS, judge, met
+
+    versions = section.get("php_versions", {})
+    labels = {
+        "suspend": "suspend, then 503 through Caddy",
+        "resume": "resume, then 200 with the same `<title>`",
+        "php_up": f"PHP {versions.get('from')} → {versions.get('to')}, then 200",
+        "php_down": f"PHP {versions.get('to')} → {versions.get('from')}, then 200",
+    }
+    md = [
+        "## 8. Day-two operations: suspend, resume, PHP version switch",
+        "",
+        f"{section.get('n')} sites created at once through the API ({_workers(section.get('workers', 0))}), "
+        "then one site at a time: suspend, (all suspended) resume, PHP switch to "
+        f"{versions.get('to')} and back to {versions.get('from')}, each through the bench's API, its job run "
+        "by the worker cluster. *POST→DONE*: from just before the request to the job's `finished_at`; "
+        "*→ verified*: to the end of the first request through Caddy after DONE that showed the result "
+        "(includes the bench's 0.1 s poll of the job). Seconds:",
+        "",
+    ]
+    targets = {r["op"]: r for r in judge(section)}
+    rows = []
+    for op in OPERATIONS:
+        s = summary.get(op, {})
+        if not s.get("n"):
+            continue
+        d = s["post_to_done_s"]
+        target = targets.get(op)
+        rows.append(
+            [
+                labels[op],
+                f"{s['verified']}/{s['n']}",
+                " / ".join(_fmt(d.get(k), "", 2) for k in ("p50", "p95", "max")),
+                _pp(s.get("post_to_verified_s", {})),
+                _pp(s.get("queue_wait_s", {}), 3),
+                ", ".join(f"`{k}` {v.get('p50'):.2f}" for k, v in s.get("steps_s", {}).items() if v.get("n")) or "–",
+                "–" if target is None else f"{met(target['pass'])} ({target['target']})",
+            ]
+        )
+    md += _table(
+        [
+            "operation",
+            "done and verified",
+            "POST→DONE p50 / p95 / max",
+            "→ verified p50 / p95",
+            "queue wait p50 / p95",
+            "steps p50",
+            "target p50",
+        ],
+        rows,
+    )
+    memory = [m for m in section.get("memory", []) if "no_cache_mb" in m]
+    if memory:
+        md += [
+            "Memory freed by a suspend, per site. *Containers*: the php and nginx containers' cgroup v1 memory "
+            "(`/sys/fs/cgroup/memory/docker/<id>/`), read just before the suspend after a page view through Caddy "
+            "(`/` and an uncached `/?opsview=1`, so php-fpm has a child): *no cache* = `memory.usage_in_bytes` − "
+            "`total_inactive_file` (what `docker stats` shows), *raw* = usage with all page cache; the "
+            "cgroups are gone once the containers stop, so all of it is released. *Host*: `MemAvailable` "
+            "(`/proc/meminfo`, median of 3 readings) 1 s after the job is DONE minus just before the POST: it also "
+            "counts what the cgroups do not (each container's containerd-shim, kernel memory outside the cgroup) "
+            "and moves with everything else on the shared host, so one site's figure is noisy; page cache "
+            "released by the stop barely changes it (MemAvailable already counts it as available). MB:",
+            "",
+        ]
+        md += _table(
+            [
+                "site",
+                "php no cache",
+                "nginx no cache",
+                "containers no cache",
+                "containers raw",
+                "php processes",
+                "host MemAvailable gain",
+                "cgroups gone",
+            ],
+            [
+                [
+                    f"`{m['site']}`",
+                    _fmt(m.get("php_no_cache_mb"), "", 1),
+                    _fmt(m.get("nginx_no_cache_mb"), "", 1),
+                    _fmt(m.get("no_cache_mb"), "", 1),
+                    _fmt(m.get("usage_mb"), "", 1),
+                    str(m.get("php_processes", "–")),
+                    _fmt(m.get("host_freed_mb"), "", 1),
+                    "yes" if m.get("cgroups_gone_after") and all(m["cgroups_gone_after"].values()) else "NO",
+                ]
+                for m in memory
+            ],
+        )
+    switches = section.get("php_up", []) + section.get("php_down", [])
+    if switches:
+        md += [
+            "PHP switches under a probe: one thread asks the site through Caddy for an uncached page "
+            "(`/?opsprobe=<n>`, PHP answers) one request after another, 50 ms apart, from 0.5 s before the PATCH "
+            "to 1 s after the job is DONE; a failure is anything but a 200. *PHP after*: `PHP_VERSION` in the "
+            "site's PHP container.",
+            "",
+        ]
+        md += _table(
+            ["site", "to", "POST→DONE s", "probe requests", "failed", "probe p50 / max ms", "PHP after"],
+            [
+                [
+                    f"`{r.get('site')}`",
+                    str(r.get("php_version")),
+                    _fmt(r.get("post_to_done_s"), "", 2),
+                    str(r.get("probe", {}).get("requests", "–")),
+                    str(r.get("probe", {}).get("failures", "–"))
+                    + (
+                        " (" + "; ".join(r["probe"]["failure_examples"][:3]) + ")"
+                        if r.get("probe", {}).get("failure_examples")
+                        else ""
+                    ),
+                    " / ".join(_fmt(r.get("probe", {}).get("latency_ms", {}).get(k), "", 0) for k in ("p50", "max")),
+                    str(r.get("php_reports", "–")),
+                ]
+                for r in switches
+            ],
+        )
+    failed = [f for op in OPERATIONS for f in summary.get(op, {}).get("failed", [])]
+    if failed:
+        md += ["Failed or unverified:", ""] + [f"- `{f['site']}` {f['status']}: {f['error']}" for f in failed] + [""]
     return md

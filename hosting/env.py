@@ -148,6 +148,22 @@ class Env:
             return list(default)
         return [item.strip() for item in value.split(",") if item.strip()]
 
+    def pairs(self, name: str, default: dict[str, str], *, key_pattern: str = r".+") -> dict[str, str]:
+        """``key=value`` items separated by commas, in their order (``8.2=image,8.4=image``)."""
+        value = self.raw(name)
+        if value is None or value.strip() == "":
+            return dict(default)
+        result: dict[str, str] = {}
+        for item in (part.strip() for part in value.split(",")):
+            key, sep, val = item.partition("=")
+            key, val = key.strip(), val.strip()
+            if not item or not sep or not val or not re.fullmatch(key_pattern, key):
+                raise ImproperlyConfigured(f"{name}: {item!r} is not key=value (key like {key_pattern})")
+            if key in result:
+                raise ImproperlyConfigured(f"{name}: {key!r} is given twice")
+            result[key] = val
+        return result
+
     def size(self, name: str, default: str) -> int:
         """A size such as ``512m`` or ``128M`` or ``1g``, returned in bytes."""
         value = self.text(name, default)

@@ -40,6 +40,10 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
 # Failed admin logins allowed per user name and client address in the window.
 WPFLEET_LOGIN_FAILURES = env.integer("WPFLEET_LOGIN_FAILURES", 5, min=1, max=1000)
+# Failed admin logins from one address, whatever user names it tries.
+WPFLEET_LOGIN_ADDRESS_FAILURES = env.integer(
+    "WPFLEET_LOGIN_ADDRESS_FAILURES", 4 * WPFLEET_LOGIN_FAILURES, min=1, max=10000
+)
 WPFLEET_LOGIN_WINDOW_SECONDS = env.integer("WPFLEET_LOGIN_WINDOW_SECONDS", 900, min=10, max=86400)
 
 INSTALLED_APPS = [
@@ -134,6 +138,12 @@ REST_FRAMEWORK: dict[str, Any] = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    # How many proxies' addresses end X-Forwarded-For: the client's address is
+    # the one the last proxy saw (what it appended), never what the client
+    # sent itself. Behind the TLS proxy, 1; otherwise X-Forwarded-For is
+    # ignored and the address is the connection's. The API's throttles and
+    # the admin login's (hosting.login_throttle) both read it.
+    "NUM_PROXIES": 1 if env.flag("DJANGO_BEHIND_TLS_PROXY", False) else 0,
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": env.text("WPFLEET_API_RATE", "1200/min"),
@@ -276,6 +286,55 @@ WPFLEET_PHP_MAX_CHILDREN = env.integer("WPFLEET_PHP_MAX_CHILDREN", 5, min=1, max
 # "shm" (the image's default: shared memory, about 20 MB per visited site).
 WPFLEET_PHP_OPCACHE = env.text("WPFLEET_PHP_OPCACHE", "file", choices=("file", "shm"))
 
+# The PHP versions a site may run, each with its image (the lab builds 8.2
+# from bookworm and 8.4 from trixie): "8.2=image,8.4=image". New sites get
+# WPFLEET_PHP_DEFAULT_VERSION (the first one unless set); a site changes
+# with PATCH {"php_version": ...} (sites.provisioning.php_switch).
+WPFLEET_PHP_VERSIONS: dict[str, str] = env.pairs(
+    "WPFLEET_PHP_VERSIONS", {"8.2": WPFLEET_PHP_IMAGE}, key_pattern=r"[0-9]+\.[0-9]+"
+)
+WPFLEET_PHP_DEFAULT_VERSION = env.text(
+    "WPFLEET_PHP_DEFAULT_VERSION", next(iter(WPFLEET_PHP_VERSIONS)), choices=tuple(WPFLEET_PHP_VERSIONS)
+)
+# The bounds of what a site may put in its php.ini (PATCH {"php": {...}};
+# sites.models.php_settings has the defaults). memory_limit cannot pass the
+# PHP container's memory.
+WPFLEET_PHP_MEMORY_LIMIT_MAX = env.size("WPFLEET_PHP_MEMORY_LIMIT_MAX", "512m")
+if WPFLEET_PHP_MEMORY_LIMIT_MAX > WPFLEET_PHP_LIMITS["memory"]:
+    raise ImproperlyConfigured("WPFLEET_PHP_MEMORY_LIMIT_MAX is more than the PHP container's WPFLEET_PHP_MEMORY")
+WPFLEET_PHP_UPLOAD_MAX = env.size("WPFLEET_PHP_UPLOAD_MAX", "256m")
+WPFLEET_PHP_EXECUTION_MAX_SECONDS = env.integer("WPFLEET_PHP_EXECUTION_MAX_SECONDS", 300, min=1, max=3600)
+
+# Disk quotas (sites.infra.quota): each site's files live in a directory of
+# its own on a filesystem mounted with project quotas at WPFLEET_QUOTA_ROOT
+# (the lab makes one; docs/deploy.md for production). Empty: no quotas, the
+# sites' files are plain Docker volumes.
+WPFLEET_QUOTA_ROOT = env.text("WPFLEET_QUOTA_ROOT", "", allow_empty=True)
+if WPFLEET_QUOTA_ROOT and not WPFLEET_QUOTA_ROOT.startswith("/"):
+    raise ImproperlyConfigured(f"WPFLEET_QUOTA_ROOT={WPFLEET_QUOTA_ROOT!r} must be an absolute path or empty")
+WPFLEET_DISK_QUOTA = env.size("WPFLEET_DISK_QUOTA", "2g")
+WPFLEET_DISK_QUOTA_MAX = env.size("WPFLEET_DISK_QUOTA_MAX", "200g")
+if WPFLEET_DISK_QUOTA > WPFLEET_DISK_QUOTA_MAX:
+    raise ImproperlyConfigured("WPFLEET_DISK_QUOTA is more than WPFLEET_DISK_QUOTA_MAX")
+# /tmp of a site's PHP container: memory (tmpfs), bounded, not its disk.
+WPFLEET_PHP_TMP_SIZE = env.size("WPFLEET_PHP_TMP_SIZE", "64m")
+
+# WordPress cron (sites.ops.cron): sites run with DISABLE_WP_CRON; the worker
+# runs each ACTIVE site's due events every interval (each site at its own
+# offset), this many sites at once, each run cut at the timeout. A site whose
+# cron failed this many times in a row is flagged and no longer run until an
+# operator clears it (or a run by hand succeeds).
+WPFLEET_CRON_INTERVAL_SECONDS = env.integer("WPFLEET_CRON_INTERVAL_SECONDS", 300, min=60, max=86400)
+WPFLEET_CRON_PARALLEL = env.integer("WPFLEET_CRON_PARALLEL", 2, min=1, max=64)
+WPFLEET_CRON_TIMEOUT_SECONDS = env.integer("WPFLEET_CRON_TIMEOUT_SECONDS", 120, min=5, max=3600)
+WPFLEET_CRON_MAX_FAILURES = env.integer("WPFLEET_CRON_MAX_FAILURES", 3, min=1, max=100)
+
+# Usage (sites.ops.usage): memory, CPU, disk and requests of every site,
+# read in bulk by the worker this often and stored on the sites.
+WPFLEET_USAGE_INTERVAL_SECONDS = env.integer("WPFLEET_USAGE_INTERVAL_SECONDS", 60, min=10, max=3600)
+# Lines a logs request may ask for (GET /api/sites/<name>/logs?lines=N).
+WPFLEET_LOG_LINES_MAX = env.integer("WPFLEET_LOG_LINES_MAX", 1000, min=10, max=100000)
+
 # The page cache in each site's nginx (sites.provisioning.templates): at most
 # this much disk per site (its own volume), entries kept this long unless a
 # change purges them first; a site turns it off with page_cache=false.
@@ -408,7 +467,8 @@ LOGGING = {
 # raises, to exercise rollback for real ("php" every attempt, "php@1" only the
 # first). Empty in production.
 WPFLEET_FAULTS = tuple(env.items("WPFLEET_FAULTS", []))
-# Crash drills: names of provisioning steps at whose start the worker process
-# kills itself with SIGKILL ("php", or "php@1" on the first attempt only).
-# Empty in production.
+# Crash drills: the worker process kills itself with SIGKILL. "php": as the
+# php step starts ("php@1": on attempt 1 only); "php@done" ("php@done@1"):
+# once its apply has returned, before its OK is recorded; "backup"
+# ("backup@1"): while restic stores a site backup's files. Empty in production.
 WPFLEET_CRASH_DURING = tuple(env.items("WPFLEET_CRASH_DURING", []))

@@ -21,6 +21,9 @@ export DOCKER_BUILDKIT=0
 # Interface shared with the Django side: keep these names exactly.
 IMG_BASE=wpfleet-lab/base:bookworm
 IMG_WORDPRESS=wpfleet-lab/wordpress:php8.2-fpm
+# the same with PHP 8.4 (Debian trixie's), on a trixie rootfs of its own
+IMG_WORDPRESS_PHP84=wpfleet-lab/wordpress:php8.4-fpm
+IMG_BASE_TRIXIE=wpfleet-lab/base:trixie
 IMG_NGINX=wpfleet-lab/nginx:alpine
 IMG_CADDY=wpfleet-lab/caddy:2
 IMG_MARIADB=wpfleet-lab/mariadb:10.11

@@ -6,9 +6,10 @@
 # is reachable here), a shared MariaDB "DB host", the Caddy front proxy and
 # backup targets for restic (a local repository and an SFTP host).
 # Every step checks first and only does what is missing:
-#   1. host packages (apt), 2. dockerd, 3. .env (and the backup secrets it
-#   names), 4. images, 5. network wp_backend, 6. wpfleet-mariadb, 7. caddy,
-#   8. backups (wpfleet-sftp, restic repositories).
+#   1. host packages (apt), 1b. the sites' quota filesystem, 2. dockerd,
+#   3. .env (and the backup secrets it names), 4. images, 5. network
+#   wp_backend, 6. wpfleet-mariadb, 7. caddy, 8. backups (wpfleet-sftp,
+#   restic repositories).
 # Run as root. Exits non-zero with a message on the first failure.
 set -euo pipefail
 
@@ -22,8 +23,9 @@ trap 'rc=$?; if ((rc != 0)); then printf "lab: ERROR: up.sh failed during: %s (e
 # restic, mariadb-dump/mariadb: the panel's backups run on the host;
 # openssh-client: ssh-keygen here, and the ssh restic's sftp backend runs.
 # wrk: the bench's serving section (bench/sections/serving.py).
+# btrfs-progs: the sites' quota filesystem (1b, sites/infra/quota.py).
 HOST_PACKAGES=(docker.io debootstrap iptables iproute2 curl openssl chromium libnss3-tools
-	default-libmysqlclient-dev pkg-config restic mariadb-client openssh-client wrk)
+	default-libmysqlclient-dev pkg-config restic mariadb-client openssh-client wrk btrfs-progs)
 DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
 # Docker's default pools allow only ~30 user networks (one per site here);
 # /28 networks from 10.200/16 allow 4096. docker0 gets a fixed, conventional
@@ -80,6 +82,99 @@ ensure_packages() {
 		tail -n 20 "$VAR_DIR/log/apt.log" >&2
 		die "apt-get failed to install: ${missing[*]}"
 	}
+}
+
+# --- 1b. the sites' quota filesystem ---------------------------------------------
+#
+# Each site's files are a btrfs subvolume under QUOTA_ROOT, limited by btrfs
+# simple quotas (sites/infra/quota.py says why those). Here the filesystem is
+# a sparse image on a loop device; production mounts a partition there. The
+# step runs before the engine, so after a reboot the filesystem is back
+# before a site's container starts; the bare mount point is immutable, so
+# nothing is ever written into it while the filesystem is not mounted (a
+# volume that binds a site's directory then fails to mount instead).
+QUOTA_ROOT=${WPFLEET_QUOTA_ROOT:-$(env_get WPFLEET_QUOTA_ROOT)}
+QUOTA_ROOT=${QUOTA_ROOT:-/var/lib/wpfleet/sites}
+QUOTA_IMAGE=${WPFLEET_LAB_QUOTA_IMAGE:-/var/lib/wpfleet/quota/sites.btrfs}
+# sparse: the host's disk holds only what the sites wrote (the sum of their
+# limits may exceed both this size and the host's free space)
+QUOTA_FS_SIZE=${WPFLEET_LAB_QUOTA_FS_SIZE:-200G}
+
+# The loop device attached to the lab's image ("" when none).
+quota_loop() {
+	losetup --list --noheadings --output NAME --associated "$QUOTA_IMAGE" 2>/dev/null | head -n 1
+}
+
+# The quota mode of the filesystem at QUOTA_ROOT: squota, qgroup, or "" (off).
+quota_mode() {
+	local uuid dir
+	uuid=$(btrfs filesystem show "$QUOTA_ROOT" | sed -n 's/.*uuid: *\([0-9a-f-]*\).*/\1/p' | head -n 1)
+	[[ -n $uuid ]] || die "cannot read the btrfs filesystem id of $QUOTA_ROOT"
+	dir=/sys/fs/btrfs/$uuid/qgroups
+	if [[ -f $dir/mode ]]; then
+		cat "$dir/mode"
+	elif [[ -d $dir ]]; then
+		echo qgroup
+	fi
+}
+
+# btrfs-progs 6.2 (bookworm) cannot enable simple quotas: its ioctl can
+# (BTRFS_IOC_QUOTA_CTL, BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA; Linux 6.7 or later).
+enable_simple_quota() {
+	python3 - "$QUOTA_ROOT" <<-'EOF'
+		import fcntl, os, struct, sys
+		fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+		fcntl.ioctl(fd, 0xC0109428, bytearray(struct.pack("QQ", 4, 0)))
+	EOF
+}
+
+ensure_quota_fs() {
+	local want loop out mode
+	[[ $QUOTA_FS_SIZE =~ ^[0-9]+[KMGT]?$ ]] || die "WPFLEET_LAB_QUOTA_FS_SIZE=$QUOTA_FS_SIZE: give a size like 200G"
+	want=$(numfmt --from=iec "$QUOTA_FS_SIZE")
+	if ! mountpoint -q "$QUOTA_ROOT"; then
+		mkdir -p "$QUOTA_ROOT"
+		(umask 077 && mkdir -p "$(dirname "$QUOTA_IMAGE")")
+		[[ -z $(ls -A "$QUOTA_ROOT") ]] || die "$QUOTA_ROOT is not mounted but holds files: move them away first"
+		chattr +i "$QUOTA_ROOT" || warn "cannot make the bare mount point $QUOTA_ROOT immutable"
+		if [[ ! -f $QUOTA_IMAGE ]]; then
+			log "creating the sites' quota filesystem $QUOTA_IMAGE ($QUOTA_FS_SIZE, sparse)"
+			rm -f "$QUOTA_IMAGE.new"
+			truncate -s "$want" "$QUOTA_IMAGE.new"
+			out=$(mkfs.btrfs -q -L wpfleet-sites "$QUOTA_IMAGE.new" 2>&1) || {
+				printf '%s\n' "$out" >&2
+				die "mkfs.btrfs $QUOTA_IMAGE.new failed"
+			}
+			mv "$QUOTA_IMAGE.new" "$QUOTA_IMAGE"
+		fi
+		loop=$(quota_loop)
+		if [[ -z $loop ]]; then loop=$(losetup --find --show "$QUOTA_IMAGE"); fi
+		log "mounting $QUOTA_IMAGE ($loop) at $QUOTA_ROOT"
+		mount -t btrfs -o noatime "$loop" "$QUOTA_ROOT"
+	fi
+	[[ $(findmnt -n -o FSTYPE --mountpoint "$QUOTA_ROOT") == btrfs ]] || die "$QUOTA_ROOT is mounted, but not btrfs"
+	mode=$(quota_mode)
+	case $mode in
+	squota) ;;
+	'')
+		# simple quotas count only what is written after they are on
+		[[ -z $(btrfs subvolume list "$QUOTA_ROOT") ]] ||
+			die "$QUOTA_ROOT has subvolumes but no quotas: enabling them now would not count their data"
+		log "enabling btrfs simple quotas on $QUOTA_ROOT"
+		enable_simple_quota || die "cannot enable btrfs simple quotas on $QUOTA_ROOT (Linux 6.7 or later needed)"
+		;;
+	*) die "$QUOTA_ROOT has btrfs quotas in mode $mode, not simple quotas: a site could write past its limit (btrfs quota disable $QUOTA_ROOT, then run this again)" ;;
+	esac
+	chmod 755 "$QUOTA_ROOT"
+	# WPFLEET_LAB_QUOTA_FS_SIZE grew: grow the image and the filesystem (never shrunk)
+	loop=$(quota_loop)
+	if [[ -n $loop && $(findmnt -n -o SOURCE --mountpoint "$QUOTA_ROOT") == "$loop" ]] &&
+		(($(stat -c %s "$QUOTA_IMAGE") < want)); then
+		log "growing $QUOTA_IMAGE to $QUOTA_FS_SIZE"
+		truncate -s "$want" "$QUOTA_IMAGE"
+		losetup --set-capacity "$loop"
+		btrfs filesystem resize max "$QUOTA_ROOT" >/dev/null
+	fi
 }
 
 # --- 2. Docker engine -----------------------------------------------------------
@@ -155,6 +250,8 @@ env_defaults() {
 		WPFLEET_SITE_DB_HOST $gw:3306
 		WPFLEET_CONTROL_DB_PASSWORD $(rand_hex 24)
 		WPFLEET_PHP_IMAGE $(pinned_tag wordpress)
+		WPFLEET_QUOTA_ROOT $QUOTA_ROOT
+		WPFLEET_PHP_VERSIONS 8.2=$(pinned_tag wordpress),8.4=$(pinned_tag wordpress-php8.4)
 		WPFLEET_NGINX_IMAGE $(pinned_tag nginx)
 		WPFLEET_CADDY_CONTAINER $CADDY_CONTAINER
 		WPFLEET_BACKEND_NETWORK $BACKEND_NETWORK
@@ -175,7 +272,7 @@ env_defaults() {
 # panel runs sites on follow the recipes (ensure_images builds and tags them).
 lab_managed_env_key() {
 	case $1 in
-	WPFLEET_PHP_IMAGE | WPFLEET_NGINX_IMAGE) return 0 ;;
+	WPFLEET_PHP_IMAGE | WPFLEET_PHP_VERSIONS | WPFLEET_NGINX_IMAGE) return 0 ;;
 	# where Caddy is published follows WPFLEET_LAB_HTTP(S)_PUBLISH
 	WPFLEET_CADDY_URL | WPFLEET_CADDY_HTTP_URL | WPFLEET_CA_BUNDLE) return 0 ;;
 	# the lab's backup secrets, and where wpfleet-sftp is published
@@ -318,18 +415,47 @@ build_base() {
 			die "building the base rootfs failed"
 		}
 	fi
-	log "importing $IMG_BASE"
+	import_rootfs "$tar" "$IMG_BASE" "$hash"
+}
+
+# import_rootfs TAR TAG HASH: a rootfs tarball as image TAG (recipe HASH).
+import_rootfs() {
+	log "importing $2"
 	dk import \
 		--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
 		--change 'CMD ["bash"]' \
-		--change "LABEL wpfleet.recipe=$hash" \
-		"$tar" "$IMG_BASE" >/dev/null
+		--change "LABEL wpfleet.recipe=$3" \
+		"$1" "$2" >/dev/null
+}
+
+# $IMG_BASE_TRIXIE, what the PHP 8.4 image is built FROM: a trixie rootfs
+# made like the bookworm base, from lab/images/wordpress-php8.4/rootfs
+# (its own build-rootfs.sh and packages.txt), only when that recipe changed;
+# its tarball stays in var/lab like the bookworm one. (Not trixie's
+# php8.4 added to the bookworm base: it needs trixie's libc6, OpenSSL and
+# ICU, which would replace the libraries under the base's other packages.)
+ensure_trixie_base() {
+	local dir="$LAB_DIR/images/wordpress-php8.4/rootfs" hash tar logf="$VAR_DIR/log/lab-build-base-trixie.log"
+	hash=$(recipe_hash "$dir")
+	[[ $(image_recipe "$IMG_BASE_TRIXIE") != "$hash" ]] || return 0
+	# (not base-*.tar: build_base removes those)
+	tar="$VAR_DIR/lab/rootfs-trixie-$hash.tar"
+	if [[ ! -s $tar ]]; then
+		rm -f "$VAR_DIR"/lab/rootfs-trixie-*.tar
+		log "building the trixie rootfs (debootstrap + apt; log: $logf)"
+		"$dir/build-rootfs.sh" "$tar" "$VAR_DIR/lab" >"$logf" 2>&1 || {
+			tail -n 20 "$logf" >&2
+			die "building the trixie rootfs failed"
+		}
+	fi
+	import_rootfs "$tar" "$IMG_BASE_TRIXIE" "$hash"
 }
 
 # The tag of derived image NAME (its recipe is lab/images/NAME).
 derived_tag() {
 	case $1 in
 	wordpress) echo "$IMG_WORDPRESS" ;;
+	wordpress-php8.4) echo "$IMG_WORDPRESS_PHP84" ;;
 	nginx) echo "$IMG_NGINX" ;;
 	caddy) echo "$IMG_CADDY" ;;
 	mariadb) echo "$IMG_MARIADB" ;;
@@ -343,7 +469,18 @@ derived_tag() {
 pinned_tag() {
 	local tag
 	tag=$(derived_tag "$1")
-	pinned_image "$tag" "$(recipe_hash "$LAB_DIR/images/$1" "$(recipe_hash "$LAB_DIR/images/base")")"
+	pinned_image "$tag" "$(recipe_hash "$LAB_DIR/images/$1" "$(recipe_extra "$1" "$(recipe_hash "$LAB_DIR/images/base")")")"
+}
+
+# recipe_extra NAME BASE-HASH: what derived image NAME's hash also covers
+# besides its own recipe: the base's hash; for the PHP 8.4 image, the 8.2
+# image's (its WordPress, entrypoint and config come from that image, and the
+# base's hash is part of it).
+recipe_extra() {
+	case $1 in
+	wordpress-php8.4) recipe_hash "$LAB_DIR/images/wordpress" "$2" ;;
+	*) echo "$2" ;;
+	esac
 }
 
 # Point PIN at TAG's image (nothing to do when it already does).
@@ -382,7 +519,8 @@ build_derived() {
 
 # The derived images (lab/images/NAME), and their pinned tags as ensure_images
 # made them.
-DERIVED_IMAGES=(wordpress nginx caddy mariadb sftp)
+# (wordpress before wordpress-php8.4, which is built from it)
+DERIVED_IMAGES=(wordpress wordpress-php8.4 nginx caddy mariadb sftp)
 CURRENT_PINS=()
 
 # Every derived image is tagged twice: TAG (mutable, the name the lab and
@@ -393,7 +531,7 @@ ensure_images() {
 	if [[ $(image_recipe "$IMG_BASE") != "$base_hash" ]]; then build_base "$base_hash"; fi
 	for name in "${DERIVED_IMAGES[@]}"; do
 		tag=$(derived_tag "$name")
-		hash=$(recipe_hash "$LAB_DIR/images/$name" "$base_hash")
+		hash=$(recipe_hash "$LAB_DIR/images/$name" "$(recipe_extra "$name" "$base_hash")")
 		pin=$(pinned_image "$tag" "$hash")
 		if [[ $(image_recipe "$tag") != "$hash" ]]; then
 			if [[ $(image_recipe "$pin") == "$hash" ]]; then
@@ -401,6 +539,7 @@ ensure_images() {
 				log "re-using $pin as $tag"
 				dk tag "$pin" "$tag"
 			else
+				if [[ $name == wordpress-php8.4 ]]; then ensure_trixie_base; fi
 				build_derived "$name" "$tag" "$hash"
 			fi
 		fi
@@ -803,7 +942,7 @@ summary() {
 	local gw=$1
 	cat <<-EOF
 		lab: up. Engine: $(dk version -f '{{.Server.Version}}') (dockerd log: $DOCKERD_LOG)
-		lab:   images     $IMG_WORDPRESS, $IMG_NGINX, $IMG_CADDY, $IMG_MARIADB, $IMG_SFTP
+		lab:   images     $IMG_WORDPRESS, $IMG_WORDPRESS_PHP84, $IMG_NGINX, $IMG_CADDY, $IMG_MARIADB, $IMG_SFTP
 		lab:   network    $BACKEND_NETWORK
 		lab:   mariadb    $MARIADB_CONTAINER on 127.0.0.1:3306 and $gw:3306 (sites), control DB wpfleet
 		lab:   caddy      $CADDY_CONTAINER on https://$CADDY_HTTPS_PUBLISH and http://$CADDY_HTTP_PUBLISH (routes: /etc/caddy/routes/<hostname>; CA: $LAB_CA)
@@ -833,6 +972,8 @@ main() {
 	local t0 gw
 	t0=$(date +%s.%N)
 	step "host packages ready" ensure_packages
+	# before the engine: no site container may start on the bare mount point
+	step "quota filesystem ready" ensure_quota_fs
 	step "engine ready" ensure_engine
 	gw=$(bridge_gateway)
 	[[ -n $gw ]] || die "cannot determine the docker0 gateway address"

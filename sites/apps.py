@@ -24,3 +24,10 @@ class SitesConfig(AppConfig):
         handlers.register()
         registry.register_periodic("repaired", reconcile_all)
         registry.register_periodic("backups", schedule_backups)
+        from sites.ops.usage import housekeeping_usage
+
+        registry.register_periodic("usage", housekeeping_usage)
+        # Last: WordPress cron runs within a time budget, after the quick work.
+        from sites.ops.cron import run_due_crons
+
+        registry.register_periodic("cron", run_due_crons)

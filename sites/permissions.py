@@ -29,6 +29,12 @@ OPERATIONS: dict[str, str] = {
     # How the site is served (its page cache), and emptying that cache.
     "change_settings": "sites.change_site",
     "purge_cache": "sites.change_site",
+    # Day-two operations: stopping and starting the site, its cron, its logs.
+    "suspend_site": "sites.change_site",
+    "resume_site": "sites.change_site",
+    "clear_cron_flag": "sites.change_site",
+    # Logs show visitors' addresses and paths: as much as the site's page does.
+    "view_logs": "sites.view_site",
     # Backups are the site's data: seeing them is viewing the site; taking
     # one or restoring one changes it; a clone is a new site.
     "list_backups": "sites.view_site",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 
 from jobs.models import Job
 from jobs.queue import enqueue
 from sites.models import Backup, Domain, Site, SiteBusy
 from sites.models.naming import SiteNames
+from sites.models.php import human, validate_disk_quota, validate_php_settings, validate_php_version
 from sites.models.validation import (
     taken_message,
     validate_admin_email,
@@ -28,6 +30,9 @@ __all__ = [
     "add_domain",
     "change_settings",
     "purge_cache",
+    "QuotaTooSmall",
+    "suspend_site",
+    "resume_site",
     "back_up_site",
     "clone_site",
     "restore_site",
@@ -291,25 +296,82 @@ def _require_active(site: Site, doing: str) -> None:
 # --- a site's settings and its page cache -----------------------------------------------
 
 # What a settings job may change (sites.provisioning.handlers.ChangeSettings).
-SETTINGS = ("page_cache",)
+SETTINGS = ("page_cache", "php_version", "php", "disk_quota")
+
+
+class QuotaTooSmall(ValueError):
+    """A disk quota below what the site's files use now."""
 
 
 def change_settings(site: Site, values: dict[str, object]) -> Job | None:
     """Start a job that serves the site with ``values`` (validated), or None when nothing changes.
 
+    ValueError (a clear message) for an unknown setting or a bad value;
     SiteNotActive unless the site is ACTIVE; SiteBusy while a job holds it.
     """
     unknown = sorted(str(key) for key in values if key not in SETTINGS)
     if unknown:
-        raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
-    if "page_cache" in values and not isinstance(values["page_cache"], bool):
-        raise ValueError("page_cache must be true or false")
+        raise ValueError(f"unknown setting(s): {', '.join(unknown)} (allowed: {', '.join(SETTINGS)})")
+    wanted: dict[str, object] = {}
+    try:
+        if "page_cache" in values:
+            if not isinstance(values["page_cache"], bool):
+                raise ValueError("page_cache must be true or false")
+            wanted["page_cache"] = values["page_cache"]
+        if "php_version" in values:
+            wanted["php_version"] = validate_php_version(values["php_version"])
+        if "php" in values:
+            wanted["php"] = validate_php_settings(values["php"], site.php_settings or {})
+        if "disk_quota" in values:
+            wanted["disk_quota"] = validate_disk_quota(values["disk_quota"])
+    except DjangoValidationError as error:
+        raise ValueError(" ".join(error.messages)) from None
     _require_active(site, "changed")
-    changed = {key: value for key, value in values.items() if getattr(site, key) != value}
+    current = {"php": site.php_settings or {}}
+    changed = {key: value for key, value in wanted.items() if current.get(key, getattr(site, key, None)) != value}
+    if "disk_quota" in changed:
+        used = _disk_used(site)
+        if used is not None and int(changed["disk_quota"]) < used:  # type: ignore[call-overload]
+            raise QuotaTooSmall(
+                f"disk_quota {human(int(changed['disk_quota']))} is less than the {human(used)} "  # type: ignore[call-overload]
+                "the site's files use now"
+            )
     if not changed:
         return None
     with transaction.atomic():
         return _open(site, Site.JobType.SETTINGS, params=changed)
+
+
+def _disk_used(site: Site) -> int | None:
+    """What the site's files use: asked now where this process can, else as last collected."""
+    if settings.WPFLEET_QUOTA_ROOT:
+        from sites.infra.errors import InfraError
+        from sites.infra.quota import DiskQuotas
+
+        try:
+            return DiskQuotas(settings.WPFLEET_QUOTA_ROOT).usage(site.name)[0]
+        except (InfraError, OSError):
+            pass
+    return site.usage_disk
+
+
+# --- suspend and resume -------------------------------------------------------------------
+
+
+def suspend_site(site: Site) -> Job:
+    """Start suspending the site: Caddy answers 503, its containers stop (SiteNotActive unless ACTIVE)."""
+    _require_active(site, "suspended")
+    with transaction.atomic():
+        return _open(site, Site.JobType.SUSPEND)
+
+
+def resume_site(site: Site) -> Job:
+    """Start serving a suspended site again (SiteNotActive unless SUSPENDED)."""
+    site.refresh_from_db()
+    if site.status != Site.Status.SUSPENDED:
+        raise SiteNotActive(f"site {site.name} is {site.get_status_display().lower()}: only a suspended site resumes")
+    with transaction.atomic():
+        return _open(site, Site.JobType.RESUME)
 
 
 def purge_cache(site: Site) -> Job:

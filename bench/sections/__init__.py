@@ -1,4 +1,4 @@
-"""The seven sections; each takes a Context and returns the dict stored under its name in latest.json."""
+"""The eight sections; each takes a Context and returns the dict stored under its name in latest.json."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def timed(run: Callable[[Context], dict]) -> Callable[[Context], dict]:
 
 
 def registry() -> dict[str, Callable[[Context], dict]]:
-    from bench.sections import api_load, backups, density, fill, provisioning, serving
+    from bench.sections import api_load, backups, density, fill, operations, provisioning, serving
 
     return {
         "sequential": provisioning.sequential,
@@ -62,4 +62,5 @@ def registry() -> dict[str, Callable[[Context], dict]]:
         "density": density.run,
         "backups": backups.run,
         "serving": serving.run,
+        "operations": operations.run,
     }

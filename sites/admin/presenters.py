@@ -44,10 +44,25 @@ def badge(label: str, css: str, title: str = "") -> SafeString:
 
 
 def site_status_badge(site: Site) -> SafeString:
-    html = badge(site.get_status_display(), site.status.lower())
+    html = badge(site.get_status_display(), site.status.lower(), _STATUS_TITLES.get(site.status, ""))
     if site.is_zombie:
         html += format_html(" {}", badge("Zombie", "zombie", "Its last job failed for good; retry it or clean it up."))
+    if site.cron_flagged:
+        html += format_html(" {}", cron_flag_badge(site))
     return html
+
+
+_STATUS_TITLES: dict[str, str] = {
+    Site.Status.SUSPENDED: "Caddy answers 503 and its containers are stopped; its data is kept.",
+}
+
+
+def cron_flag_badge(site: Site) -> SafeString:
+    return badge(
+        "Cron flagged",
+        "cron-flagged",
+        f"Its WordPress cron failed {site.cron_failures} times in a row: not run until the flag is cleared.",
+    )
 
 
 def job_status_badge(job: Job) -> SafeString:
@@ -81,6 +96,33 @@ def backup_taken_at(backup: Backup) -> str:
     return f"{backup.created_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
+def size(nbytes: int | None) -> str:
+    """Bytes for a person, in binary units ("117.7 MB", "2 GB"); "—" when not known."""
+    if nbytes is None:
+        return "—"
+    value, unit = float(nbytes), "B"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)} B"
+    text = f"{value:.1f}" if value < 100 else f"{value:.0f}"
+    return f"{text.removesuffix('.0')} {unit}"
+
+
+def percent(part: int | None, whole: int | None) -> float | None:
+    """``part`` in % of ``whole``, or None when either is not known."""
+    if part is None or not whole:
+        return None
+    return round(part * 100 / whole, 1)
+
+
+def disk_usage(site: Site) -> str:
+    """The site's disk use against its quota ("1.2 GB / 2 GB"), as the list and the site's page show it."""
+    return f"{size(site.usage_disk)} / {size(site.disk_quota)}"
+
+
 def truncate(text: str, length: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= length else text[: length - 1] + "…"
@@ -108,12 +150,21 @@ def _reason(exc: BaseException, site: Site) -> str:
     return redact(truncate(text, 300), site.secrets() if site is not None else known_secrets())
 
 
+def reason(exc: BaseException, site: Site) -> str:
+    """What went wrong asking a dependency, short and without the site's secrets, for a message."""
+    return _reason(exc, site)
+
+
 def _observe(step: Step, site: Site, hostnames: tuple[str, ...], home: str) -> list[ResourceState]:
     ctx = Context(
         site=site.name, db_password="", infra=Infra(), hostnames=hostnames, home=home, page_cache=site.page_cache
     )
+    # A suspended site's containers are stopped on purpose.
+    stopped = "ok" if site.status == Site.Status.SUSPENDED else _HEALTH[STOPPED]
     return [
-        ResourceState(r.kind, r.name, r.detail or r.state, _HEALTH.get(r.state, "bad"))
+        ResourceState(
+            r.kind, r.name, r.detail or r.state, stopped if r.state == STOPPED else _HEALTH.get(r.state, "bad")
+        )
         for r in step.observe(ctx, View(ctx.infra))
     ]
 

@@ -7,6 +7,8 @@ site's database password: it is in no form, field, column or log entry.
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -27,6 +29,7 @@ from jobs.redaction import redact
 from sites.admin import presenters as views
 from sites.infra.errors import InfraError
 from sites.models import Backup, Domain, Site, known_secrets
+from sites.models.php import PHP_DEFAULTS, human
 from sites.models.validation import (
     NAME_RULE,
     taken_message,
@@ -56,14 +59,20 @@ from sites.services import (
     purge_cache,
     remove_domain,
     restore_site,
+    resume_site,
     retry_site,
     set_primary_domain,
     site_backups,
+    suspend_site,
 )
 
 # What the services refuse a backup, restore or clone with: shown as an error
 # on the site's page, and nothing was done.
 _BACKUP_REFUSALS = (BackupsDisabled, Backup.DoesNotExist, SiteBusy, SiteNotActive)
+
+# The logs a site's page reads (sites.ops.logs.SOURCES), and how many lines unless asked.
+LOG_SOURCES = ("nginx", "php")
+LOG_LINES_DEFAULT = 100
 
 
 class SiteNameField(forms.Field):
@@ -139,6 +148,116 @@ class CloneForm(forms.Form):
         self.fields["name"].help_text = f"{NAME_RULE} {example}"
 
 
+class SettingsForm(forms.Form):
+    """Text fields handed to change_settings as typed: it checks them, so every message is the API's.
+
+    ``changes()`` is what differs from the site as it runs now: only that is sent.
+    """
+
+    def __init__(self, site: Site, *args, **kwargs) -> None:
+        self.site = site
+        kwargs["initial"] = self.current()
+        super().__init__(*args, **kwargs)
+
+    def current(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def changes(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def refuse(self, error: ValueError) -> None:
+        """The service's message on the field it names (they start with the setting's name), else on the form."""
+        message = str(error)
+        for name in self.fields:
+            if re.match(rf"{name}\b", message):
+                self.add_error(name, message)
+                return
+        self.add_error(None, message)
+
+
+def _size_field(label: str, help_text: str = "") -> forms.CharField:
+    return forms.CharField(
+        required=False,
+        label=label,
+        help_text=help_text,
+        widget=forms.TextInput(attrs={"size": 8, "maxlength": 32, "autocomplete": "off", "spellcheck": "false"}),
+    )
+
+
+class PhpForm(SettingsForm):
+    php_version = forms.CharField(required=False, label="PHP version", widget=forms.Select)
+    memory_limit = _size_field("memory_limit")
+    upload_max_filesize = _size_field("upload_max_filesize")
+    post_max_size = _size_field("post_max_size", "At least upload_max_filesize: PHP drops a larger request whole.")
+    max_execution_time = _size_field("max_execution_time")
+
+    def __init__(self, site: Site, *args, **kwargs) -> None:
+        super().__init__(site, *args, **kwargs)
+        # A select of the versions offered; the service checks what comes back.
+        self.fields["php_version"].widget.choices = [(v, f"PHP {v}") for v in settings.WPFLEET_PHP_VERSIONS]
+        bounds = {
+            "memory_limit": f"Like 256M or 1G: 64M to {human(settings.WPFLEET_PHP_MEMORY_LIMIT_MAX)}.",
+            "upload_max_filesize": f"The largest file WordPress accepts: 1M to {human(settings.WPFLEET_PHP_UPLOAD_MAX)}.",
+            "max_execution_time": f"Seconds a request may run: 1 to {settings.WPFLEET_PHP_EXECUTION_MAX_SECONDS}.",
+        }
+        for name, text in bounds.items():
+            self.fields[name].help_text = text
+
+    def current(self) -> dict[str, str]:
+        return {"php_version": self.site.php_version, **{k: str(v) for k, v in self.site.php_values.items()}}
+
+    def changes(self) -> dict[str, object]:
+        # A field left out of the request (a script's partial POST) is left as it is.
+        data, now = self.cleaned_data, self.current()
+        values: dict[str, object] = {}
+        if "php_version" in self.data and data["php_version"] != now["php_version"]:
+            values["php_version"] = data["php_version"]
+        php: dict[str, object] = {}
+        for key in PHP_DEFAULTS:
+            raw = data[key]
+            if key not in self.data or raw == now[key]:
+                continue
+            # A whole number of seconds is a number for the service; anything else goes as typed, to be refused.
+            php[key] = int(raw) if key == "max_execution_time" and re.fullmatch(r"[0-9]{1,9}", raw) else raw
+        if php:
+            values["php"] = php
+        return values
+
+
+class DiskQuotaForm(SettingsForm):
+    disk_quota = _size_field("Disk quota")
+
+    def __init__(self, site: Site, *args, **kwargs) -> None:
+        super().__init__(site, *args, **kwargs)
+        top = human(settings.WPFLEET_DISK_QUOTA_MAX)
+        self.fields["disk_quota"].help_text = f"Like 5G or 512M: 100M to {top}, and no less than the site's files use."
+
+    def current(self) -> dict[str, str]:
+        return {"disk_quota": human(self.site.disk_quota)}
+
+    def changes(self) -> dict[str, object]:
+        raw = self.cleaned_data["disk_quota"]
+        return {} if raw == self.current()["disk_quota"] else {"disk_quota": raw}
+
+
+def _describe(values: dict[str, object], job: Job) -> str:
+    """What a settings job changes, as it will run ("PHP 8.3, memory_limit 512M"), for messages and the log."""
+    params = job.params or {}
+    php = {**PHP_DEFAULTS, **(params.get("php") or {})}
+    parts = []
+    for key, value in values.items():
+        if key == "php_version":
+            parts.append(f"PHP {params.get(key, value)}")
+        elif key == "php" and isinstance(value, dict):
+            parts += [f"{name} {php.get(name, raw)}" for name, raw in value.items()]
+        elif key == "disk_quota":
+            quota = params.get(key)
+            parts.append(f"disk quota {human(quota) if isinstance(quota, int) else value}")
+        else:
+            parts.append(f"{key} {params.get(key, value)}")
+    return ", ".join(parts)
+
+
 class ZombieFilter(admin.SimpleListFilter):
     title = "zombie"
     parameter_name = "zombie"
@@ -168,9 +287,34 @@ class DriftFilter(admin.SimpleListFilter):
         return queryset
 
 
+class CronFilter(admin.SimpleListFilter):
+    title = "cron"
+    parameter_name = "cron_flagged"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        failures = settings.WPFLEET_CRON_MAX_FAILURES
+        return [("yes", f"Flagged ({failures} failures in a row)"), ("no", "Not flagged")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        # Site.cron_flagged, as a query.
+        flagged = {"cron_failures__gte": settings.WPFLEET_CRON_MAX_FAILURES}
+        if self.value() == "yes":
+            return queryset.filter(**flagged)
+        if self.value() == "no":
+            return queryset.exclude(**flagged)
+        return queryset
+
+
 def _live_and_idle(site: Site) -> bool:
     """Whether the site can take a job that works on its WordPress now (no other job holds it)."""
     return site.status == Site.Status.ACTIVE and site.current_job_id is None
+
+
+def _skip_unless(site: Site, status: str, otherwise: str) -> str:
+    """Why an action that needs the site in ``status`` and idle skips it ("" when it does not)."""
+    if site.status != status:
+        return otherwise
+    return "job in progress" if site.current_job_id else ""
 
 
 def _safe_next(request: HttpRequest) -> HttpResponseRedirect | None:
@@ -186,12 +330,30 @@ def _safe_next(request: HttpRequest) -> HttpResponseRedirect | None:
 @admin.register(Site)
 class SiteAdmin(admin.ModelAdmin):
     form = SiteAddForm
-    list_display = ["name", "status_badge", "domain_link", "last_job_summary", "attempts", "created_at"]
+    list_display = [
+        "name",
+        "status_badge",
+        "domain_link",
+        "last_job_summary",
+        "attempts",
+        "php",
+        "memory",
+        "disk",
+        "created_at",
+    ]
     list_select_related = ["last_job"]
-    list_filter = ["status", ZombieFilter, DriftFilter]
+    list_filter = ["status", ZombieFilter, DriftFilter, CronFilter]
     search_fields = ["name"]
     list_per_page = 50
-    actions = ["retry_failed_jobs", "purge_page_caches", "deprovision_sites", "cleanup_zombies"]
+    actions = [
+        "retry_failed_jobs",
+        "purge_page_caches",
+        "suspend_sites",
+        "resume_sites",
+        "clear_cron_flags",
+        "deprovision_sites",
+        "cleanup_zombies",
+    ]
     readonly_fields = [
         "name",
         "status_badge",
@@ -235,6 +397,15 @@ class SiteAdmin(admin.ModelAdmin):
 
     def has_cleanup_permission(self, request: HttpRequest) -> bool:
         return can(request.user, "cleanup_sites")
+
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, "suspend_site")
+
+    def has_resume_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, "resume_site")
+
+    def has_clear_cron_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, "clear_cron_flag")
 
     def has_delete_permission(self, request: HttpRequest, obj: Site | None = None) -> bool:
         # A row deleted by the ORM would leave containers, database and route
@@ -344,6 +515,23 @@ class SiteAdmin(admin.ModelAdmin):
         job = site.last_job
         return "—" if job is None else f"{job.attempts}/{job.max_attempts}"
 
+    @admin.display(description="PHP", ordering="php_version")
+    def php(self, site: Site) -> str:
+        return site.php_version
+
+    @admin.display(description="memory", ordering="usage_memory")
+    def memory(self, site: Site) -> str:
+        return views.size(site.usage_memory)
+
+    @admin.display(description="disk", ordering="usage_disk")
+    def disk(self, site: Site) -> str:
+        used = views.percent(site.usage_disk, site.disk_quota)
+        if used is not None and used >= 90:
+            return format_html(
+                '<span class="wpf-full" title="{} % of its quota">{}</span>', used, views.disk_usage(site)
+            )
+        return views.disk_usage(site)
+
     @admin.display(description="job holding the site")
     def current_job_link(self, site: Site) -> str:
         if site.current_job_id is None:
@@ -380,6 +568,20 @@ class SiteAdmin(admin.ModelAdmin):
                 "<path:object_id>/page-cache/<str:operation>/",
                 self.admin_site.admin_view(self.page_cache_view),
                 name=f"{prefix}_page_cache",
+            ),
+            path("<path:object_id>/suspend/", self.admin_site.admin_view(self.suspend_view), name=f"{prefix}_suspend"),
+            path("<path:object_id>/resume/", self.admin_site.admin_view(self.resume_view), name=f"{prefix}_resume"),
+            path("<path:object_id>/php/", self.admin_site.admin_view(self.php_view), name=f"{prefix}_php"),
+            path(
+                "<path:object_id>/disk-quota/",
+                self.admin_site.admin_view(self.disk_quota_view),
+                name=f"{prefix}_disk_quota",
+            ),
+            path("<path:object_id>/logs/", self.admin_site.admin_view(self.logs_view), name=f"{prefix}_logs"),
+            path(
+                "<path:object_id>/cron/clear-flag/",
+                self.admin_site.admin_view(self.clear_cron_flag_view),
+                name=f"{prefix}_clear_cron_flag",
             ),
             path(
                 "<path:object_id>/backups/back-up/",
@@ -439,8 +641,17 @@ class SiteAdmin(admin.ModelAdmin):
         site = self.get_object(request, unquote(object_id))
         if site is not None and self.has_view_or_change_permission(request, site):
             progress = views.site_progress(site)
-            panels = [("Domains", self._render_domains(request, site))]
-            panels.append(("Page cache", self._render_page_cache(request, site)))
+            panels = [
+                ("Status", self._render_status(request, site)),
+                ("Usage", self._render_usage(site)),
+                ("Domains", self._render_domains(request, site)),
+                ("Page cache", self._render_page_cache(request, site)),
+                ("PHP", self._render_php(request, site)),
+                ("Disk", self._render_disk(request, site)),
+                ("Cron", self._render_cron(request, site)),
+            ]
+            if can(request.user, "view_logs"):
+                panels.append(("Logs", self._render_logs_link(request, site)))
             if can(request.user, "list_backups"):
                 panels.append(("Backups", self._render_backups(request, site)))
             context["wpfleet_panels"] = [
@@ -495,6 +706,7 @@ class SiteAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "site": site,
             "site_page": reverse("admin:sites_site_change", args=[site.pk]),
+            "media": self.media,
             **extra,
         }
         request.current_app = self.admin_site.name
@@ -609,6 +821,223 @@ class SiteAdmin(admin.ModelAdmin):
             return self._back_to_site(request, site)
         self.log_change(request, site, f"{done} (job #{job.pk}).")
         self.message_user(request, f"{done} (job #{job.pk}).", messages.SUCCESS)
+        return self._back_to_site(request, site)
+
+    # --- status: suspend and resume ----------------------------------------------------
+
+    def _render_status(self, request: HttpRequest, site: Site) -> str:
+        idle = site.current_job_id is None
+        return render_to_string(
+            "wpfleet/status.html",
+            {
+                "site": site,
+                "badge": views.site_status_badge(site),
+                "suspend": idle and site.status == Site.Status.ACTIVE and can(request.user, "suspend_site"),
+                "resume": idle and site.status == Site.Status.SUSPENDED and can(request.user, "resume_site"),
+                "held": not idle and (can(request.user, "suspend_site") or can(request.user, "resume_site")),
+                "suspend_url": reverse("admin:sites_site_suspend", args=[site.pk]),
+                "resume_url": reverse("admin:sites_site_resume", args=[site.pk]),
+            },
+            request=request,
+        )
+
+    def suspend_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Suspend the site (POST only): Caddy answers 503, its containers stop, its data is kept."""
+        site = self._site_for_post(request, object_id, "suspend_site")
+        try:
+            job = suspend_site(site)
+        except (SiteBusy, SiteNotActive) as exc:
+            return self._back_to_site(request, site, exc)
+        self.log_change(request, site, f"Suspend started (job #{job.pk}).")
+        self.message_user(
+            request,
+            f"Suspending {site.name} (job #{job.pk}): Caddy answers 503 and its containers stop; its data is kept.",
+            messages.SUCCESS,
+        )
+        return self._back_to_site(request, site)
+
+    def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Serve a suspended site again (POST only)."""
+        site = self._site_for_post(request, object_id, "resume_site")
+        try:
+            job = resume_site(site)
+        except (SiteBusy, SiteNotActive) as exc:
+            return self._back_to_site(request, site, exc)
+        self.log_change(request, site, f"Resume started (job #{job.pk}).")
+        self.message_user(request, f"Resuming {site.name} (job #{job.pk}).", messages.SUCCESS)
+        return self._back_to_site(request, site)
+
+    # --- usage, PHP, disk: what the site uses and the settings that bound it --------------
+
+    def _render_usage(self, site: Site) -> str:
+        return render_to_string(
+            "wpfleet/usage.html",
+            {
+                "site": site,
+                "memory": views.size(site.usage_memory),
+                "disk": views.disk_usage(site),
+                "quota": views.size(site.disk_quota),
+                "disk_percent": views.percent(site.usage_disk, site.disk_quota),
+            },
+        )
+
+    def _render_php(self, request: HttpRequest, site: Site) -> str:
+        may = _live_and_idle(site) and can(request.user, "change_settings")
+        overrides = site.php_settings or {}
+        return render_to_string(
+            "wpfleet/php.html",
+            {
+                "site": site,
+                "versions": settings.WPFLEET_PHP_VERSIONS,
+                "rows": [(key, value, key in overrides) for key, value in site.php_values.items()],
+                "form": PhpForm(site) if may else None,
+                "action": reverse("admin:sites_site_php", args=[site.pk]),
+                "held": not may and site.status == Site.Status.ACTIVE and can(request.user, "change_settings"),
+            },
+            request=request,
+        )
+
+    def _render_disk(self, request: HttpRequest, site: Site) -> str:
+        may = _live_and_idle(site) and can(request.user, "change_settings")
+        return render_to_string(
+            "wpfleet/disk.html",
+            {
+                "site": site,
+                "used": views.size(site.usage_disk),
+                "quota": views.size(site.disk_quota),
+                "percent": views.percent(site.usage_disk, site.disk_quota),
+                "form": DiskQuotaForm(site) if may else None,
+                "action": reverse("admin:sites_site_disk_quota", args=[site.pk]),
+            },
+            request=request,
+        )
+
+    def php_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The site's PHP version and php.ini values: the form (GET), a settings job for what changed (POST)."""
+        return self._settings_view(request, object_id, PhpForm, "PHP of {}", "PHP settings")
+
+    def disk_quota_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The site's disk quota: the form (GET), a settings job if it changed (POST)."""
+        return self._settings_view(request, object_id, DiskQuotaForm, "Disk quota of {}", "Disk quota")
+
+    def _settings_view(
+        self, request: HttpRequest, object_id: str, form_class: type[SettingsForm], title: str, what: str
+    ) -> HttpResponse:
+        site = self._site_for(request, object_id, "change_settings")
+        form = form_class(site, request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            values = form.changes()
+            try:
+                job = change_settings(site, values) if values else None
+            except (SiteBusy, SiteNotActive) as exc:
+                return self._back_to_site(request, site, exc)
+            except ValueError as exc:  # a bad value, in the service's words: on the form, nothing done
+                form.refuse(exc)
+            else:
+                if job is None:
+                    self.message_user(request, f"{what}: nothing changed.", messages.INFO)
+                    return self._back_to_site(request, site)
+                done = f"Changing {_describe(values, job)}"
+                self.log_change(request, site, f"{done} (job #{job.pk}).")
+                self.message_user(request, f"{done} (job #{job.pk}).", messages.SUCCESS)
+                return self._back_to_site(request, site)
+        return self._site_subpage(
+            request,
+            site,
+            "wpfleet/site_settings.html",
+            title.format(site.name),
+            crumb=what,
+            form=form,
+            action=request.path,
+        )
+
+    # --- logs: read on their own page, never while the site's page renders -------------
+
+    def _render_logs_link(self, request: HttpRequest, site: Site) -> str:
+        return render_to_string(
+            "wpfleet/logs_link.html",
+            {
+                "url": reverse("admin:sites_site_logs", args=[site.pk]),
+                "sources": LOG_SOURCES,
+                "lines": LOG_LINES_DEFAULT,
+                "maximum": settings.WPFLEET_LOG_LINES_MAX,
+            },
+        )
+
+    def logs_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The latest lines of the site's nginx or PHP log (GET: ?source=nginx|php&lines=N, bounded)."""
+        site = self._site_for(request, object_id, "view_logs")
+        maximum = settings.WPFLEET_LOG_LINES_MAX
+        source = request.GET.get("source", LOG_SOURCES[0])
+        raw = request.GET.get("lines", "").strip()
+        lines = LOG_LINES_DEFAULT
+        if raw:
+            if re.fullmatch(r"[0-9]{1,9}", raw):
+                asked = int(raw)
+                lines = min(max(asked, 1), maximum)
+                if lines != asked:
+                    self.message_user(
+                        request, f"Showing {views.plural(lines, 'line')}: from 1 to {maximum}.", messages.WARNING
+                    )
+            else:
+                self.message_user(
+                    request, f"lines must be a whole number from 1 to {maximum}: showing {lines}.", messages.WARNING
+                )
+        found: list[str] | None = None
+        if source not in LOG_SOURCES:
+            self.message_user(request, f"source must be one of {', '.join(LOG_SOURCES)}.", messages.ERROR)
+        else:
+            from sites.ops.logs import site_logs
+
+            try:
+                found = site_logs(site, source, lines)
+            except ValueError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            except InfraError as exc:
+                self.message_user(
+                    request, f"The {source} log could not be read: {views.reason(exc, site)}", messages.ERROR
+                )
+        # Not kept by any cache: the admin's views are never_cache (no-store).
+        return self._site_subpage(
+            request,
+            site,
+            "wpfleet/logs.html",
+            f"Logs of {site.name}",
+            source=source,
+            sources=LOG_SOURCES,
+            lines=lines,
+            maximum=maximum,
+            found=found,
+        )
+
+    # --- cron: how WordPress's scheduled events run, and clearing a flag ------------------
+
+    def _render_cron(self, request: HttpRequest, site: Site) -> str:
+        return render_to_string(
+            "wpfleet/cron.html",
+            {
+                "site": site,
+                "badge": views.cron_flag_badge(site) if site.cron_flagged else "",
+                "maximum": settings.WPFLEET_CRON_MAX_FAILURES,
+                "clear": site.cron_flagged and can(request.user, "clear_cron_flag"),
+                "clear_url": reverse("admin:sites_site_clear_cron_flag", args=[site.pk]),
+            },
+            request=request,
+        )
+
+    def clear_cron_flag_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Forget the site's cron failures (POST only): it runs again at the next pass."""
+        site = self._site_for_post(request, object_id, "clear_cron_flag")
+        if not site.cron_failures:
+            self.message_user(request, f"The cron of {site.name} has no failures to clear.", messages.INFO)
+            return self._back_to_site(request, site)
+        from sites.ops.cron import clear_cron_flag
+
+        clear_cron_flag(site)
+        self.log_change(request, site, "Cleared the cron flag: its cron runs again at the next pass.")
+        self.message_user(
+            request, f"Cron flag of {site.name} cleared: its cron runs again at the next pass.", messages.SUCCESS
+        )
         return self._back_to_site(request, site)
 
     # --- backups: take one, restore one, clone one into a new site --------------------
@@ -740,6 +1169,64 @@ class SiteAdmin(admin.ModelAdmin):
             tally.done.append(site.name)
             self.log_change(request, site, f"Page cache purge started (job #{job.pk}).")
         views.report(self, request, tally, "site", "queued for a page cache purge")
+        return _safe_next(request)
+
+    @admin.action(description="Suspend the selected sites…", permissions=["suspend"])
+    def suspend_sites(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        if request.POST.get("post") != "yes":
+            return self._confirm(
+                request,
+                queryset,
+                action="suspend_sites",
+                title="Suspend sites?",
+                verb="suspend",
+                verb_past="suspended",
+                consequence=(
+                    "Caddy answers each site's domains with a 503 page and its containers stop, by a suspend "
+                    "job. Its files, database, domains and backups are kept: resuming serves it again."
+                ),
+                skip=lambda site: _skip_unless(site, Site.Status.ACTIVE, "not active"),
+                button="Yes, suspend",
+            )
+        tally = views.Tally()
+        for site in queryset.order_by("name"):
+            try:
+                job = suspend_site(site)
+            except (SiteBusy, SiteNotActive) as exc:
+                tally.skip(site.name, "job in progress" if isinstance(exc, SiteBusy) else "not active")
+                continue
+            tally.done.append(site.name)
+            self.log_change(request, site, f"Suspend started (job #{job.pk}).")
+        views.report(self, request, tally, "site", "queued for suspension")
+        return _safe_next(request)
+
+    @admin.action(description="Resume the selected sites", permissions=["resume"])
+    def resume_sites(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        tally = views.Tally()
+        for site in queryset.order_by("name"):
+            try:
+                job = resume_site(site)
+            except (SiteBusy, SiteNotActive) as exc:
+                tally.skip(site.name, "job in progress" if isinstance(exc, SiteBusy) else "not suspended")
+                continue
+            tally.done.append(site.name)
+            self.log_change(request, site, f"Resume started (job #{job.pk}).")
+        views.report(self, request, tally, "site", "queued to resume")
+        return _safe_next(request)
+
+    @admin.action(description="Clear the cron flag of the selected sites", permissions=["clear_cron"])
+    def clear_cron_flags(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        from sites.ops.cron import clear_cron_flag
+
+        tally = views.Tally()
+        for site in queryset.order_by("name"):
+            if not site.cron_flagged:
+                tally.skip(site.name, "cron not flagged")
+                continue
+            clear_cron_flag(site)
+            tally.done.append(site.name)
+            self.log_change(request, site, "Cleared the cron flag: its cron runs again at the next pass.")
+        views.report(self, request, tally, "cron flag", "cleared")
         return _safe_next(request)
 
     @admin.action(description="Retry the failed job of the selected sites", permissions=["retry"])

@@ -71,8 +71,32 @@ class DomainEntrySerializer(serializers.Serializer):
     )
 
 
+class UsageSerializer(serializers.Serializer):
+    """What the site uses, as the worker last read it in bulk (null: not read yet)."""
+
+    memory = serializers.IntegerField(allow_null=True, help_text="Bytes of memory of its containers (0: stopped).")
+    cpu_percent = serializers.FloatField(allow_null=True, help_text="% of one CPU over the last interval.")
+    disk_used = serializers.IntegerField(allow_null=True, help_text="Bytes its files take.")
+    disk_quota = serializers.IntegerField(help_text="Bytes its files may take.")
+    requests_last_hour = serializers.IntegerField(allow_null=True, help_text="Requests nginx logged in the last hour.")
+    collected_at = serializers.DateTimeField(allow_null=True)
+
+
+class CronSerializer(serializers.Serializer):
+    """WordPress cron, run by the panel's worker (the site runs with DISABLE_WP_CRON)."""
+
+    last_run = serializers.DateTimeField(allow_null=True)
+    next_run = serializers.DateTimeField(allow_null=True)
+    failures = serializers.IntegerField(help_text="Failed runs in a row.")
+    flagged = serializers.BooleanField(help_text="Failed too often: not run until an operator clears it.")
+    error = serializers.CharField(help_text="The last failure's message.")
+
+
 class SiteSerializer(serializers.ModelSerializer):
     job = JobSummarySerializer(source="last_job", read_only=True)
+    php = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+    cron = serializers.SerializerMethodField()
     zombie = serializers.BooleanField(source="is_zombie", read_only=True)
     domains = serializers.SerializerMethodField(help_text="Every hostname of the site: its own first.")
 
@@ -88,9 +112,39 @@ class SiteSerializer(serializers.ModelSerializer):
             "admin_email",
             "zombie",
             "page_cache",
+            "php_version",
+            "php",
+            "disk_quota",
+            "usage",
+            "cron",
             "created_at",
             "job",
         ]
+
+    @extend_schema_field(serializers.DictField(help_text="Every php.ini value the site runs with."))
+    def get_php(self, site: Site) -> dict[str, Any]:
+        return dict(site.php_values)
+
+    @extend_schema_field(UsageSerializer)
+    def get_usage(self, site: Site) -> dict[str, Any]:
+        return {
+            "memory": site.usage_memory,
+            "cpu_percent": site.usage_cpu,
+            "disk_used": site.usage_disk,
+            "disk_quota": site.disk_quota,
+            "requests_last_hour": site.usage_requests,
+            "collected_at": site.usage_at,
+        }
+
+    @extend_schema_field(CronSerializer)
+    def get_cron(self, site: Site) -> dict[str, Any]:
+        return {
+            "last_run": site.cron_ran_at,
+            "next_run": site.cron_due_at,
+            "failures": site.cron_failures,
+            "flagged": site.cron_flagged,
+            "error": site.cron_error,
+        }
 
     @extend_schema_field(DomainEntrySerializer(many=True))
     def get_domains(self, site: Site) -> list[dict[str, Any]]:
@@ -106,6 +160,15 @@ class DomainAddSerializer(serializers.Serializer):
     domain = serializers.CharField(max_length=1000, help_text=DOMAIN_RULE)
 
 
+class TextOnlyField(serializers.CharField):
+    """A string as sent: 8.4 (a number) is not "8.4"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class SiteSettingsSerializer(serializers.Serializer):
     """The body of PATCH /api/sites/<name>: the settings to change."""
 
@@ -114,6 +177,23 @@ class SiteSettingsSerializer(serializers.Serializer):
         help_text="nginx's page cache for anonymous visitors (default true). A change runs a job; "
         "the cache is purged either way.",
     )
+    php_version = TextOnlyField(
+        required=False, help_text="One of the versions offered (WPFLEET_PHP_VERSIONS); switched blue/green."
+    )
+    php = serializers.JSONField(
+        required=False,
+        help_text="php.ini values to change: memory_limit, upload_max_filesize, post_max_size (sizes like 256M), "
+        "max_execution_time (seconds); bounded by the panel's settings.",
+    )
+    disk_quota = serializers.JSONField(
+        required=False, help_text='Bytes the site\'s files may take: a number, or a size like "5G"; not below use.'
+    )
+
+
+class LogsSerializer(serializers.Serializer):
+    site = serializers.CharField()
+    log = serializers.ChoiceField(choices=["nginx", "php"], help_text="Which log: the source asked for.")
+    lines = serializers.ListField(child=serializers.CharField(), help_text="Oldest first, each with its time.")
 
 
 class DomainChangeSerializer(serializers.Serializer):

@@ -27,6 +27,7 @@ from sites.api.serializers import (
     ErrorSerializer,
     JobSerializer,
     LoginLinkSerializer,
+    LogsSerializer,
     RestoreSerializer,
     SiteCreateSerializer,
     SiteSerializer,
@@ -36,6 +37,7 @@ from sites.models import Domain, Site
 from sites.ops import health
 from sites.permissions import can
 from sites.services import (
+    SETTINGS,
     add_domain,
     back_up_site,
     change_settings,
@@ -47,8 +49,10 @@ from sites.services import (
     purge_cache,
     remove_domain,
     restore_site,
+    resume_site,
     set_primary_domain,
     site_backups,
+    suspend_site,
 )
 
 
@@ -143,12 +147,15 @@ class SiteDetail(APIView):
     )
     def patch(self, request: Request, name: str) -> Response:
         site = self._site(name)
-        _only(request.data, ("page_cache",))
+        _only(request.data, SETTINGS)
         body = SiteSettingsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         if not body.validated_data:
-            raise ValidationError({"detail": ["Name at least one setting: page_cache."]}, code="required")
-        job = change_settings(site, dict(body.validated_data))  # SiteBusy, SiteNotActive answer 409
+            raise ValidationError({"detail": [f"Name at least one setting: {', '.join(SETTINGS)}."]}, code="required")
+        try:
+            job = change_settings(site, dict(body.validated_data))  # SiteBusy, SiteNotActive answer 409
+        except ValueError as error:
+            raise ValidationError({"detail": [str(error)]}, code="invalid") from None
         return Response(
             SiteSerializer(self._site(name)).data,
             status=status.HTTP_200_OK if job is None else status.HTTP_202_ACCEPTED,
@@ -353,6 +360,64 @@ class SitePurgeCache(APIView):
     )
     def post(self, request: Request, name: str) -> Response:
         return _job_accepted(purge_cache(get_object_or_404(Site, name=name)))
+
+
+class SiteSuspend(APIView):
+    """Suspend the site: Caddy answers its domains with a 503 page and its containers stop (data kept)."""
+
+    operations = {"POST": "suspend_site"}
+
+    @extend_schema(
+        request=None,
+        responses={202: JobSerializer, **_errors({404: "No such site", 409: "The site is not active, or busy"})},
+    )
+    def post(self, request: Request, name: str) -> Response:
+        return _job_accepted(suspend_site(get_object_or_404(Site, name=name)))
+
+
+class SiteResume(APIView):
+    """Serve a suspended site again (ACTIVE once verified live)."""
+
+    operations = {"POST": "resume_site"}
+
+    @extend_schema(
+        request=None,
+        responses={202: JobSerializer, **_errors({404: "No such site", 409: "The site is not suspended, or busy"})},
+    )
+    def post(self, request: Request, name: str) -> Response:
+        return _job_accepted(resume_site(get_object_or_404(Site, name=name)))
+
+
+class SiteLogs(APIView):
+    """The latest lines of the site's nginx (access and errors) or PHP-FPM log, oldest first."""
+
+    operations = {"GET": "view_logs"}
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("source", str, enum=["nginx", "php"], description="nginx (default) or php"),
+            OpenApiParameter("lines", int, description="How many (default 100, at most WPFLEET_LOG_LINES_MAX)"),
+        ],
+        responses={
+            200: LogsSerializer,
+            **_errors({400: "Unknown source, or lines out of range", 404: "No such site", 503: "Docker"}),
+        },
+    )
+    def get(self, request: Request, name: str) -> Response:
+        site = get_object_or_404(Site, name=name)
+        source = request.query_params.get("source", "nginx")
+        raw = request.query_params.get("lines", "100")
+        try:
+            lines = int(raw)
+        except ValueError:
+            raise ValidationError({"lines": ["Must be a whole number."]}, code="invalid") from None
+        from sites.ops.logs import site_logs
+
+        try:
+            found = site_logs(site, source, lines)
+        except ValueError as error:
+            raise ValidationError({"detail": [str(error)]}, code="invalid") from None
+        return Response({"site": site.name, "log": source, "lines": found})
 
 
 class SiteRestore(APIView):

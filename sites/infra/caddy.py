@@ -124,16 +124,61 @@ class Caddy:
 
     def routes(self) -> dict[str, str]:
         """Every route of ours: {hostname: site}, read from the owner marker of each file."""
-        code, output = self.docker.exec(self._container(), ["grep", "-rHF", owner_marker() + " site=", self.routes_dir])
-        if code not in (0, 1):
-            raise InfraError("caddy", f"could not list {self.routes_dir}: {_last_line(output)}")
+        return self._listing(self.routes_dir)
+
+    def _listing(self, directory: str) -> dict[str, str]:
+        """{hostname: site} of our marker files directly in ``directory`` (one exec)."""
+        # -s and exit 2: a directory not made yet (no site was ever suspended) lists nothing.
+        code, output = self.docker.exec(self._container(), ["grep", "-rsHF", owner_marker() + " site=", directory])
+        if code not in (0, 1, 2):
+            raise InfraError("caddy", f"could not list {directory}: {_last_line(output)}")
         found: dict[str, str] = {}
         for line in output.splitlines():
             path, _, first = line.partition(":")
             owner = _owner_of(first)
-            if owner and path.startswith(self.routes_dir + "/"):
-                found[path[len(self.routes_dir) + 1 :]] = owner
+            name = path[len(directory) + 1 :] if path.startswith(directory + "/") else ""
+            # Files directly in the directory only (the routes' listing leaves .suspended/ out).
+            if owner and name and "/" not in name:
+                found[name] = owner
         return found
+
+    # --- suspended sites ---------------------------------------------------------------
+    # A file routes/.suspended/<hostname> (ours, beside the route) makes Caddy
+    # answer the hostname with a 503 page (lab/caddy/Caddyfile).
+
+    @property
+    def suspended_dir(self) -> str:
+        return f"{self.routes_dir}/.suspended"
+
+    def suspend(self, site: str, host: str) -> None:
+        """Answer ``host`` with the suspended page (never over another's file)."""
+        owner = self._owner_at(f"{self.suspended_dir}/{host}")
+        if owner not in (None, site):
+            raise ForeignResource("caddy", f"{self.suspended_dir}/{host} exists and is not this site's; left untouched")
+        self.docker.put_files(
+            self._container(), self.routes_dir, {f".suspended/{host}": (route_content(site).encode(), 0o644, 0, 0)}
+        )
+
+    def unsuspend(self, site: str, host: str) -> str | None:
+        """Serve ``host`` again (remove its suspended file, if it is the site's); a note if one was left."""
+        path = f"{self.suspended_dir}/{host}"
+        owner = self._owner_at(path)
+        if owner is None:
+            return None
+        if owner != site:
+            return f"{path} not this site's: left untouched"
+        code, output = self.docker.exec(self._container(), ["rm", "-f", path])
+        if code != 0:
+            raise InfraError("caddy", f"could not remove {path}: {_last_line(output)}")
+        return None
+
+    def suspensions(self) -> dict[str, str]:
+        """Every suspended hostname of ours: {hostname: site}."""
+        return self._listing(self.suspended_dir)
+
+    def _owner_at(self, path: str) -> str | None:
+        content = self.docker.read_file(self._container(), path)
+        return None if content is None else _owner_of(content.split("\n", 1)[0])
 
     # --- requests through Caddy --------------------------------------------------
 

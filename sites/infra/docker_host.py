@@ -15,19 +15,40 @@ from django.conf import settings
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 
-from sites.infra.errors import ForeignResource, InfraError
+from sites.infra.errors import ForeignResource, InfraError, InvalidConfiguration
+
+
+def _invalid_request(exc: APIError) -> bool:
+    """Whether the engine refused the request itself: sent again, it would fail the same way.
+
+    A 400 (a bad parameter, an invalid mount or name), or an image that does
+    not exist (a 404 "No such image" when a container is created). A 409 (a
+    conflict), a 500 (the engine's own trouble) or another 404 (a container
+    removed meanwhile) may pass on a later attempt.
+    """
+    if isinstance(exc, docker.errors.ImageNotFound) or exc.status_code == 400:
+        return True
+    return exc.status_code == 404 and "no such image" in str(exc.explanation or "").lower()
 
 
 @contextmanager
 def docker_errors(what: str) -> Iterator[None]:
+    """Turn the Docker SDK's errors into InfraErrors: InvalidConfiguration
+    (permanent) for a request the engine refuses as such, a retryable
+    InfraError for everything else."""
     try:
         yield
     except InfraError:
         raise
-    except NotFound as exc:
-        raise InfraError("docker", f"{what}: not found ({exc.explanation or exc})") from exc
     except APIError as exc:
+        if _invalid_request(exc):
+            raise InvalidConfiguration("docker", f"{what}: {exc.explanation or exc}") from exc
+        if isinstance(exc, NotFound):
+            raise InfraError("docker", f"{what}: not found ({exc.explanation or exc})") from exc
         raise InfraError("docker", f"{what}: {exc.explanation or exc}") from exc
+    except docker.errors.InvalidArgument as exc:
+        # The SDK's own check of the arguments, before anything reached the engine.
+        raise InvalidConfiguration("docker", f"{what}: {exc}") from exc
     except (DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise InfraError("docker", f"{what}: engine unreachable ({exc.__class__.__name__}: {exc})") from exc
 
@@ -135,13 +156,20 @@ class DockerHost:
 
     # --- volumes ----------------------------------------------------------------
 
-    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+    def ensure_volume(self, name: str, labels: dict[str, str], driver_opts: dict[str, str] | None = None) -> None:
+        """The volume, created if missing (``driver_opts``: the local driver's, e.g. a bind of a directory).
+
+        An existing one is kept as it is (a site's volume made before quotas stays a plain one).
+        """
         existing = self.volume(name)
         if existing is not None:
             self._refuse_foreign("volume", name, existing.attrs.get("Labels"), labels)
             return
         with docker_errors(f"create volume {name}"):
-            self.client.volumes.create(name=name, labels=labels)
+            if driver_opts:
+                self.client.volumes.create(name=name, labels=labels, driver="local", driver_opts=driver_opts)
+            else:
+                self.client.volumes.create(name=name, labels=labels)
 
     def remove_volume(self, name: str, labels: dict[str, str]) -> str | None:
         """Remove our volume; returns a note when something foreign was left alone."""
@@ -236,6 +264,22 @@ class DockerHost:
             if container.status != "running":
                 container.start()
 
+    def stop(self, container: Container, timeout: int = 10) -> None:
+        """Stop a running container (SIGTERM, then SIGKILL after ``timeout`` s); it stays, stopped.
+
+        A stopped ``unless-stopped`` container stays stopped when the engine restarts.
+        """
+        with docker_errors(f"stop {container.name}"):
+            container.reload()
+            if container.status not in ("exited", "created"):
+                container.stop(timeout=timeout)
+
+    def rename(self, container: Container, name: str) -> None:
+        """Give a container a new name (its address on its networks stays; DNS follows the name)."""
+        with docker_errors(f"rename {container.name} to {name}"):
+            container.rename(name)
+            container.reload()
+
     def remove_container(self, name: str, labels: dict[str, str]) -> str | None:
         existing = self.container(name)
         if existing is None:
@@ -319,3 +363,36 @@ class DockerHost:
             if kind == "volume":
                 return self.client.volumes.list(filters=filters)
             return self.client.networks.list(filters=filters)
+
+    # --- usage and logs (sites.ops.usage, sites.ops.logs) -----------------------
+
+    def container_summaries(self) -> list[dict]:
+        """Every container of this owner, as the engine lists them: one API call.
+
+        Each is the engine's summary (``Id``, ``Names``, ``Labels``,
+        ``State``, ``Created``), not an inspection: ``list_owned`` inspects
+        each container it lists, one more call per container.
+        """
+        filters = {"label": [f"wpfleet.owner={settings.WPFLEET_OWNER}"]}
+        with docker_errors("list containers"):
+            return list(self.client.api.containers(all=True, filters=filters))
+
+    def root_dir(self) -> str:
+        """The engine's data directory (its containers' json-file logs are under it)."""
+        with docker_errors("engine info"):
+            return str(self.client.info().get("DockerRootDir") or "/var/lib/docker")
+
+    def logs(self, name: str, tail: int, labels: dict[str, str] | None = None) -> str:
+        """The container's last ``tail`` log lines (stdout and stderr), each after its RFC 3339 timestamp.
+
+        With ``labels``: "" when there is no such container (a site not built
+        yet has no logs), and a foreign one's logs are never read.
+        """
+        if labels is not None:
+            existing = self.container(name)
+            if existing is None:
+                return ""
+            self._refuse_foreign("container", name, existing.labels, labels)
+        with docker_errors(f"logs of {name}"):
+            data = self.client.api.logs(name, stdout=True, stderr=True, timestamps=True, tail=tail)
+        return (data or b"").decode("utf-8", "replace")

@@ -20,3 +20,13 @@ class ForeignResource(InfraError):
     """
 
     permanent = True
+
+
+class InvalidConfiguration(InfraError):
+    """The external system refused the request itself (a 400 from the Docker
+    engine, an image that does not exist): sent again, it fails the same way.
+
+    The job fails for good and says why; no retry.
+    """
+
+    permanent = True

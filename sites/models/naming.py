@@ -43,6 +43,12 @@ class SiteNames:
         return f"php_{self.site}"
 
     @property
+    def php_next(self) -> str:
+        # The new PHP-FPM container while a PHP switch runs (sites.provisioning.php_switch):
+        # renamed to ``php`` when it serves. ("-" is never in a site's name.)
+        return f"php_{self.site}-next"
+
+    @property
     def nginx(self) -> str:
         return f"nginx_{self.site}"
 

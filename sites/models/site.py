@@ -36,6 +36,14 @@ def _new_db_password() -> str:
     return secrets.token_urlsafe(24)
 
 
+def _default_php_version() -> str:
+    return settings.WPFLEET_PHP_DEFAULT_VERSION
+
+
+def _default_disk_quota() -> int:
+    return settings.WPFLEET_DISK_QUOTA
+
+
 def _new_admin_user() -> str:
     # Not "admin": a login name an attacker has to guess too.
     return "wp-" + secrets.token_hex(5)
@@ -47,6 +55,8 @@ class Site(models.Model):
     class Status(models.TextChoices):
         PROVISIONING = "PROVISIONING", "Provisioning"
         ACTIVE = "ACTIVE", "Active"
+        # Containers stopped, Caddy answers 503; data, database and routes kept.
+        SUSPENDED = "SUSPENDED", "Suspended"
         DEPROVISIONING = "DEPROVISIONING", "Deprovisioning"
 
     class JobType(models.TextChoices):
@@ -57,6 +67,8 @@ class Site(models.Model):
         RESTORE = "RESTORE", "Restore"
         SETTINGS = "SETTINGS", "Change settings"
         PURGE_CACHE = "PURGE_CACHE", "Purge page cache"
+        SUSPEND = "SUSPEND", "Suspend"
+        RESUME = "RESUME", "Resume"
 
     objects = SiteQuerySet.as_manager()
 
@@ -75,6 +87,25 @@ class Site(models.Model):
     # nginx's page cache for anonymous visitors (sites.provisioning.templates);
     # changed only by a settings job that succeeded.
     page_cache = models.BooleanField(default=True, editable=False)
+    # PHP as served now (a settings job changes them, blue/green:
+    # sites.provisioning.php_switch): the version (WPFLEET_PHP_VERSIONS) and
+    # the php.ini values the site set (the others: sites.models.php.PHP_DEFAULTS).
+    php_version = models.CharField(max_length=8, default=_default_php_version, editable=False)
+    php_settings = models.JSONField(default=dict, blank=True, editable=False)
+    # Bytes the site's files may take (sites.infra.quota; WPFLEET_DISK_QUOTA).
+    disk_quota = models.BigIntegerField(default=_default_disk_quota, editable=False)
+    # Usage as last read in bulk by the worker (sites.ops.usage); None: not read yet.
+    usage_memory = models.BigIntegerField(null=True, blank=True, editable=False)
+    usage_cpu = models.FloatField(null=True, blank=True, editable=False)  # % of one CPU over the last interval
+    usage_disk = models.BigIntegerField(null=True, blank=True, editable=False)
+    usage_requests = models.IntegerField(null=True, blank=True, editable=False)  # in the last hour
+    usage_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # WordPress cron, run by the worker (sites.ops.cron): when next due, the
+    # last run, and failures in a row (WPFLEET_CRON_MAX_FAILURES flags the site).
+    cron_due_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
+    cron_ran_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cron_failures = models.PositiveIntegerField(default=0, editable=False)
+    cron_error = models.TextField(blank=True, editable=False)
     # Random per site, never derived from the name; never shown anywhere;
     # stored encrypted (sites.models.fields), never queried.
     db_password = EncryptedTextField(default=_new_db_password, editable=False)
@@ -191,6 +222,24 @@ class Site(models.Model):
 
     def mark_active(self) -> None:
         self._move((self.Status.PROVISIONING, self.Status.ACTIVE), self.Status.ACTIVE)
+
+    def mark_suspended(self) -> None:
+        self._move((self.Status.ACTIVE,), self.Status.SUSPENDED)
+
+    def mark_resumed(self) -> None:
+        self._move((self.Status.SUSPENDED,), self.Status.ACTIVE)
+
+    @property
+    def cron_flagged(self) -> bool:
+        """Its cron failed WPFLEET_CRON_MAX_FAILURES times in a row: no longer run until cleared."""
+        return self.cron_failures >= settings.WPFLEET_CRON_MAX_FAILURES
+
+    @property
+    def php_values(self) -> dict[str, str | int]:
+        """Every php.ini value the site runs with (its own, then the defaults)."""
+        from sites.models.php import effective_php_settings
+
+        return effective_php_settings(self.php_settings or {})
 
     def cancel_deprovision(self) -> None:
         """A delete whose final backup failed: nothing was removed, the site serves on."""

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from jobs.redaction import redact
 from sites.models import Site
-from sites.provisioning.handlers import wordpress_profile
-from sites.provisioning.steps import PROVISION_STEPS, Context, Infra, View, step_named
+from sites.provisioning.handlers import site_context
+from sites.provisioning.steps import PROVISION_STEPS, Infra, View, step_named
 
 log = logging.getLogger("wpfleet.reconcile")
 
@@ -29,15 +29,7 @@ _FOLLOWERS = {"nginx": ("nginx_config",)}
 
 def reconcile_site(site: Site, view: View, infra: Infra) -> list[str]:
     """Repair one site; returns what was wrong."""
-    ctx = Context(
-        site=site.name,
-        db_password=site.db_password,
-        infra=infra,
-        profile=wordpress_profile(site),
-        hostnames=site.hostnames(desired=False),
-        home=site.home_host(desired=False),
-        page_cache=site.page_cache,
-    )
+    ctx = site_context(site, infra)
     drift: list[str] = []
     repaired: set[str] = set()
     for step in PROVISION_STEPS:
@@ -59,15 +51,7 @@ def reconcile_site(site: Site, view: View, infra: Infra) -> list[str]:
 
 def needs_repair(site: Site, view: View, infra: Infra) -> bool:
     """Whether any step observes something of the site missing, stopped, drifted or foreign (no change made)."""
-    ctx = Context(
-        site=site.name,
-        db_password="",
-        infra=infra,
-        profile=wordpress_profile(site),
-        hostnames=site.hostnames(desired=False),
-        home=site.home_host(desired=False),
-        page_cache=site.page_cache,
-    )
+    ctx = site_context(site, infra, db_password="")
     return any(r.needs_repair or r.state == "foreign" for step in PROVISION_STEPS for r in step.observe(ctx, view))
 
 

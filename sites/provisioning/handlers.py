@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db import transaction
 
@@ -10,10 +12,19 @@ from jobs import registry
 from jobs.models import Job
 from sites.infra.errors import InfraError
 from sites.models import Backup, Domain, Site, known_secrets
+from sites.models.php import effective_php_settings, human
 from sites.ops import backups as backup_ops
+from sites.provisioning import php_switch
 from sites.provisioning.orchestrator import Provisioner, no_record
 from sites.provisioning.restore import Restorer, Source
-from sites.provisioning.steps import Context, Infra, WordPressProfile, purge_page_cache, step_named
+from sites.provisioning.steps import (
+    Context,
+    Infra,
+    WordPressProfile,
+    purge_page_cache,
+    step_named,
+    stop_site_containers,
+)
 
 log = logging.getLogger("wpfleet.jobs")
 
@@ -77,6 +88,25 @@ def _provisioner(
         home=site.home_host(desired=desired),
         restore=restore,
         page_cache=site.page_cache,
+        php_version=site.php_version,
+        php_values=site.php_values,
+        disk_quota=site.disk_quota,
+    )
+
+
+def site_context(site: Site, infra: Infra, *, desired: bool = False, db_password: str | None = None) -> Context:
+    """The site as its steps see it: as served now (``desired=False``) or as requested."""
+    return Context(
+        site=site.name,
+        db_password=site.db_password if db_password is None else db_password,
+        infra=infra,
+        profile=wordpress_profile(site),
+        hostnames=site.hostnames(desired=desired),
+        home=site.home_host(desired=desired),
+        page_cache=site.page_cache,
+        php_version=site.php_version,
+        php_values=site.php_values,
+        disk_quota=site.disk_quota,
     )
 
 
@@ -166,16 +196,7 @@ class ChangeDomains(_SiteJob):
     label = "Change domains"
 
     def _served(self, site: Site, provisioner: Provisioner) -> Context:
-        ctx = provisioner.ctx
-        return Context(
-            site=site.name,
-            db_password=site.db_password,
-            infra=ctx.infra,
-            profile=ctx.profile,
-            hostnames=site.hostnames(desired=False),
-            home=site.home_host(desired=False),
-            page_cache=site.page_cache,
-        )
+        return site_context(site, provisioner.ctx.infra)
 
     def run(self, job: Job, record: registry.Recorder) -> None:
         site = _site(job)
@@ -285,54 +306,188 @@ class Restore(_SiteJob):
 class ChangeSettings(_SiteJob):
     """Serve the site with the settings the job names (``params``), then record them on the site.
 
-    ``page_cache``: nginx's server block is rewritten and reloaded, and the
-    cache purged (pages kept from before the cache was turned off must not
-    come back when it is turned on). A failed attempt goes back to the
-    site's recorded settings.
+    - ``disk_quota``: the quota of its files is set (sites.infra.quota);
+      refused, for good, below what the files use.
+    - ``php_version``, ``php``: a new PHP container, blue/green
+      (sites.provisioning.php_switch); the site serves throughout.
+    - ``page_cache``: nginx's server block is rewritten and reloaded.
+    The cache is purged after a change of PHP or of the page cache (pages
+    kept from before the cache was turned off must not come back). A failed
+    attempt goes back to the site's recorded settings.
     """
 
     label = "Change settings"
 
     @staticmethod
-    def _apply(site: Site, job: Job, page_cache: bool) -> None:
-        provisioner = _provisioner(site, job, no_record)
-        provisioner.ctx.page_cache = page_cache
-        step_named("nginx_config").apply(provisioner.ctx)
-        purge_page_cache(provisioner.ctx.infra.docker, site.names)
+    def wanted(site: Site, job: Job, infra: Infra) -> Context:
+        ctx = site_context(site, infra)
+        params = job.params
+        ctx.page_cache = bool(params.get("page_cache", site.page_cache))
+        ctx.php_version = str(params.get("php_version", site.php_version))
+        if "php" in params:
+            ctx.php_values = effective_php_settings(params["php"])
+        return ctx
 
     def run(self, job: Job, record: registry.Recorder) -> None:
         site = _site(job)
         if site is None:
             raise SiteGone(job.subject_name)
-        wanted = bool(job.params.get("page_cache", site.page_cache))
-        handle = record("nginx_config", "apply", "RUNNING", "")
+        infra = Infra()
+        ctx, previous = self.wanted(site, job, infra), site_context(site, infra)
+        params = job.params
+        quotas = infra.quotas
+        if "disk_quota" in params and quotas is not None:
+            with _recorded(record, "disk_quota", f"quota {human(int(params['disk_quota']))}"):
+                quotas.set_limit(site.name, int(params["disk_quota"]))
         try:
-            self._apply(site, job, wanted)
-        except Exception as error:
-            record("nginx_config", "apply", "FAILED", str(error), handle=handle)
+            if "php_version" in params or "php" in params:
+                php_switch.switch_php(ctx, previous, record)
+            elif "page_cache" in params:
+                with _recorded(record, "nginx_config", f"page cache {'on' if ctx.page_cache else 'off'}"):
+                    step_named("nginx_config").apply(ctx)
+            if {"php_version", "php", "page_cache"} & set(params):
+                purge_page_cache(infra.docker, site.names)
+        except Exception:
             self.abandon(job, record)
             raise
-        record("nginx_config", "apply", "OK", f"page cache {'on' if wanted else 'off'}", handle=handle)
 
     def abandon(self, job: Job, record: registry.Recorder) -> None:
         site = _site(job)
         if site is None:
             return
-        handle = record("nginx_config", "undo", "RUNNING", "")
+        infra = Infra()
+        previous = site_context(site, infra)
+        params = job.params
+        if "php_version" in params or "php" in params:
+            php_switch.roll_back(previous, record)
+        elif "page_cache" in params:
+            handle = record("nginx_config", "undo", "RUNNING", "")
+            try:
+                step_named("nginx_config").apply(previous)
+            except Exception as error:
+                record("nginx_config", "undo", "UNDO_FAILED", str(error), handle=handle)
+            else:
+                record("nginx_config", "undo", "UNDONE", "as recorded", handle=handle)
+        quotas = infra.quotas
+        if "disk_quota" in params and quotas is not None:
+            handle = record("disk_quota", "undo", "RUNNING", "")
+            try:
+                quotas.set_limit(site.name, site.disk_quota)
+            except Exception as error:
+                record("disk_quota", "undo", "UNDO_FAILED", str(error), handle=handle)
+            else:
+                record("disk_quota", "undo", "UNDONE", f"quota {human(site.disk_quota)}", handle=handle)
+
+    def on_done(self, job: Job) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        fields = {key: job.params[key] for key in ("page_cache", "php_version", "disk_quota") if key in job.params}
+        if "php" in job.params:
+            fields["php_settings"] = job.params["php"]
+        with transaction.atomic():
+            if fields:
+                Site.objects.filter(pk=site.pk).update(**fields)
+            site.release(job)
+
+
+@contextmanager
+def _recorded(record: registry.Recorder, step: str, done: str) -> Iterator[None]:
+    handle = record(step, "apply", "RUNNING", "")
+    try:
+        yield
+    except Exception as error:
+        record(step, "apply", "FAILED", str(error), handle=handle)
+        raise
+    record(step, "apply", "OK", done, handle=handle)
+
+
+class Suspend(_SiteJob):
+    """Caddy answers the site's hostnames with a 503 page, then its containers stop (their memory is freed).
+
+    Its files, database, routes and settings stay. A failure starts the
+    containers again and serves the site.
+    """
+
+    label = "Suspend"
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        ctx = site_context(site, Infra())
         try:
-            self._apply(site, job, site.page_cache)
-        except Exception as error:
-            record("nginx_config", "undo", "UNDO_FAILED", str(error), handle=handle)
-            return
-        record("nginx_config", "undo", "UNDONE", f"page cache {'on' if site.page_cache else 'off'}", handle=handle)
+            with _recorded(record, "route", "answers 503 (suspended)"):
+                for host in ctx.served:
+                    ctx.infra.caddy.suspend(site.name, host)
+            with _recorded(record, "containers", "stopped"):
+                stop_site_containers(ctx)
+        except Exception:
+            self.abandon(job, record)
+            raise
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is not None and site.status == Site.Status.ACTIVE:
+            _serve(site_context(site, Infra()), record, phase="undo")
 
     def on_done(self, job: Job) -> None:
         site = _site(job)
         if site is None:
             raise SiteGone(job.subject_name)
         with transaction.atomic():
-            if "page_cache" in job.params:
-                Site.objects.filter(pk=site.pk).update(page_cache=bool(job.params["page_cache"]))
+            site.mark_suspended()
+            site.release(job)
+
+
+def _serve(ctx: Context, record: registry.Recorder, *, phase: str) -> None:
+    """Start the site's containers (nginx loads its server block), route it unsuspended, check it live."""
+    names = ("php", "nginx", "nginx_config", "route", "live_check")
+    for step in map(step_named, names):
+        handle = record(step.name, phase, "RUNNING", "")
+        try:
+            step.apply(ctx)
+        except Exception as error:
+            record(step.name, phase, "FAILED" if phase == "apply" else "UNDO_FAILED", str(error), handle=handle)
+            raise
+        record(step.name, phase, "OK" if phase == "apply" else "UNDONE", "", handle=handle)
+
+
+class Resume(_SiteJob):
+    """Start the suspended site's containers, serve its hostnames again, and verify it live.
+
+    A failure suspends it again: its page says so rather than an error.
+    """
+
+    label = "Resume"
+
+    def run(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        _serve(site_context(site, Infra()), record, phase="apply")
+
+    def abandon(self, job: Job, record: registry.Recorder) -> None:
+        site = _site(job)
+        if site is None:
+            return
+        ctx = site_context(site, Infra())
+        handle = record("route", "undo", "RUNNING", "")
+        try:
+            for host in ctx.served:
+                ctx.infra.caddy.suspend(site.name, host)
+            stop_site_containers(ctx)
+        except Exception as error:
+            record("route", "undo", "UNDO_FAILED", str(error), handle=handle)
+            return
+        record("route", "undo", "UNDONE", "suspended again", handle=handle)
+
+    def on_done(self, job: Job) -> None:
+        site = _site(job)
+        if site is None:
+            raise SiteGone(job.subject_name)
+        with transaction.atomic():
+            site.mark_resumed()
             site.release(job)
 
 
@@ -402,5 +557,7 @@ def register() -> None:
     registry.register(Site.JobType.RESTORE, Restore())
     registry.register(Site.JobType.SETTINGS, ChangeSettings())
     registry.register(Site.JobType.PURGE_CACHE, PurgeCache())
+    registry.register(Site.JobType.SUSPEND, Suspend())
+    registry.register(Site.JobType.RESUME, Resume())
     registry.register(backup_ops.PANEL_BACKUP, PanelBackup())
     registry.register(backup_ops.MAINTENANCE, Maintenance())

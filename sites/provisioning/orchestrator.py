@@ -61,6 +61,9 @@ class Provisioner:
         home: str = "",
         restore: Source | None = None,
         page_cache: bool = True,
+        php_version: str = "",
+        php_values: dict[str, str | int] | None = None,
+        disk_quota: int | None = None,
     ):
         self.ctx = Context(
             site=site,
@@ -71,7 +74,12 @@ class Provisioner:
             home=home,
             restore=restore,
             page_cache=page_cache,
+            php_version=php_version,
         )
+        if php_values is not None:
+            self.ctx.php_values = dict(php_values)
+        if disk_quota is not None:
+            self.ctx.disk_quota = disk_quota
         self.record = recorder
         self.attempt = attempt
         self.during_step = during_step
@@ -83,13 +91,23 @@ class Provisioner:
         return step in names or f"{step}@{self.attempt}" in names
 
     def _apply(self, step: Step) -> None:
+        """Apply one step, with the crash and fault drills around it.
+
+        WPFLEET_CRASH_DURING kills the worker (SIGKILL, as an OOM kill or a
+        power cut would) at one of two points of a step, its RUNNING record
+        committed either way: ``php`` (``php@1``: on attempt 1 only) as the
+        step starts, before anything is built; ``php@done`` (``php@done@1``)
+        once its apply has returned and before its OK is recorded, so that
+        the next attempt finds the step's work done without knowing it.
+        """
+        drills = settings.WPFLEET_CRASH_DURING
         if self.during_step is not None:
             self.during_step(step.name)
-        if self._drill(settings.WPFLEET_CRASH_DURING, step.name):
-            # The step's RUNNING record is committed: the worker dies in the
-            # middle of the step, as an OOM kill or a power cut would.
+        if self._drill(drills, step.name):
             os.kill(os.getpid(), signal.SIGKILL)
         step.apply(self.ctx)
+        if self._drill(tuple(d.replace("@done", "", 1) for d in drills if "@done" in d), step.name):
+            os.kill(os.getpid(), signal.SIGKILL)
         if self._fault_after(step.name):
             raise InjectedFault(f"injected fault after {step.name}")
 

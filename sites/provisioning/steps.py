@@ -16,10 +16,11 @@ description of a site.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
 from docker.types import Mount
@@ -31,6 +32,7 @@ from sites.infra.errors import InfraError
 from sites.infra.mariadb import MariaDBAdmin, owner_comment
 from sites.infra.restic import BackupRepository
 from sites.models.naming import SiteNames
+from sites.models.php import PHP_DEFAULTS
 from sites.provisioning.restore import Restorer, Source
 from sites.provisioning.templates import (
     PAGE_CACHE_DIR,
@@ -43,10 +45,20 @@ from sites.provisioning.templates import (
     php_pool_config,
 )
 
+if TYPE_CHECKING:
+    from sites.infra.quota import DiskQuotas
+
 # Where the PHP container finds its database password: a file, not an
 # environment variable, so `docker inspect` does not show it.
 DB_PASSWORD_FILE = "/run/secrets/wordpress_db_password"
 WWW_DATA = 33  # uid/gid of www-data in the official images and Debian's
+
+
+class UnknownPhpVersion(InfraError):
+    permanent = True
+
+    def __init__(self, version: str):
+        super().__init__("php", f"PHP {version} is not offered (WPFLEET_PHP_VERSIONS)")
 
 
 class Infra:
@@ -67,6 +79,13 @@ class Infra:
     @cached_property
     def repository(self) -> BackupRepository:
         return BackupRepository()
+
+    @cached_property
+    def quotas(self) -> DiskQuotas | None:
+        """The sites' disk quotas; None when WPFLEET_QUOTA_ROOT is empty (no quotas on this host)."""
+        from sites.infra.quota import DiskQuotas
+
+        return DiskQuotas(settings.WPFLEET_QUOTA_ROOT) if settings.WPFLEET_QUOTA_ROOT else None
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,12 @@ class Context:
     restore: Source | None = None
     # nginx's page cache (sites.provisioning.templates), on unless the site turned it off.
     page_cache: bool = True
+    # PHP: the version (a key of WPFLEET_PHP_VERSIONS; empty: the default) and
+    # every php.ini value the site runs with (sites.models.php).
+    php_version: str = ""
+    php_values: dict[str, str | int] = field(default_factory=lambda: dict(PHP_DEFAULTS))
+    # Bytes the site's files may take (sites.infra.quota), when this host has quotas.
+    disk_quota: int = field(default_factory=lambda: settings.WPFLEET_DISK_QUOTA)
     notes: list[str] = field(default_factory=list)
 
     @cached_property
@@ -107,6 +132,14 @@ class Context:
     @property
     def home_host(self) -> str:
         return self.home or self.names.domain
+
+    @property
+    def php_image(self) -> str:
+        version = self.php_version or settings.WPFLEET_PHP_DEFAULT_VERSION
+        image = settings.WPFLEET_PHP_VERSIONS.get(version)
+        if image is None:
+            raise UnknownPhpVersion(version)
+        return image
 
     def note(self, message: str | None) -> None:
         if message:
@@ -165,6 +198,7 @@ class View:
             self._databases = infra.db.site_databases()
             self._users = infra.db.users_at(settings.WPFLEET_DB_USER_HOST)
             self._routes = infra.caddy.routes()
+            self._suspended = infra.caddy.suspensions()
 
     def container(self, name: str):
         return self._containers.get(name) if self.bulk else self.infra.docker.container(name)
@@ -192,6 +226,12 @@ class View:
         if not hasattr(self, "_installed"):
             self._installed = self.infra.db.installed_databases()
         return self._installed
+
+    def suspended_by(self, host: str) -> str | None:
+        """The site whose suspended page answers ``host`` (None: none of ours)."""
+        if self.bulk:
+            return self._suspended.get(host)
+        return self.infra.caddy.suspensions().get(host)
 
     def route_owner(self, host: str) -> str | None:
         """The site a route file names as its own: "" for a file that is not ours, None for no file."""
@@ -261,29 +301,77 @@ class DatabaseStep:
         return [database, user]
 
 
+# With disk quotas (sites.infra.quota), a site's quota directory holds every
+# place its containers write on disk, all counted against its limit:
+#   files/  the webroot (the volume wp_<name>, bound here),
+#   cache/  nginx's page cache (wpcache_<name>; the site's PHP may write there too),
+#   tmp/    the PHP container's /tmp: uploads in progress, opcache's files.
+# The tenant (www-data) cannot write the directory itself, so none of these
+# can become a symlink somewhere else.
+QUOTA_DIRS = {"files": 0o755, "cache": 0o755, "tmp": 0o1777}
+
+
+def quota_dir(ctx: Context, part: str) -> str | None:
+    """The site's directory ``part`` on the quota filesystem; None on a host without quotas."""
+    quotas = ctx.infra.quotas
+    return None if quotas is None else f"{quotas.path(ctx.site)}/{part}"
+
+
+def _bind(device: str) -> dict[str, str]:
+    return {"type": "none", "o": "bind", "device": device}
+
+
 class VolumeStep:
+    """The site's files, and its page cache (a volume of its own: never backed up, never counted as the site's files).
+
+    On a host with disk quotas both live in the site's quota directory, with
+    the PHP container's /tmp (QUOTA_DIRS): a site cannot write past its quota.
+    """
+
     name = "volume"
     needs: tuple[str, ...] = ()
     reversible = True
 
-    """The site's files, and its page cache (a volume of its own: never backed up, never counted as the site's files)."""
-
     def apply(self, ctx: Context) -> None:
         n = ctx.names
-        ctx.infra.docker.ensure_volume(n.volume, n.labels("volume"))
-        ctx.infra.docker.ensure_volume(n.cache_volume, n.labels("cache"))
+        quotas = ctx.infra.quotas
+        files = cache = None
+        if quotas is not None:
+            base = quotas.ensure(ctx.site, ctx.disk_quota)
+            for part, mode in QUOTA_DIRS.items():
+                path = f"{base}/{part}"
+                os.makedirs(path, exist_ok=True)
+                # (an existing directory keeps its owner: Docker's seeding hands files/ to www-data)
+                os.chmod(path, mode)
+            files, cache = _bind(f"{base}/files"), _bind(f"{base}/cache")
+        ctx.infra.docker.ensure_volume(n.volume, n.labels("volume"), driver_opts=files)
+        ctx.infra.docker.ensure_volume(n.cache_volume, n.labels("cache"), driver_opts=cache)
 
     def undo(self, ctx: Context) -> None:
         n = ctx.names
         ctx.note(ctx.infra.docker.remove_volume(n.cache_volume, n.labels("cache")))
         ctx.note(ctx.infra.docker.remove_volume(n.volume, n.labels("volume")))
+        quotas = ctx.infra.quotas
+        if quotas is not None:
+            ctx.note(quotas.remove(ctx.site))
 
     def observe(self, ctx: Context, view: View) -> list[Resource]:
         n = ctx.names
-        return [
+        found = [
             _labelled("volume", n.volume, view.volume_labels(n.volume), n),
             _labelled("page cache volume", n.cache_volume, view.volume_labels(n.cache_volume), n),
         ]
+        quotas = ctx.infra.quotas
+        if quotas is not None:
+            owned = quotas.owned(ctx.site)
+            path = quotas.path(ctx.site)
+            if owned is None:
+                found.append(Resource("quota directory", path, MISSING))
+            elif owned is False:
+                found.append(Resource("quota directory", path, FOREIGN, "exists, not wpfleet's"))
+            else:
+                found.append(Resource("quota directory", path, OK))
+        return found
 
 
 class NetworkStep:
@@ -341,13 +429,16 @@ def _limits(limits: Limits) -> dict[str, Any]:
     }
 
 
-def php_mounts(names: SiteNames) -> list[Mount]:
+def php_mounts(names: SiteNames, tmp: str | None = None) -> list[Mount]:
+    """The PHP container's mounts; ``tmp``: the site's quota directory for /tmp (none: the image's)."""
     volume = names.volume
     mounts = [
         Mount(target="/var/www/html", source=volume, type="volume"),
         # The purge plugin deletes the pages nginx cached (sites.provisioning.templates).
         Mount(target=PAGE_CACHE_MOUNT, source=names.cache_volume, type="volume"),
     ]
+    if tmp is not None:
+        mounts.append(Mount(target="/tmp", source=tmp, type="bind"))
     if settings.WPFLEET_PHP_SEED_FROM:
         # Docker fills an empty named volume from the image's content at the
         # mount point when the container is created. Mounting the site's
@@ -359,25 +450,51 @@ def php_mounts(names: SiteNames) -> list[Mount]:
     return mounts
 
 
+# A PHP container's own writable places that are not the site's files: on
+# a tmpfs each (memory, bounded), so that its writable layer on the host's
+# disk is never a way around the site's disk quota. /tmp is the site's (its
+# quota directory: uploads and opcache's files) when quotas are on.
+PHP_TMPFS = {
+    "/var/tmp": "size=16m,mode=1777",
+    "/run/lock": "size=1m,mode=1777",
+    "/run/php": "size=1m,mode=755",
+    # Debian's: sessions can be written, not listed, by www-data.
+    "/var/lib/php/sessions": "size=16m,mode=1733",
+}
+
+
 class PhpStep:
     name = "php"
     needs: tuple[str, ...] = ("volume", "network")
     reversible = True
 
     def apply(self, ctx: Context) -> None:
+        self.create(ctx, ctx.names.php)
+        # The next container of a PHP switch that failed for good (no job
+        # holds the site when this runs outside one): the recorded PHP serves.
+        ctx.note(ctx.infra.docker.remove_container(ctx.names.php_next, ctx.names.labels("php")))
+
+    @staticmethod
+    def create(ctx: Context, name: str) -> Any:
+        """The site's PHP-FPM container under ``name``, created if missing, configured and started.
+
+        Its image and php.ini follow the context (the PHP switch makes the
+        next one under another name, sites.provisioning.php_switch).
+        """
         n = ctx.names
         docker = ctx.infra.docker
         container, created = docker.ensure_container(
-            n.php,
+            name,
             n.labels("php"),
-            image=settings.WPFLEET_PHP_IMAGE,
+            image=ctx.php_image,
             environment={
                 "WORDPRESS_DB_HOST": settings.WPFLEET_SITE_DB_HOST,
                 "WORDPRESS_DB_USER": n.db_user,
                 "WORDPRESS_DB_PASSWORD_FILE": DB_PASSWORD_FILE,
                 "WORDPRESS_DB_NAME": n.database,
             },
-            mounts=php_mounts(n),
+            mounts=php_mounts(n, quota_dir(ctx, "tmp")),
+            tmpfs=dict(PHP_TMPFS),
             network=n.network,
             hostname=n.php,
             # The entrypoint copies WordPress in as root and hands the files to
@@ -394,7 +511,7 @@ class PhpStep:
                 "/usr/local/etc",
                 {
                     "php-fpm.d/zz-wpfleet.conf": (php_pool_config().encode(), 0o644, 0, 0),
-                    "php/conf.d/zz-wpfleet.ini": (php_ini().encode(), 0o644, 0, 0),
+                    "php/conf.d/zz-wpfleet.ini": (php_ini(values=ctx.php_values).encode(), 0o644, 0, 0),
                 },
             )
             docker.put_files(
@@ -405,12 +522,18 @@ class PhpStep:
                 },
             )
         docker.start(container)
+        return container
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_container(ctx.names.php, ctx.names.labels("php")))
+        # The next one of a PHP switch that never finished.
+        ctx.note(ctx.infra.docker.remove_container(ctx.names.php_next, ctx.names.labels("php")))
 
     def observe(self, ctx: Context, view: View) -> list[Resource]:
-        return [_container_state("PHP-FPM container", ctx.names.php, view, ctx.names)]
+        found = [_container_state("PHP-FPM container", ctx.names.php, view, ctx.names)]
+        if view.container(ctx.names.php_next) is not None:
+            found.append(Resource("PHP-FPM container", ctx.names.php_next, DRIFTED, "left by a PHP switch"))
+        return found
 
 
 class NginxStep:
@@ -517,7 +640,12 @@ class NginxConfigStep:
     needs: tuple[str, ...] = ("nginx", "php")
     reversible = False  # the server block goes with the container
 
-    def apply(self, ctx: Context) -> None:
+    def apply(self, ctx: Context, php_host: str | None = None, reload: bool = True) -> None:
+        """Install the server block and have nginx serve it (``php_host``: see nginx_server_block).
+
+        ``reload=False``: checked with `nginx -t` but not loaded by a running
+        nginx (it serves the same thing under another name: a PHP switch's rename).
+        """
         n = ctx.names
         docker = ctx.infra.docker
         container = docker.container(n.nginx)
@@ -525,7 +653,8 @@ class NginxConfigStep:
             raise InfraError("nginx", f"container {n.nginx} is missing")
         directory, filename = n.nginx_config.rsplit("/", 1)
         cached = self._cached(ctx, container, docker.container(n.php))
-        docker.put_files(container, directory, {filename: (nginx_server_block(n, cached).encode(), 0o644, 0, 0)})
+        block = self.server_block(ctx, cached, php_host)
+        docker.put_files(container, directory, {filename: (block.encode(), 0o644, 0, 0)})
         if has_cache_volume(container):
             # Made before nginx sees it (nginx would make it 0700, its own only):
             # the site's PHP deletes the pages in it.
@@ -537,10 +666,15 @@ class NginxConfigStep:
         code, output = docker.exec(container, ["nginx", "-t"])
         if code != 0:
             raise InfraError("nginx", f"config rejected: {output.splitlines()[-1] if output else code}")
-        if was_running:
+        if was_running and reload:
             code, output = docker.exec(container, ["sh", "-c", RELOAD_AND_WAIT])
             if code != 0:
                 raise InfraError("nginx", f"reload failed: {output[-300:]}")
+
+    @staticmethod
+    def server_block(ctx: Context, cached: bool, php_host: str | None = None) -> str:
+        body_max = str(ctx.php_values.get("post_max_size", PHP_DEFAULTS["post_max_size"]))
+        return nginx_server_block(ctx.names, cached, body_max=body_max, php_host=php_host)
 
     @staticmethod
     def _cached(ctx: Context, nginx: Any, php: Any) -> bool:
@@ -560,7 +694,7 @@ class NginxConfigStep:
         content = view.infra.docker.read_file(container, n.nginx_config)
         if content is None:
             return [Resource("nginx server block", name, MISSING)]
-        if content != nginx_server_block(n, self._cached(ctx, container, view.container(n.php))):
+        if content != self.server_block(ctx, self._cached(ctx, container, view.container(n.php))):
             # The image's stock default.conf, or an edit by hand.
             return [Resource("nginx server block", name, DRIFTED, "not the site's server block")]
         return [Resource("nginx server block", name, OK, "installed")]
@@ -585,6 +719,8 @@ class RouteStep:
         for host in ctx.served:
             # A route file of that name that someone else wrote is never replaced.
             caddy.add_route(ctx.site, host)
+            # A site served is not suspended (a resume ends here too).
+            ctx.note(caddy.unsuspend(ctx.site, host))
         for host in self._routed(ctx):
             if host not in ctx.served:
                 caddy.remove_route(ctx.site, host)
@@ -594,6 +730,9 @@ class RouteStep:
         for host in sorted(set(ctx.served) | set(self._routed(ctx))):
             _, note = caddy.remove_route(ctx.site, host)
             ctx.note(note)
+        suspended = {host for host, site in caddy.suspensions().items() if site == ctx.site}
+        for host in sorted(suspended | set(ctx.served)):
+            ctx.note(caddy.unsuspend(ctx.site, host))
 
     @staticmethod
     def _routed(ctx: Context) -> list[str]:
@@ -609,6 +748,8 @@ class RouteStep:
                 found.append(Resource("Caddy route", path, MISSING))
             elif owner != ctx.site:
                 found.append(Resource("Caddy route", path, FOREIGN, "exists, not this site's"))
+            elif view.suspended_by(host) == ctx.site:
+                found.append(Resource("Caddy route", path, DRIFTED, f"https://{host} answers as suspended"))
             else:
                 found.append(Resource("Caddy route", path, OK, f"serves https://{host}"))
         if not view.bulk:
@@ -748,6 +889,14 @@ def install_plugins(docker: DockerHost, names: SiteNames) -> None:
         path.rsplit("/", 1)[1]: (content.encode(), 0o644, WWW_DATA, WWW_DATA) for path, content in PLUGINS.items()
     }
     docker.put_files(container, plugin_dir, files)
+
+
+def stop_site_containers(ctx: Context) -> None:
+    """Stop the site's nginx, then its PHP (ours only): a suspended site holds no memory."""
+    for name in (ctx.names.nginx, ctx.names.php):
+        container = ctx.infra.docker.container(name)
+        if container is not None and _labelled_ours(container.labels, ctx.names):
+            ctx.infra.docker.stop(container)
 
 
 def purge_page_cache(docker: DockerHost, names: SiteNames) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from django.conf import settings
@@ -41,8 +42,16 @@ _PRIVATE_PATHS = (
 )
 
 
-def nginx_server_block(names: SiteNames, page_cache: bool = True) -> str:
-    """The site's nginx configuration (conf.d is included in nginx's http block)."""
+def nginx_server_block(
+    names: SiteNames, page_cache: bool = True, *, body_max: str = "64M", php_host: str | None = None
+) -> str:
+    """The site's nginx configuration (conf.d is included in nginx's http block).
+
+    ``body_max``: the largest request body, the site's post_max_size (PHP
+    would drop a larger one anyway). ``php_host``: the PHP-FPM container
+    nginx passes requests to (its own, but the new one during a PHP switch,
+    sites.provisioning.php_switch).
+    """
     # A one-click login link (sites.ops.wordpress) is a credential until its
     # first use: requests carrying one are not written to the access log.
     head = """map $arg_wpfleet_login $wpfleet_loggable {
@@ -131,6 +140,7 @@ map $upstream_cache_status $wpfleet_cache_status {{
 server {{
     listen 80;
     access_log /var/log/nginx/access.log combined if=$wpfleet_loggable;
+    client_max_body_size {body_max};
     root /var/www/html;
     index index.php;
 
@@ -145,7 +155,7 @@ server {{
     }}
 
     location ~ \\.php$ {{
-        fastcgi_pass {names.php}:9000;
+        fastcgi_pass {php_host or names.php}:9000;
         fastcgi_index index.php;
         include fastcgi_params;
         fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
@@ -171,19 +181,20 @@ def php_pool_config() -> str:
     )
 
 
-def php_ini(opcache: str | None = None) -> str:
-    """The site's php.ini additions for an opcache mode (default: WPFLEET_PHP_OPCACHE)."""
+def php_ini(opcache: str | None = None, values: Mapping[str, str | int] | None = None) -> str:
+    """The site's php.ini additions: its own values (sites.models.php), and the opcache mode (default: WPFLEET_PHP_OPCACHE)."""
+    own = "".join(f"{key} = {value}\n" for key, value in sorted((values or {}).items()))
     # Compressed once by PHP (for a client that takes gzip, nginx_server_block)
     # and cached so, rather than by Caddy at every answer: a cached 60 kB page
     # is 11 kB to send, and no hit costs any compression.
     compression = "zlib.output_compression = On\nzlib.output_compression_level = 6\n"
     if (opcache or settings.WPFLEET_PHP_OPCACHE) == "shm":
-        return compression
+        return own + compression
     # Compiled scripts in files instead of shared memory: an opcache in shared
     # memory keeps about 20 MB per visited WordPress site that the kernel can
     # never reclaim; in files they are page cache, reclaimed under pressure,
     # for about 15 ms more per request (measured on the lab, docs/performance.md).
-    return compression + "opcache.file_cache = /tmp\nopcache.file_cache_only = 1\n"
+    return own + compression + "opcache.file_cache = /tmp\nopcache.file_cache_only = 1\n"
 
 
 # The must-use plugin behind the panel's one-click login (sites.ops.wordpress).
@@ -233,5 +244,25 @@ add_action('init', function () {
 CACHE_PLUGIN_PATH = "/var/www/html/wp-content/mu-plugins/wpfleet-cache.php"
 CACHE_PLUGIN = (Path(__file__).parent / "php" / "wpfleet-cache.php").read_text()
 
+# WordPress runs its cron on visits (a request to itself from a visitor's
+# page view) unless DISABLE_WP_CRON: the worker runs it instead
+# (sites.ops.cron), on time whether or not anyone visits. Must-use plugins
+# load before WordPress decides (wp_cron() on wp_loaded), so the constant
+# set here takes effect without editing the site's wp-config.php.
+CRON_PLUGIN_PATH = "/var/www/html/wp-content/mu-plugins/wpfleet-cron.php"
+CRON_PLUGIN = r"""<?php
+/*
+ * Plugin Name: wpfleet cron
+ * Description: WordPress cron is run by the hosting panel on a schedule, not by visits. Installed and rewritten by wpfleet: edits are lost.
+ */
+if (!defined('DISABLE_WP_CRON')) {
+    define('DISABLE_WP_CRON', true);
+}
+"""
+
 # Every must-use plugin wpfleet installs in a site (one directory), by path.
-PLUGINS: dict[str, str] = {LOGIN_PLUGIN_PATH: LOGIN_PLUGIN, CACHE_PLUGIN_PATH: CACHE_PLUGIN}
+PLUGINS: dict[str, str] = {
+    LOGIN_PLUGIN_PATH: LOGIN_PLUGIN,
+    CACHE_PLUGIN_PATH: CACHE_PLUGIN,
+    CRON_PLUGIN_PATH: CRON_PLUGIN,
+}

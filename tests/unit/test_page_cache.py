@@ -47,7 +47,7 @@ def test_asking_for_the_setting_a_site_already_has_changes_nothing(api):
         ({}, "required"),
         ({"page_cache": "maybe"}, "invalid"),
         ({"page_cache": None}, "null"),
-        ({"page_cache": False, "php_version": "8.4"}, "unknown_field"),
+        ({"page_cache": False, "php_versions": "8.4"}, "unknown_field"),
         ([{"page_cache": False}], "parse_error"),
     ],
 )

@@ -1,0 +1,181 @@
+"""Changing a live site's PHP (its version or its php.ini) blue/green, with no failed request.
+
+1. ``php_<name>-next`` is made beside the serving ``php_<name>``, with the
+   new image and php.ini, on the site's files and network; it must answer a
+   real FastCGI request for the site's home page (``check_answers``).
+2. nginx is given a server block passing to it, and reloaded; the reload
+   returns once the old workers have finished (RELOAD_AND_WAIT), so no
+   request is still on its way to the old container.
+3. The old container is stopped gracefully (php-fpm finishes the requests
+   a shutting-down nginx worker may still wait for) and removed, the new
+   one renamed ``php_<name>``, and nginx's server block names it so again
+   (checked, not reloaded: nginx already passes to that address).
+
+A failure before step 3 goes back: nginx to the old container, the next one
+removed. A run after a crash finds where the last one stopped: a next
+container with no current one is renamed, never built again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sites.infra.errors import InfraError
+from sites.provisioning.steps import READY_CHECK, Context, NginxConfigStep, PhpStep
+
+# A FastCGI GET of the site's home page, sent by the new container's PHP to
+# its own php-fpm (no FastCGI client in the images). The answer's status
+# decides: WordPress ran under the new PHP and the site's database.
+FASTCGI_CHECK = r"""
+function rec($type, $body) {
+    $n = strlen($body);
+    return chr(1) . chr($type) . chr(0) . chr(1) . chr($n >> 8) . chr($n & 255) . chr(0) . chr(0) . $body;
+}
+function pair($k, $v) {
+    $len = function ($s) { $n = strlen($s); return $n < 128 ? chr($n) : pack('N', $n | 0x80000000); };
+    return $len($k) . $len($v) . $k . $v;
+}
+$host = getenv('WPFLEET_HOST');
+$params = ['SCRIPT_FILENAME' => '/var/www/html/index.php', 'SCRIPT_NAME' => '/index.php',
+    'REQUEST_METHOD' => 'GET', 'REQUEST_URI' => '/', 'QUERY_STRING' => '', 'DOCUMENT_ROOT' => '/var/www/html',
+    'SERVER_PROTOCOL' => 'HTTP/1.1', 'HTTPS' => 'on', 'HTTP_HOST' => $host, 'SERVER_NAME' => $host,
+    'SERVER_PORT' => '443', 'REMOTE_ADDR' => '127.0.0.1', 'GATEWAY_INTERFACE' => 'CGI/1.1'];
+$body = '';
+foreach ($params as $k => $v) { $body .= pair($k, $v); }
+$socket = @fsockopen('127.0.0.1', 9000, $errno, $errstr, 5);
+if (!$socket) { echo "WPFLEET-CHECK no answer on 9000: $errstr\n"; exit(2); }
+stream_set_timeout($socket, 20);
+fwrite($socket, rec(1, "\0\1\0\0\0\0\0\0") . rec(4, $body) . rec(4, '') . rec(5, ''));
+$out = '';
+while (true) {
+    $head = fread($socket, 8);
+    if ($head === false || strlen($head) < 8) { break; }
+    $type = ord($head[1]);
+    $length = (ord($head[4]) << 8) | ord($head[5]);
+    $content = $length ? stream_get_contents($socket, $length) : '';
+    if (ord($head[6])) { fread($socket, ord($head[6])); }
+    if ($type === 6) { $out .= $content; }
+    if ($type === 3) { break; }
+}
+$headers = strstr($out, "\r\n\r\n", true);
+$status = preg_match('/^Status: (\d{3})/mi', (string) $headers, $m) ? (int) $m[1] : ($out === '' ? 0 : 200);
+echo "WPFLEET-CHECK $status\n";
+exit($status >= 200 && $status < 400 ? 0 : 1);
+"""
+
+Recorder = Callable[..., object]
+
+
+def check_answers(ctx: Context, container: str, timeout: float = 30) -> None:
+    """Raise unless ``container``'s php-fpm answers the site's home page (2xx or 3xx)."""
+    docker = ctx.infra.docker
+    deadline = time.monotonic() + timeout
+    while docker.exec(container, ["sh", "-c", READY_CHECK])[0] != 0:
+        if time.monotonic() >= deadline:
+            raise InfraError("php", f"{container} did not start php-fpm within {timeout:g}s")
+        time.sleep(0.1)
+    last = ""
+    while True:
+        code, output = docker.exec(
+            container, ["php", "-r", FASTCGI_CHECK], user="www-data", environment={"WPFLEET_HOST": ctx.home_host}
+        )
+        if code == 0:
+            return
+        last = next((line for line in output.splitlines() if line.startswith("WPFLEET-CHECK")), output[-200:])
+        if time.monotonic() >= deadline:
+            raise InfraError("php", f"{container} does not serve the site: {last}")
+        time.sleep(0.2)
+
+
+def switch_php(ctx: Context, previous: Context, record: Recorder) -> None:
+    """Serve the site from a PHP-FPM container made for ``ctx``; ``previous`` is what serves now."""
+    n = ctx.names
+    docker = ctx.infra.docker
+    nginx_config = NginxConfigStep()
+    current = docker.container(n.php)
+    if current is None:
+        if docker.container(n.php_next) is not None:
+            # A run that died between removing the old one and the rename.
+            _promote(ctx, record)
+            return
+        raise InfraError("php", f"container {n.php} is missing: the site must be repaired first")
+
+    handle = record("php_next", "apply", "RUNNING", "")
+    try:
+        # A next one left by a run that died before it served is made again.
+        docker.remove_container(n.php_next, n.labels("php"))
+        PhpStep.create(ctx, n.php_next)
+        check_answers(ctx, n.php_next)
+        record("php_next", "apply", "OK", f"{n.php_next} answers ({ctx.php_image})", handle=handle)
+        handle = record("nginx_config", "apply", "RUNNING", "")
+        nginx_config.apply(ctx, php_host=n.php_next)
+        record("nginx_config", "apply", "OK", f"passes to {n.php_next}", handle=handle)
+    except Exception as error:
+        record("php_next", "apply", "FAILED", str(error), handle=handle)
+        roll_back(previous, record)
+        raise
+    _promote(ctx, record)
+
+
+def _promote(ctx: Context, record: Recorder) -> None:
+    """The next container serves: the old one goes, the next one takes the site's PHP name."""
+    n = ctx.names
+    docker = ctx.infra.docker
+    handle = record("php", "apply", "RUNNING", "")
+    try:
+        old = docker.container(n.php)
+        if old is not None and old.labels.get("wpfleet.site") == n.site:
+            # nginx's reload returned once its old workers were shutting down:
+            # one may still wait for an answer from the old PHP. Its stop
+            # signal (SIGQUIT) lets php-fpm finish the requests it has, for
+            # as long as a request may run, before it is removed.
+            docker.stop(old, timeout=int(ctx.php_values.get("max_execution_time", 60)) + 5)
+        note = docker.remove_container(n.php, n.labels("php"))
+        if note:
+            raise InfraError("php", note)
+        nxt = docker.container(n.php_next)
+        if nxt is None:
+            raise InfraError("php", f"container {n.php_next} is missing")
+        docker.rename(nxt, n.php)
+        _name_it_again(ctx)
+    except Exception as error:
+        record("php", "apply", "FAILED", str(error), handle=handle)
+        raise
+    record("php", "apply", "OK", f"{n.php} runs {ctx.php_image}", handle=handle)
+
+
+def _name_it_again(ctx: Context, timeout: float = 10) -> None:
+    # The server block names the site's PHP container again. The running
+    # nginx needs no reload: it resolved the next one's address, which the
+    # renamed container keeps. `nginx -t` looks the name up: the engine's
+    # DNS may need a moment after the rename.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            NginxConfigStep().apply(ctx, reload=False)
+            return
+        except InfraError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def roll_back(previous: Context, record: Recorder) -> None:
+    """nginx passes to the site's PHP container again and the next one goes (best effort, recorded).
+
+    Once the old container is gone there is no going back: the next attempt
+    completes the switch (``switch_php`` finds the next one and renames it).
+    """
+    n = previous.names
+    docker = previous.infra.docker
+    handle = record("php_next", "undo", "RUNNING", "")
+    try:
+        if docker.container(n.php) is None:
+            raise InfraError("php", f"{n.php} is gone: the switch can only be completed")
+        NginxConfigStep().apply(previous)
+        previous.note(docker.remove_container(n.php_next, n.labels("php")))
+    except Exception as error:
+        record("php_next", "undo", "UNDO_FAILED", str(error), handle=handle)
+        return
+    record("php_next", "undo", "UNDONE", f"{n.php} serves", handle=handle)
