@@ -22,9 +22,12 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: DB=sqlite|mariadb (make test), QUICK=1 (make bench), PYTEST_ARGS=..., UPGRADE=1 (make lock)"
 
+# No `pip install --upgrade pip` first: that would fetch whatever pip is
+# newest, unpinned and unhashed, before the hashed install. The venv's own pip
+# (Python 3.11 bundles pip 22.3 or later; 23.2.1 here) installs the lock with
+# --require-hashes and the editable install (PEP 660) as they are.
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
 	@mkdir -p var/log && { $(PY) -m pip install -q --require-hashes -r requirements.lock && \
 		$(PY) -m pip install -q --no-deps --no-build-isolation -e .; } >var/log/pip-install.log 2>&1 || { cat var/log/pip-install.log; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $@

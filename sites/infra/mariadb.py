@@ -113,11 +113,19 @@ class MariaDBAdmin:
     # --- ownership of users -------------------------------------------------------------
     #
     # MariaDB has no comment on an account, so the accounts wpfleet creates are
-    # recorded in a table of its own schema. The record is written *before*
-    # CREATE USER: a crash between the two leaves a record without an account
-    # (harmless: the next attempt creates it), never an account of ours
-    # without a record (which would look foreign forever). An account that
-    # exists without a record was made by someone else and is never touched.
+    # recorded in a table of its own schema, in two phases: the record is
+    # written *pending* before CREATE USER and marked *created* once CREATE
+    # USER succeeded. A crash in between leaves a pending record:
+    #
+    # * without an account: ours to create (the next attempt does);
+    # * with an account: not provably ours (someone else may have created it
+    #   in the gap), so it is foreign: never altered nor dropped.
+    #
+    # An account without a record was made by someone else and is never
+    # touched either. Records from before the two phases have no state column:
+    # it is added with the default 'created', what they meant then.
+
+    PENDING, CREATED = "pending", "created"
 
     def _ensure_meta(self, cur) -> None:
         schema = quote_ident(settings.WPFLEET_DB_META_SCHEMA)
@@ -127,23 +135,40 @@ class MariaDBAdmin:
             " user VARCHAR(128) NOT NULL, host VARCHAR(255) NOT NULL,"
             " owner VARCHAR(64) NOT NULL, site VARCHAR(64) NOT NULL,"
             " created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,"
+            " state VARCHAR(16) NOT NULL DEFAULT 'created',"
             " PRIMARY KEY (user, host)) ENGINE=InnoDB"
         )
+        # A table made before the two phases: its rows are accounts created.
+        cur.execute(
+            "SELECT 1 FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'owned_users' AND COLUMN_NAME = 'state'",
+            (settings.WPFLEET_DB_META_SCHEMA,),
+        )
+        if cur.fetchone() is None:
+            cur.execute(
+                f"ALTER TABLE {schema}.owned_users"
+                " ADD COLUMN IF NOT EXISTS state VARCHAR(16) NOT NULL DEFAULT 'created'"
+            )
 
-    def user_owner(self, user: str, host: str) -> tuple[str, str] | None:
-        """(owner, site) recorded for the account, or None when wpfleet never claimed it."""
+    def user_record(self, user: str, host: str) -> tuple[str, str, str] | None:
+        """(owner, site, state) recorded for the account, or None when wpfleet never claimed it."""
         with self.cursor() as cur:
             self._ensure_meta(cur)
             cur.execute(
-                f"SELECT owner, site FROM {quote_ident(settings.WPFLEET_DB_META_SCHEMA)}.owned_users"
+                f"SELECT owner, site, state FROM {quote_ident(settings.WPFLEET_DB_META_SCHEMA)}.owned_users"
                 " WHERE user = %s AND host = %s",
                 (user, host),
             )
             row = cur.fetchone()
-        return None if row is None else (row[0], row[1])
+        return None if row is None else (row[0], row[1], row[2])
+
+    def user_owner(self, user: str, host: str) -> tuple[str, str] | None:
+        """(owner, site) of an account wpfleet created; None when it never claimed it or never finished creating it."""
+        record = self.user_record(user, host)
+        return None if record is None or record[2] != self.CREATED else (record[0], record[1])
 
     def owned_users(self) -> dict[tuple[str, str], str]:
-        """{(user, host): site} of every account recorded for this owner."""
+        """{(user, host): site} of every account recorded for this owner (pending claims too: cleanup ends them)."""
         with self.cursor() as cur:
             self._ensure_meta(cur)
             cur.execute(
@@ -154,14 +179,21 @@ class MariaDBAdmin:
             return {(user, host): site for user, host, site in cur.fetchall()}
 
     def _claim_user(self, cur, site: str, user: str, host: str) -> bool:
-        """Record the account as this site's; False if it is recorded for someone else."""
+        """Record the account as this site's, pending; False if it is recorded for someone else."""
         table = f"{quote_ident(settings.WPFLEET_DB_META_SCHEMA)}.owned_users"
         cur.execute(
-            f"INSERT IGNORE INTO {table} (user, host, owner, site) VALUES (%s, %s, %s, %s)",
-            (user, host, settings.WPFLEET_OWNER, site),
+            f"INSERT IGNORE INTO {table} (user, host, owner, site, state) VALUES (%s, %s, %s, %s, %s)",
+            (user, host, settings.WPFLEET_OWNER, site, self.PENDING),
         )
         cur.execute(f"SELECT owner, site FROM {table} WHERE user = %s AND host = %s", (user, host))
         return tuple(cur.fetchone() or ()) == (settings.WPFLEET_OWNER, site)
+
+    def _mark_created(self, cur, site: str, user: str, host: str) -> None:
+        cur.execute(
+            f"UPDATE {quote_ident(settings.WPFLEET_DB_META_SCHEMA)}.owned_users SET state = %s"
+            " WHERE user = %s AND host = %s AND owner = %s AND site = %s",
+            (self.CREATED, user, host, settings.WPFLEET_OWNER, site),
+        )
 
     def _release_user(self, cur, site: str, user: str, host: str) -> None:
         cur.execute(
@@ -193,14 +225,23 @@ class MariaDBAdmin:
             limits += f" MAX_STATEMENT_TIME {float(max_statement_seconds):g}"
         with self.cursor() as cur:
             self._ensure_meta(cur)
-            recorded = self.user_owner(user, host)
-            if recorded is None and self.user_exists(user, host):
+            recorded = self.user_record(user, host)
+            exists = self.user_exists(user, host)
+            if recorded is None and exists:
                 raise ForeignResource(
                     "mariadb", f"database user {user}@{host} exists and is not wpfleet's; it was left untouched"
                 )
-            if recorded is not None and recorded != (settings.WPFLEET_OWNER, site):
+            if recorded is not None and recorded[:2] != (settings.WPFLEET_OWNER, site):
                 raise ForeignResource(
                     "mariadb", f"database user {user}@{host} belongs to another owner or site; it was left untouched"
+                )
+            if recorded is not None and recorded[2] != self.CREATED and exists:
+                # Our claim, but CREATE USER never reported back: whoever made
+                # this account, wpfleet cannot show it was wpfleet.
+                raise ForeignResource(
+                    "mariadb",
+                    f"database user {user}@{host} exists and is not wpfleet's (its creation by wpfleet never"
+                    " completed); it was left untouched",
                 )
             if not self._claim_user(cur, site, user, host):
                 raise ForeignResource(
@@ -216,25 +257,33 @@ class MariaDBAdmin:
             except MySQLdb.DatabaseError as exc:
                 if not exc.args or exc.args[0] != 1396:  # ER_CANNOT_USER: the account exists
                     raise
-                if recorded is None:
+                if recorded is None or recorded[2] != self.CREATED:
                     # Created by someone else between our check and our
                     # CREATE: theirs. Drop only our claim.
                     self._release_user(cur, site, user, host)
                     raise ForeignResource(
                         "mariadb", f"database user {user}@{host} appeared concurrently and is not wpfleet's"
                     ) from None
-                # Ours, left by an earlier attempt: this attempt's password.
+                # Ours, created by an earlier attempt: this attempt's password.
                 cur.execute(f"ALTER USER %s@%s IDENTIFIED BY %s WITH {limits}", (user, host, password))
+            self._mark_created(cur, site, user, host)
             cur.execute(f"GRANT ALL PRIVILEGES ON {grant_pattern(database)}.* TO %s@%s", (user, host))
 
     def drop_site_database(self, site: str, database: str, user: str, host: str) -> str | None:
         notes = []
-        if self.user_owner(user, host) == (settings.WPFLEET_OWNER, site):
+        record = self.user_record(user, host)
+        ours = record is not None and record[:2] == (settings.WPFLEET_OWNER, site)
+        if ours and record is not None and record[2] == self.CREATED:
             with self.cursor() as cur:
                 cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
                 self._release_user(cur, site, user, host)
-        elif self.user_exists(user, host):
-            notes.append(f"database user {user}@{host} is not wpfleet's: left untouched")
+        else:
+            if self.user_exists(user, host):
+                notes.append(f"database user {user}@{host} is not wpfleet's: left untouched")
+            if ours:
+                # A claim whose CREATE USER never completed: nothing of ours to drop.
+                with self.cursor() as cur:
+                    self._release_user(cur, site, user, host)
         comment = self.database_comment(database)
         if comment is not None and comment != owner_comment(site):
             notes.append(f"database {database} is not wpfleet's: left untouched")

@@ -94,6 +94,41 @@ def test_a_foreign_site_account_keeps_its_password_and_privileges_through_a_fail
         as_root("DROP USER IF EXISTS %s@%s", (user, host))
 
 
+def test_a_foreign_account_made_while_wpfleets_claim_was_pending_keeps_its_password_and_privileges(
+    make_site, as_root, infra
+):
+    name = unique_name("fp")
+    user, host = f"wp_{name}", settings.WPFLEET_DB_USER_HOST
+    meta = settings.WPFLEET_DB_META_SCHEMA
+    try:
+        # An earlier attempt recorded its claim, then its worker died before CREATE USER ...
+        with infra.db.cursor() as cur:
+            infra.db._ensure_meta(cur)
+            assert infra.db._claim_user(cur, name, user, host)
+        state = as_root(f"SELECT state FROM `{meta}`.owned_users WHERE user = %s AND host = %s", (user, host))
+        assert state == (("pending",),)
+        # ... and in that gap someone else created an account of that name.
+        as_root("CREATE USER %s@%s IDENTIFIED BY 'theirs-not-ours-2'", (user, host))
+        as_root(f"GRANT SELECT ON `other\\_{name}`.* TO %s@%s", (user, host))
+        before = account_state(as_root, user, host)
+
+        site = make_site(name)
+        job = final_job(site)
+        assert job.status == Job.Status.FAILED and job.is_final
+        assert job.attempts == 1, "a foreign name is not retried"
+        assert f"{user}@{host} exists and is not wpfleet's" in job.error
+        assert account_state(as_root, user, host) == before
+
+        report = cleanup(sites=[Site.objects.get(name=name)], include_orphans=False)
+        assert not report.errors
+        assert account_state(as_root, user, host) == before
+        assert leftovers(infra, name) == [f"database user {user}@{host} exists, not wpfleet's"]
+        assert infra.db.user_record(user, host) is None, "the stale claim is gone, the account stays"
+    finally:
+        as_root("DROP USER IF EXISTS %s@%s", (user, host))
+        as_root(f"DELETE FROM `{meta}`.owned_users WHERE user = %s AND host = %s", (user, host))
+
+
 def route_digest(infra, path: str) -> str:
     caddy = infra.docker.container(settings.WPFLEET_CADDY_CONTAINER)
     code, output = infra.docker.exec(caddy, ["sha256sum", path])
