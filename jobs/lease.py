@@ -19,8 +19,17 @@ log = logging.getLogger("wpfleet.jobs")
 
 
 class Lease:
-    def __init__(self, job: Job):
+    """``with Lease(job):`` renews the job's lease every ``interval`` seconds
+    (a third of WPFLEET_LEASE_SECONDS, at least 1 s) until the block ends.
+
+    A renewal that fails (the control database away for a moment) is tried
+    again at the next interval; a lease that was lost (the job taken over)
+    is not renewed again.
+    """
+
+    def __init__(self, job: Job, interval: float | None = None):
         self.job = job
+        self.interval = interval if interval is not None else max(1.0, settings.WPFLEET_LEASE_SECONDS / 3)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job.pk}", daemon=True)
 
@@ -33,9 +42,8 @@ class Lease:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        interval = max(1.0, settings.WPFLEET_LEASE_SECONDS / 3)
         try:
-            while not self._stop.wait(interval):
+            while not self._stop.wait(self.interval):
                 try:
                     if not self.job.renew_lease():
                         log.warning("job %s: lease lost", self.job.pk)

@@ -101,7 +101,9 @@ def take_backup(site: Site, kind: str, job: Job | None, infra: Infra | None = No
     )
     previous = Backup.objects.good().filter(site=site).exclude(fingerprint="").order_by("-created_at").first()
     try:
-        files, database, digest = store(site.name, backup.key, kind, infra, previous)
+        files, database, digest = store(
+            site.name, backup.key, kind, infra, previous, crash_drill=job is not None and _crash_drilled(job)
+        )
     except Exception as exc:
         Backup.objects.filter(pk=backup.pk).update(
             status=Backup.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
@@ -123,6 +125,31 @@ def take_backup(site: Site, kind: str, job: Job | None, infra: Infra | None = No
     return backup
 
 
+# The crash drill of a backup: the worker kills itself (SIGKILL) once this
+# many bytes of the site's files went into restic. restic has read them (the
+# pipe holds 64 KiB), so it is in the middle of its backup, holding its lock
+# in the repository.
+CRASH_DRILL_BYTES = 4 << 20
+
+
+def _crash_drilled(job: Job) -> bool:
+    """Whether WPFLEET_CRASH_DURING names "backup" ("backup@1": attempt 1 only) for this attempt.
+
+    A test's drill, empty in production: the worker then dies while restic
+    stores the site's files, the backup's row and the job's step both
+    RUNNING and committed, as an OOM kill or a power cut would leave them.
+    """
+    drills = settings.WPFLEET_CRASH_DURING
+    return "backup" in drills or f"backup@{job.attempts}" in drills
+
+
+def _crash_now() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 # Every entry of the webroot: path, size, mtime and ctime (which no process
 # can set back), type, mode and owner, in a stable order. The same digest:
 # the same files, as restic's own change detection would judge them.
@@ -138,12 +165,20 @@ def fingerprint(infra: Infra, site: str) -> str:
     return digest
 
 
-def store(site: str, key: str, kind: str, infra: Infra, previous: Backup | None = None) -> tuple[Stored, Stored, str]:
+def store(
+    site: str,
+    key: str,
+    kind: str,
+    infra: Infra,
+    previous: Backup | None = None,
+    crash_drill: bool = False,
+) -> tuple[Stored, Stored, str]:
     """Stream the site's files and database into the repository, side by side.
 
     The files are read only when they changed since ``previous`` (its
     fingerprint): otherwise this backup's files are that backup's snapshot.
-    Returns the two parts and the files' fingerprint.
+    Returns the two parts and the files' fingerprint. ``crash_drill``: kill
+    the worker once CRASH_DRILL_BYTES of the files went into restic.
     """
     names = SiteNames(site)
     repository = infra.repository
@@ -169,9 +204,13 @@ def store(site: str, key: str, kind: str, infra: Infra, previous: Backup | None 
 
     def feed() -> None:
         assert files_in.stdin is not None
+        fed = 0
         try:
             for chunk in infra.docker.archive(names.php, WEBROOT):
                 files_in.stdin.write(chunk)
+                fed += len(chunk)
+                if crash_drill and fed >= CRASH_DRILL_BYTES:
+                    _crash_now()
         except BaseException as exc:  # told to the calling thread
             feed_error.append(exc)
         finally:

@@ -57,10 +57,13 @@ def _front() -> Caddy:
 def leftovers(infra: Infra, name: str) -> list[str]:
     """Everything of a site that still exists, by name, whoever owns it.
 
-    What every provisioning step observes (database and account, volume,
-    network, containers, server block, the snippet and a staged one, the
-    route in Caddy's running config), plus an account of the site's name at
-    any other host.
+    What every provisioning step observes (sites.provisioning.steps): the
+    database and its account, the files and page cache volumes, the network,
+    the PHP-FPM container (and a PHP switch's ``php_<name>-next``), the nginx
+    container and its server block, the WordPress install, and a route file
+    per hostname in Caddy's routes directory, which Caddy reads at each
+    request (there is no running config of a site's to check). Plus an
+    account of the site's name at any other database host.
     """
     found = [str(resource) for resource in observe_site(name, infra) if resource.exists]
     user = Site(name=name).names.db_user

@@ -1,9 +1,12 @@
 """A worker killed in the middle of any step: the job is taken over, counts the dead
 attempt, and ends; the site is whole and serving, or, if every attempt dies, nothing is left.
 
-The kill is the product's crash drill (WPFLEET_CRASH_DURING): the worker process
-SIGKILLs itself at the start of the named step's apply, once the step's RUNNING
-record is committed; so each case dies exactly in the step it names.
+The kill is the product's crash drill (WPFLEET_CRASH_DURING, in
+sites.provisioning.orchestrator): the worker process SIGKILLs itself once the
+named step's RUNNING record is committed, either as the step's apply starts
+("php@1") or once its apply has returned and before its OK is recorded
+("php@done@1": the step's work is done and no record says so). So each case
+dies exactly in the step it names.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import signal
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from jobs.models import Job, JobStep
 from jobs.queue import enqueue
 from sites.models import Site
-from sites.provisioning.steps import PROVISION_STEPS, STEP_NAMES, step_named
+from sites.models.naming import SiteNames
+from sites.provisioning.steps import OK, PROVISION_STEPS, STEP_NAMES, Context, View, observe_site, step_named
 from sites.services import create_site, delete_site
 from tests.conftest import unique_name
 from tests.integration.conftest import (
@@ -65,7 +70,7 @@ def wait_for_drill_kill(job_id: int, step: str, attempt: int) -> Job:
     assert job.status == Job.Status.PROCESSING and job.attempts == attempt, (job.status, job.attempts, job.error)
     pid = worker_pid(job)
     wait_for(
-        lambda: not process_alive(pid), timeout=30, interval=0.05, message=f"the drill to kill worker {pid} in {step}"
+        lambda: not process_alive(pid), timeout=90, interval=0.05, message=f"the drill to kill worker {pid} in {step}"
     )
     return job
 
@@ -84,6 +89,30 @@ def assert_died_in_the_middle_of(job_id: int, step: str, attempt: int) -> None:
     assert not rows.filter(phase="undo").exists()
 
 
+def assert_step_work_done(infra, name: str, step: str) -> None:
+    """What ``step`` builds exists and is as it should be, though its OK was never recorded."""
+    found = step_named(step).observe(Context(site=name, db_password="", infra=infra), View(infra))
+    assert found and all(resource.state == OK for resource in found), [str(r) for r in found]
+
+
+def assert_one_set_of_resources(infra, name: str) -> None:
+    """The site has each of its resources once: no second container, volume, network,
+    route or database account left by the attempt that died, and all as they should be."""
+    n = SiteNames(name)
+    owned = {
+        kind: sorted(resource.name for resource in infra.docker.list_owned(kind, site=name))
+        for kind in ("container", "volume", "network")
+    }
+    assert owned == {
+        "container": sorted([n.nginx, n.php]),
+        "volume": sorted([n.cache_volume, n.volume]),
+        "network": [n.network],
+    }
+    assert sorted(host for host, site in infra.caddy.routes().items() if site == name) == [n.domain]
+    assert infra.db.user_hosts(n.db_user) == [settings.WPFLEET_DB_USER_HOST]
+    assert [str(r) for r in observe_site(name, infra) if r.state != OK] == []
+
+
 def wait_for_lease_expiry(job_id: int) -> None:
     # Nobody renews the dead worker's lease: once it has expired, housekeeping takes the job over.
     wait_for(
@@ -93,16 +122,33 @@ def wait_for_lease_expiry(job_id: int) -> None:
 
 @pytest.mark.parametrize("step", STEP_NAMES)
 def test_a_worker_killed_during_each_step_is_taken_over_and_the_site_ends_whole(step, infra, transactional_db):
-    name = unique_name("kx")
+    killed_then_resumed(infra, step, after_apply=False)
+
+
+@pytest.mark.parametrize("step", ["php", "wordpress", "route"])
+def test_a_worker_killed_after_a_step_did_its_work_is_taken_over_and_builds_nothing_twice(
+    step, infra, transactional_db
+):
+    killed_then_resumed(infra, step, after_apply=True)
+
+
+def killed_then_resumed(infra, step: str, after_apply: bool) -> None:
+    """Kill attempt 1 in ``step`` (as it starts, or once its apply returned); attempt 2 must
+    end DONE with the site serving, each of its resources there once, and leave nothing once deleted."""
+    name = unique_name("kd" if after_apply else "kx")
     # "@1": the drill kills attempt 1 only; the same setting lets attempt 2 through.
-    drill = {"WPFLEET_CRASH_DURING": f"{step}@1", "WPFLEET_LEASE_SECONDS": LEASE}
+    drill = {"WPFLEET_CRASH_DURING": f"{step}@done@1" if after_apply else f"{step}@1", "WPFLEET_LEASE_SECONDS": LEASE}
     clusters = [start_cluster(**drill)]
     try:
         site = create_site(name)
         job_id = site.current_job_id
         wait_for_drill_kill(job_id, step, attempt=1)
         assert_died_in_the_middle_of(job_id, step, attempt=1)
-        injected("worker killed during a step", step)
+        if after_apply:
+            assert_step_work_done(infra, name, step)
+            injected("worker killed after a step's work, before its OK", step)
+        else:
+            injected("worker killed during a step", step)
 
         # The rest of the cluster goes down too (a restart of the panel); the
         # next one's housekeeping at start takes the job over.
@@ -121,6 +167,7 @@ def test_a_worker_killed_during_each_step_is_taken_over_and_the_site_ends_whole(
         assert site.status == Site.Status.ACTIVE and site.current_job_id is None
         response = fetch(name)
         assert response.status_code == 200 and "WordPress" in response.text
+        assert_one_set_of_resources(infra, name)
 
         delete = delete_site(site)
         wait_for(lambda: not Site.objects.filter(pk=site.pk).exists(), timeout=120, message="the site to be deleted")

@@ -7,13 +7,19 @@ and what claim, take-over, the runner and the reaper do with it.
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import pytest
+import requests
 from django.utils import timezone
+from docker.errors import APIError, ImageNotFound, InvalidArgument, NotFound
 
 from jobs import reaper, registry, runner
 from jobs.housekeeping import housekeeping
 from jobs.models import Job, JobStep
+from sites.infra.docker_host import docker_errors
+from sites.infra.errors import InfraError, InvalidConfiguration
+from sites.provisioning.orchestrator import StepFailed
 
 pytestmark = pytest.mark.django_db
 
@@ -56,6 +62,27 @@ class Transient(Exception):
 
 class Permanent(Exception):
     permanent = True
+
+
+def engine_said(status: int, explanation: str, kind: type[APIError] = APIError) -> APIError:
+    """An error of the Docker SDK as it raises one for an HTTP answer of the engine."""
+    response = SimpleNamespace(status_code=status, reason="", url="http+docker://localhost/v1.47/containers/create")
+    return kind(f"{status} from the engine", response=response, explanation=explanation)
+
+
+def through_docker_errors(error: Exception) -> InfraError:
+    """What the Docker adapter (docker_errors) makes of an error of the SDK."""
+    try:
+        with docker_errors("create container php_x"):
+            raise error
+    except InfraError as mapped:
+        return mapped
+    raise AssertionError("docker_errors let the error through")
+
+
+BAD_REQUEST = engine_said(400, "invalid reference format: repository name must be lowercase")
+NO_SUCH_IMAGE = engine_said(404, "No such image: wordpress:php9.9-fpm", ImageNotFound)
+ENGINE_TROUBLE = engine_said(500, "failed to create task for container: context deadline exceeded")
 
 
 @pytest.fixture(autouse=True)
@@ -181,6 +208,16 @@ def test_a_taken_over_job_no_longer_accepts_its_dead_workers_lease_or_result():
         (Transient("down"), 0, 3, Job.Status.WAITING, ["run"], True),
         (Transient("down"), 2, 3, Job.Status.FAILED, ["run", "final failure"], False),
         (Permanent("foreign"), 0, 3, Job.Status.FAILED, ["run", "final failure"], False),
+        # An invalid configuration, as the provisioner reports a step's error: not retried.
+        (
+            StepFailed("php", through_docker_errors(NO_SUCH_IMAGE), []),
+            0,
+            3,
+            Job.Status.FAILED,
+            ["run", "final failure"],
+            False,
+        ),
+        (StepFailed("php", through_docker_errors(ENGINE_TROUBLE), []), 0, 3, Job.Status.WAITING, ["run"], True),
     ],
 )
 def test_one_attempt_ends_done_waiting_or_failed(
@@ -216,6 +253,37 @@ def test_a_permanent_error_is_not_retried_and_says_so(handler, queued):
     row.refresh_from_db()
     assert row.status == Job.Status.FAILED and row.attempts == 1
     assert row.error == "volume wp_x exists and is not wpfleet's (permanent: not retried)"
+
+
+@pytest.mark.parametrize(
+    "error, permanent",
+    [
+        (BAD_REQUEST, True),
+        (NO_SUCH_IMAGE, True),
+        # the same answer, from a call the SDK does not recognise as one about an image
+        (engine_said(404, "No such image: wordpress:php9.9-fpm"), True),
+        (InvalidArgument("invalid mount type: 'nfs'"), True),
+        (engine_said(409, "Conflict. The container name is already in use"), False),
+        (ENGINE_TROUBLE, False),
+        (engine_said(404, "No such container: php_x", NotFound), False),
+        (requests.exceptions.ConnectionError("Connection aborted: /var/run/docker.sock"), False),
+    ],
+)
+def test_the_docker_adapter_tells_an_invalid_configuration_from_a_passing_trouble(error, permanent):
+    mapped = through_docker_errors(error)
+    assert isinstance(mapped, InvalidConfiguration) == permanent
+    assert runner.is_permanent(mapped) == permanent
+    assert mapped.dependency == "docker" and mapped.message.startswith("create container php_x: ")
+
+
+def test_an_image_that_does_not_exist_fails_the_job_once_and_says_so(handler, queued):
+    handler.outcomes = [StepFailed("php", through_docker_errors(NO_SUCH_IMAGE), [])]
+    row = job()
+    runner.run_job(row.pk)
+    row.refresh_from_db()
+    assert row.status == Job.Status.FAILED and row.attempts == 1 and queued == []
+    refused = "step php failed: docker: create container php_x: No such image: wordpress:php9.9-fpm"
+    assert row.error == f"{refused} (permanent: not retried)"
 
 
 def test_secrets_are_redacted_from_the_error_and_the_traceback(handler, queued):
