@@ -10,6 +10,33 @@ from rest_framework.test import APIClient
 
 from sites.permissions import GROUPS
 
+# Test modules whose subject does not depend on which control database the
+# panel uses (SQLite or MariaDB): what sites serve, what WordPress and the
+# page cache do, backups' contents, the admin in a browser, the API's
+# fuzzing (its validation runs before any query). The control database only
+# holds their rows. They are marked ``one_db``: CI (.ci/run) runs them on
+# SQLite only, and everything else on both; `make test` runs them all.
+ONE_DB_MODULES = {
+    "tests/integration/test_page_cache.py",
+    "tests/integration/test_wordpress_access.py",
+    "tests/integration/test_wordpress_ready.py",
+    "tests/integration/test_backups.py",
+    "tests/integration/test_domains.py",
+    "tests/integration/test_lab_smoke.py",
+    "tests/integration/test_disk_quota_adapter.py",
+    "tests/integration/test_cron.py",
+    "tests/integration/test_usage_and_logs.py",
+    "tests/integration/test_day_two.py",
+    "tests/browser/test_admin_browser.py",
+    "tests/unit/test_api_fuzz.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in ONE_DB_MODULES:
+            item.add_marker(pytest.mark.one_db)
+
 
 def unique_name(prefix: str = "t") -> str:
     """A site name no other test (or a panel running beside the tests) will use."""
