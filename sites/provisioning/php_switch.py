@@ -66,6 +66,25 @@ exit($status >= 200 && $status < 400 ? 0 : 1);
 
 Recorder = Callable[..., object]
 
+# Waits (at most $1 times 50 ms) until no nginx worker from before the last
+# reload is left ("shutting down": it finishes the requests on connections
+# it still has). sh and /proc only, as RELOAD_AND_WAIT.
+DRAIN_OLD_WORKERS = r"""
+tries=0
+while [ $tries -lt "$1" ]; do
+    old=0
+    for dir in /proc/[0-9]*; do
+        case "$(tr '\0' ' ' < "$dir/cmdline" 2>/dev/null)" in
+            "nginx: worker process is shutting down"*) old=1 ;;
+        esac
+    done
+    [ $old -eq 0 ] && exit 0
+    tries=$((tries + 1))
+    sleep 0.05
+done
+exit 1
+"""
+
 
 def check_answers(ctx: Context, container: str, timeout: float = 30) -> None:
     """Raise unless ``container``'s php-fpm answers the site's home page (2xx or 3xx)."""
@@ -126,11 +145,15 @@ def _promote(ctx: Context, record: Recorder) -> None:
     try:
         old = docker.container(n.php)
         if old is not None and old.labels.get("wpfleet.site") == n.site:
-            # nginx's reload returned once its old workers were shutting down:
-            # one may still wait for an answer from the old PHP. Its stop
-            # signal (SIGQUIT) lets php-fpm finish the requests it has, for
-            # as long as a request may run, before it is removed.
-            docker.stop(old, timeout=int(ctx.php_values.get("max_execution_time", 60)) + 5)
+            # nginx's reload returned once its old workers were shutting down;
+            # such a worker still serves a request that arrives on a
+            # connection it kept open (Caddy's), with the old server block:
+            # to the old PHP. Wait until they are gone, for as long as a
+            # request may run; then its stop signal (SIGQUIT) lets php-fpm
+            # finish what it has before it is removed.
+            seconds = int(ctx.php_values.get("max_execution_time", 60)) + 5
+            docker.exec(n.nginx, ["sh", "-c", DRAIN_OLD_WORKERS, "sh", str(seconds * 20)])
+            docker.stop(old, timeout=seconds)
         note = docker.remove_container(n.php, n.labels("php"))
         if note:
             raise InfraError("php", note)
