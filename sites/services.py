@@ -103,9 +103,15 @@ def delete_site(site: Site, *, final_backup: bool = True) -> Job:
     a delete can be undone by cloning that backup. ``final_backup=False``
     deletes without it (a broken site whose backup cannot be taken).
     """
-    final_backup = final_backup and site.status == Site.Status.ACTIVE and bool(settings.WPFLEET_BACKUP_REPOSITORY)
+    live = site.status in (Site.Status.ACTIVE, Site.Status.SUSPENDED)
+    final_backup = final_backup and live and bool(settings.WPFLEET_BACKUP_REPOSITORY)
+    params: dict[str, object] = {"final_backup": final_backup}
+    if site.status == Site.Status.SUSPENDED:
+        # Its PHP container is stopped: the final backup starts it, and a
+        # delete that does not happen suspends the site again.
+        params["suspended"] = True
     with transaction.atomic():
-        return _open(site, Site.JobType.DEPROVISION, params={"final_backup": final_backup})
+        return _open(site, Site.JobType.DEPROVISION, params=params)
 
 
 def retry_site(site: Site) -> Job:
@@ -272,11 +278,20 @@ def clone_site(name: str, new_name: object, key: object = None) -> Site:
     if Site.objects.filter(name=new_name).exists():
         raise SiteNameTaken(new_name)
     source = Site.objects.filter(name=name).first()
-    profile = {
+    profile: dict[str, object] = {
         "title": backup.title or new_name,
         "admin_user": backup.admin_user,
         "admin_email": source.admin_email if source is not None else settings.WPFLEET_DEFAULT_ADMIN_EMAIL,
     }
+    if source is not None:
+        # As the site it comes from serves (a deleted site's: the defaults).
+        profile.update(
+            disk_quota=source.disk_quota,
+            php_settings=dict(source.php_settings or {}),
+            page_cache=source.page_cache,
+        )
+        if source.php_version in settings.WPFLEET_PHP_VERSIONS:
+            profile["php_version"] = source.php_version
     try:
         with transaction.atomic():
             site = Site.objects.create(name=new_name, domain=SiteNames(new_name).domain, **profile)

@@ -29,7 +29,8 @@ from jobs.models import Job, JobStep
 from jobs.redaction import redact
 from sites.infra.errors import InfraError
 from sites.models import Backup, Site, known_secrets
-from sites.provisioning.steps import DRIFTED, FOREIGN, MISSING, OK, PROVISION_STEPS, STOPPED, Context, Infra, Step, View
+from sites.provisioning.handlers import site_context
+from sites.provisioning.steps import DRIFTED, FOREIGN, MISSING, OK, PROVISION_STEPS, STOPPED, Infra, Step, View
 
 # The whole page waits for the slowest probe: past this, a dependency is
 # reported as not answering instead of holding the operator's page.
@@ -156,17 +157,17 @@ def reason(exc: BaseException, site: Site) -> str:
 
 
 def _observe(step: Step, site: Site, hostnames: tuple[str, ...], home: str) -> list[ResourceState]:
-    ctx = Context(
-        site=site.name, db_password="", infra=Infra(), hostnames=hostnames, home=home, page_cache=site.page_cache
-    )
-    # A suspended site's containers are stopped on purpose.
-    stopped = "ok" if site.status == Site.Status.SUSPENDED else _HEALTH[STOPPED]
-    return [
-        ResourceState(
-            r.kind, r.name, r.detail or r.state, stopped if r.state == STOPPED else _HEALTH.get(r.state, "bad")
-        )
-        for r in step.observe(ctx, View(ctx.infra))
-    ]
+    ctx = site_context(site, Infra(), db_password="")
+    ctx.hostnames, ctx.home = hostnames, home
+    suspended = site.status == Site.Status.SUSPENDED
+
+    def health(r) -> str:
+        # A suspended site's containers are stopped, and its hostnames answer 503, on purpose.
+        if suspended and (r.state == STOPPED or (r.state == DRIFTED and "suspended" in r.detail)):
+            return "ok"
+        return _HEALTH.get(r.state, "bad")
+
+    return [ResourceState(r.kind, r.name, r.detail or r.state, health(r)) for r in step.observe(ctx, View(ctx.infra))]
 
 
 def probe_resources(site: Site, budget: float = PROBE_BUDGET_SECONDS) -> tuple[list[ResourceState], list[str]]:

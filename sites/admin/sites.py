@@ -230,7 +230,7 @@ class DiskQuotaForm(SettingsForm):
     def __init__(self, site: Site, *args, **kwargs) -> None:
         super().__init__(site, *args, **kwargs)
         top = human(settings.WPFLEET_DISK_QUOTA_MAX)
-        self.fields["disk_quota"].help_text = f"Like 5G or 512M: 100M to {top}, and no less than the site's files use."
+        self.fields["disk_quota"].help_text = f"Like 5G or 512M: 256M to {top}, and no less than the site's files use."
 
     def current(self) -> dict[str, str]:
         return {"disk_quota": human(self.site.disk_quota)}

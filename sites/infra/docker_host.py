@@ -264,6 +264,53 @@ class DockerHost:
             if container.status != "running":
                 container.start()
 
+    def image_id(self, image: str) -> str:
+        """The image's id (sha256 hex, without the prefix): what a tag names now."""
+        with docker_errors(f"inspect image {image}"):
+            return str(self.client.images.get(image).id).removeprefix("sha256:")
+
+    def image_files(self, image: str, path: str, labels: dict[str, str]) -> Iterator[bytes]:
+        """A directory of an image, as a tar stream, read from a container created for it (never started)."""
+        with docker_errors(f"read {path} of {image}"):
+            container = self.client.containers.create(image, command=["true"], labels=labels, network_disabled=True)
+        try:
+            with docker_errors(f"read {path} of {image}"):
+                stream, _ = self.client.api.get_archive(container.id, path, chunk_size=1 << 20)
+                yield from stream
+        finally:
+            with docker_errors(f"remove the container that read {image}"):
+                container.remove(force=True)
+
+    def run_once(
+        self,
+        image: str,
+        argv: list[str],
+        *,
+        labels: dict[str, str],
+        user: str = "",
+        binds: dict[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """Run ``argv`` in a new container of ``image`` (no network; ``binds``: host path → container path), then remove it."""
+        with docker_errors(f"run {argv[0]} in {image}"):
+            container = self.client.containers.create(
+                image,
+                entrypoint=argv[:1],
+                command=argv[1:],
+                user=user,
+                labels=labels,
+                network_disabled=True,
+                volumes={host: {"bind": inside, "mode": "rw"} for host, inside in (binds or {}).items()},
+            )
+        try:
+            with docker_errors(f"run {argv[0]} in {image}"):
+                container.start()
+                code = int(container.wait(timeout=300)["StatusCode"])
+                output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace").strip()
+        finally:
+            with docker_errors(f"remove the container that ran {argv[0]}"):
+                container.remove(force=True)
+        return code, output
+
     def stop(self, container: Container, timeout: int = 10) -> None:
         """Stop a running container (SIGTERM, then SIGKILL after ``timeout`` s); it stays, stopped.
 

@@ -38,7 +38,9 @@ import fcntl
 import os
 import re
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -47,6 +49,8 @@ from sites.infra.errors import ForeignResource, InfraError
 
 WHAT = "disk quota"
 RECORDS_DIR = ".wpfleet-quota"
+TEMPLATES_DIR = ".wpfleet-templates"
+_TEMPLATE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 TOP_LEVEL = 5  # the id of a btrfs filesystem's top-level subvolume
 _SITE = re.compile(r"[a-z0-9]{1,32}")  # sites.models.validation: these names never begin with "."
 _QGROUP_LINE = re.compile(r"^(\d+)/(\d+)\s+(\d+)\s+(\d+)\s+(\d+|none)\b")
@@ -114,12 +118,15 @@ class DiskQuotas:
         """For ``docker volume create --driver local``: bind the site's directory."""
         return {"type": "none", "o": "bind", "device": self.path(site)}
 
-    def ensure(self, site: str, limit_bytes: int) -> str:
+    def ensure(self, site: str, limit_bytes: int, template: str | None = None) -> str:
         """Make the site's directory and set its limit (idempotent); returns the directory to bind.
 
-        The limit is set as given, even below current usage: this restores
-        the recorded desired state (a reconciler); ``set_limit`` is the
-        checked way to change it.
+        ``template``: a template's path (``template``): the new directory
+        is a snapshot of it, made at once whatever its size (copy on write;
+        the template's data stays charged to the template, so the site's
+        usage counts what it writes). The limit is set as given, even below
+        current usage: this restores the recorded desired state (a
+        reconciler); ``set_limit`` is the checked way to change it.
         """
         path, limit = self.path(site), _limit(limit_bytes)
         self._check_root()
@@ -133,7 +140,10 @@ class DiskQuotas:
         elif record.owner != self.owner:
             raise ForeignResource(WHAT, f"{path} belongs to owner {record.owner}; it was left untouched")
         if not os.path.lexists(path):
-            self._run("subvolume", "create", path, ok=("File exists",))
+            if template is not None:
+                self._run("subvolume", "snapshot", template, path)
+            else:
+                self._run("subvolume", "create", path, ok=("File exists",))
             os.chown(path, 0, 0)
             os.chmod(path, 0o755)
         subvolume = self._subvolume_id(path)
@@ -144,6 +154,40 @@ class DiskQuotas:
         self._run("qgroup", "create", f"1/{subvolume}", self.root, ok=("File exists",))
         self._run("qgroup", "assign", "--no-rescan", f"0/{subvolume}", f"1/{subvolume}", self.root, ok=("File exists",))
         self._run("qgroup", "limit", str(limit), f"1/{subvolume}", self.root)
+        return path
+
+    def template(self, key: str, fill: Callable[[str], None]) -> str:
+        """The template ``key`` (made once by ``fill(directory)``, then kept): a subvolume new sites are snapshots of.
+
+        Templates live in ``<root>/.wpfleet-templates/`` (no site name
+        begins with a dot). A template is filled under a name of its own,
+        then renamed into place: a crash or a concurrent maker never leaves
+        a half-filled one where a site would be made from it.
+        """
+        if not _TEMPLATE.fullmatch(key):
+            raise _permanent(f"template key {key!r} is not [a-z0-9-]")
+        self._check_root()
+        directory = os.path.join(self.root, TEMPLATES_DIR)
+        path = os.path.join(directory, key)
+        if os.path.isdir(path):
+            return path
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        staging = os.path.join(directory, f".{key}.{os.getpid()}.{threading.get_ident()}")
+        if os.path.lexists(staging):
+            self._run("subvolume", "delete", staging, ok=_GONE_OR_BUSY)
+        self._run("subvolume", "create", staging)
+        try:
+            os.chmod(staging, 0o755)
+            fill(staging)
+            os.rename(staging, path)
+        except OSError:
+            if not os.path.isdir(path):  # lost no race: a real failure
+                self._run("subvolume", "delete", staging, ok=_GONE_OR_BUSY)
+                raise
+            self._run("subvolume", "delete", staging, ok=_GONE_OR_BUSY)  # another maker won
+        except BaseException:
+            self._run("subvolume", "delete", staging, ok=_GONE_OR_BUSY)
+            raise
         return path
 
     def set_limit(self, site: str, limit_bytes: int) -> None:

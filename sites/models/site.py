@@ -241,9 +241,9 @@ class Site(models.Model):
 
         return effective_php_settings(self.php_settings or {})
 
-    def cancel_deprovision(self) -> None:
-        """A delete whose final backup failed: nothing was removed, the site serves on."""
-        self._move((self.Status.DEPROVISIONING,), self.Status.ACTIVE)
+    def cancel_deprovision(self, suspended: bool = False) -> None:
+        """A delete whose final backup failed: nothing was removed, the site serves on (or stays suspended)."""
+        self._move((self.Status.DEPROVISIONING,), self.Status.SUSPENDED if suspended else self.Status.ACTIVE)
 
     def _move(self, allowed: tuple[str, ...], target: str) -> None:
         if self.status not in allowed:

@@ -275,6 +275,20 @@ def restore_site(site: Site, backup: Backup, job: Job, record: Record, infra: In
         with recorded(record, "backup"):
             take_backup(site, Backup.Kind.BEFORE_RESTORE, job, infra)
     restorer = Restorer(site.name, infra.docker, infra.db, infra.repository)
+    quotas = infra.quotas
+    if quotas is not None:
+        # The backup's files are staged beside the live ones, inside the
+        # site's quota directory: room for both while the restore runs.
+        quotas.ensure(site.name, site.disk_quota + max(backup.files_bytes, 0) + 64 * 1024**2)
+    try:
+        _restore(site, backup, job, record, infra, restorer)
+    finally:
+        if quotas is not None:
+            # Back to the site's quota (set as recorded: the restored files fit it when they were backed up).
+            quotas.ensure(site.name, site.disk_quota)
+
+
+def _restore(site: Site, backup: Backup, job: Job, record: Record, infra: Infra, restorer: Restorer) -> None:
     if restorer.leftovers():
         # A restore that died (this job's earlier attempt, or an earlier job)
         # may have left the site switched, its previous copy aside: put that
@@ -301,6 +315,9 @@ def restore_site(site: Site, backup: Backup, job: Job, record: Record, infra: In
         hostnames=site.hostnames(desired=False),
         home=site.home_host(desired=False),
         page_cache=site.page_cache,
+        php_version=site.php_version,
+        php_values=site.php_values,
+        disk_quota=site.disk_quota,
     )
     try:
         with recorded(record, "wordpress"):

@@ -309,6 +309,13 @@ def _record(site: Site, result: CronResult) -> CronResult:
         site.cron_ran_at, site.cron_failures, site.cron_error = now, 0, ""
         return result
     error = redact(result.error, site.secrets())[: ERROR_CHARS + 100]
+    if rows.filter(current_job__isnull=False).exists() or not rows.filter(status=Site.Status.ACTIVE).exists():
+        # A job took the site meanwhile (a suspend, a PHP switch stopping
+        # the container the run was in): the run was cut, not the site's
+        # cron at fault. Not counted; it runs again at its next slot.
+        rows.update(cron_error=error)
+        site.cron_error = error
+        return replace(result, error=error)
     rows.update(cron_failures=F("cron_failures") + 1, cron_error=error)
     failures = rows.values_list("cron_failures", flat=True).first() or 0
     site.cron_failures, site.cron_error = failures, error

@@ -159,6 +159,9 @@ class Deprovision(_SiteJob):
         if job.params.get("final_backup") and not self._backed_up(job):
             # Nothing is removed before the site's data is safe.
             with backup_ops.recorded(record, "final_backup"):
+                if job.params.get("suspended"):
+                    # A suspended site's PHP container is stopped: the backup reads through it.
+                    step_named("php").apply(site_context(site, Infra()))
                 backup_ops.take_backup(site, Backup.Kind.BEFORE_DELETE, job)
         _provisioner(site, job, record).deprovision()
 
@@ -174,8 +177,14 @@ class Deprovision(_SiteJob):
         if site is None:
             return
         if job.params.get("final_backup") and not self._backed_up(job) and not job.steps.filter(phase="undo").exists():
-            # The final backup failed, so nothing was removed: the site serves on.
-            site.cancel_deprovision()
+            # The final backup failed, so nothing was removed: the site serves on (or stays suspended).
+            if job.params.get("suspended"):
+                ctx = site_context(site, Infra())
+                try:
+                    stop_site_containers(ctx)
+                except InfraError as exc:
+                    log.warning("job %s: %s not stopped again: %s", job.pk, site.name, exc)
+            site.cancel_deprovision(suspended=bool(job.params.get("suspended")))
         site.release(job)
 
     def on_done(self, job: Job) -> None:
@@ -345,11 +354,22 @@ class ChangeSettings(_SiteJob):
             elif "page_cache" in params:
                 with _recorded(record, "nginx_config", f"page cache {'on' if ctx.page_cache else 'off'}"):
                     step_named("nginx_config").apply(ctx)
-            if {"php_version", "php", "page_cache"} & set(params):
-                purge_page_cache(infra.docker, site.names)
         except Exception:
             self.abandon(job, record)
             raise
+        if "php_version" in params or "php" in params:
+            try:
+                purge_page_cache(infra.docker, site.names)
+            except InfraError as exc:
+                # The new PHP serves already: a purge that failed is no reason to switch back.
+                log.warning("job %s: page cache of %s not purged after its change: %s", job.pk, site.name, exc)
+        elif "page_cache" in params:
+            try:
+                # Pages kept from before the cache was turned off must not come back.
+                purge_page_cache(infra.docker, site.names)
+            except Exception:
+                self.abandon(job, record)
+                raise
 
     def abandon(self, job: Job, record: registry.Recorder) -> None:
         site = _site(job)
@@ -359,7 +379,7 @@ class ChangeSettings(_SiteJob):
         previous = site_context(site, infra)
         params = job.params
         if "php_version" in params or "php" in params:
-            php_switch.roll_back(previous, record)
+            php_switch.roll_back(previous, self.wanted(site, job, infra), record)
         elif "page_cache" in params:
             handle = record("nginx_config", "undo", "RUNNING", "")
             try:
@@ -372,7 +392,8 @@ class ChangeSettings(_SiteJob):
         if "disk_quota" in params and quotas is not None:
             handle = record("disk_quota", "undo", "RUNNING", "")
             try:
-                quotas.set_limit(site.name, site.disk_quota)
+                # As recorded, even below what the site now uses (set_limit would refuse).
+                quotas.ensure(site.name, site.disk_quota)
             except Exception as error:
                 record("disk_quota", "undo", "UNDO_FAILED", str(error), handle=handle)
             else:
@@ -465,7 +486,12 @@ class Resume(_SiteJob):
         site = _site(job)
         if site is None:
             raise SiteGone(job.subject_name)
-        _serve(site_context(site, Infra()), record, phase="apply")
+        try:
+            _serve(site_context(site, Infra()), record, phase="apply")
+        except Exception:
+            # Not left half served: the site stays SUSPENDED, so it must answer as suspended.
+            self.abandon(job, record)
+            raise
 
     def abandon(self, job: Job, record: registry.Recorder) -> None:
         site = _site(job)

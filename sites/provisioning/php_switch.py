@@ -11,18 +11,22 @@
    one renamed ``php_<name>``, and nginx's server block names it so again
    (checked, not reloaded: nginx already passes to that address).
 
-A failure before step 3 goes back: nginx to the old container, the next one
-removed. A run after a crash finds where the last one stopped: a next
-container with no current one is renamed, never built again.
+A failed attempt goes back (``roll_back``: nginx to the old container and
+the next one removed, or, once the old one is gone, a switch back, blue/green
+again). A run after a crash finds where the last one stopped: a next
+container that serves (nginx passes to it, or the old one is stopped or
+gone) is promoted, never built again.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sites.infra.errors import InfraError
 from sites.provisioning.steps import READY_CHECK, Context, NginxConfigStep, PhpStep
+from sites.provisioning.templates import php_ini
 
 # A FastCGI GET of the site's home page, sent by the new container's PHP to
 # its own php-fpm (no FastCGI client in the images). The answer's status
@@ -111,13 +115,13 @@ def switch_php(ctx: Context, previous: Context, record: Recorder) -> None:
     """Serve the site from a PHP-FPM container made for ``ctx``; ``previous`` is what serves now."""
     n = ctx.names
     docker = ctx.infra.docker
-    nginx_config = NginxConfigStep()
-    current = docker.container(n.php)
+    current, nxt = docker.container(n.php), docker.container(n.php_next)
+    if nxt is not None and (current is None or current.status != "running" or _passes_to(ctx, n.php_next)):
+        # An earlier attempt got as far as serving from the next one (nginx
+        # passes to it, or the old one is stopped or gone): finish that.
+        _promote(ctx, previous, record)
+        return
     if current is None:
-        if docker.container(n.php_next) is not None:
-            # A run that died between removing the old one and the rename.
-            _promote(ctx, record)
-            return
         raise InfraError("php", f"container {n.php} is missing: the site must be repaired first")
 
     handle = record("php_next", "apply", "RUNNING", "")
@@ -128,16 +132,24 @@ def switch_php(ctx: Context, previous: Context, record: Recorder) -> None:
         check_answers(ctx, n.php_next)
         record("php_next", "apply", "OK", f"{n.php_next} answers ({ctx.php_image})", handle=handle)
         handle = record("nginx_config", "apply", "RUNNING", "")
-        nginx_config.apply(ctx, php_host=n.php_next)
+        NginxConfigStep().apply(ctx, php_host=n.php_next)
         record("nginx_config", "apply", "OK", f"passes to {n.php_next}", handle=handle)
     except Exception as error:
         record("php_next", "apply", "FAILED", str(error), handle=handle)
-        roll_back(previous, record)
         raise
-    _promote(ctx, record)
+    _promote(ctx, previous, record)
 
 
-def _promote(ctx: Context, record: Recorder) -> None:
+def _passes_to(ctx: Context, name: str) -> bool:
+    block = ctx.infra.docker.read_file(ctx.names.nginx, ctx.names.nginx_config) or ""
+    return f"fastcgi_pass {name}:9000;" in block
+
+
+def _longest_request(*contexts: Context) -> int:
+    return max(int(c.php_values.get("max_execution_time", 60)) for c in contexts)
+
+
+def _promote(ctx: Context, previous: Context, record: Recorder) -> None:
     """The next container serves: the old one goes, the next one takes the site's PHP name."""
     n = ctx.names
     docker = ctx.infra.docker
@@ -149,9 +161,9 @@ def _promote(ctx: Context, record: Recorder) -> None:
             # such a worker still serves a request that arrives on a
             # connection it kept open (Caddy's), with the old server block:
             # to the old PHP. Wait until they are gone, for as long as a
-            # request may run; then its stop signal (SIGQUIT) lets php-fpm
-            # finish what it has before it is removed.
-            seconds = int(ctx.php_values.get("max_execution_time", 60)) + 5
+            # request may run (under the old limit or the new); then its stop
+            # signal (SIGQUIT) lets php-fpm finish what it has before it goes.
+            seconds = _longest_request(ctx, previous) + 5
             docker.exec(n.nginx, ["sh", "-c", DRAIN_OLD_WORKERS, "sh", str(seconds * 20)])
             docker.stop(old, timeout=seconds)
         note = docker.remove_container(n.php, n.labels("php"))
@@ -184,21 +196,42 @@ def _name_it_again(ctx: Context, timeout: float = 10) -> None:
             time.sleep(0.2)
 
 
-def roll_back(previous: Context, record: Recorder) -> None:
-    """nginx passes to the site's PHP container again and the next one goes (best effort, recorded).
+def runs_as(ctx: Context, container: Any) -> bool:
+    """Whether a PHP container runs the context's image and php.ini."""
+    if container.attrs.get("Config", {}).get("Image") != ctx.php_image:
+        return False
+    ini = ctx.infra.docker.read_file(container, "/usr/local/etc/php/conf.d/zz-wpfleet.ini")
+    return ini == php_ini(values=ctx.php_values)
 
-    Once the old container is gone there is no going back: the next attempt
-    completes the switch (``switch_php`` finds the next one and renames it).
+
+def roll_back(previous: Context, wanted: Context, record: Recorder) -> None:
+    """Serve the site from a PHP container as ``previous`` says again, wherever the switch to ``wanted`` stopped.
+
+    - the old container serves or can (nginx passes to it, or it only
+      needs starting): nginx to it, the next one removed;
+    - the old one is gone, or the next one already took its name: a switch
+      back, blue/green again (the site serves throughout).
+    Recorded; never raises (the job's own error is the one to report).
     """
     n = previous.names
     docker = previous.infra.docker
     handle = record("php_next", "undo", "RUNNING", "")
     try:
-        if docker.container(n.php) is None:
-            raise InfraError("php", f"{n.php} is gone: the switch can only be completed")
-        NginxConfigStep().apply(previous)
-        previous.note(docker.remove_container(n.php_next, n.labels("php")))
+        current, nxt = docker.container(n.php), docker.container(n.php_next)
+        if current is not None and runs_as(previous, current):
+            if current.status != "running":
+                docker.start(current)
+                check_answers(previous, n.php)
+            NginxConfigStep().apply(previous)
+            previous.note(docker.remove_container(n.php_next, n.labels("php")))
+        elif current is None and nxt is None:
+            raise InfraError("php", f"neither {n.php} nor {n.php_next} exists: the site must be repaired")
+        else:
+            if current is None:
+                # The old one was removed before the rename: the next one takes the name first.
+                _promote(wanted, previous, record)
+            switch_php(previous, wanted, record)
     except Exception as error:
         record("php_next", "undo", "UNDO_FAILED", str(error), handle=handle)
         return
-    record("php_next", "undo", "UNDONE", f"{n.php} serves", handle=handle)
+    record("php_next", "undo", "UNDONE", f"{n.php} runs {previous.php_image}", handle=handle)

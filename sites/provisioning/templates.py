@@ -194,7 +194,10 @@ def php_ini(opcache: str | None = None, values: Mapping[str, str | int] | None =
     # memory keeps about 20 MB per visited WordPress site that the kernel can
     # never reclaim; in files they are page cache, reclaimed under pressure,
     # for about 15 ms more per request (measured on the lab, docs/performance.md).
-    return own + compression + "opcache.file_cache = /tmp\nopcache.file_cache_only = 1\n"
+    # The CLI too (the install, cron, the panel's calls): they share the
+    # file cache with php-fpm, and a new site's comes compiled from its
+    # template (sites.provisioning.steps.site_template).
+    return own + compression + "opcache.file_cache = /tmp\nopcache.file_cache_only = 1\nopcache.enable_cli = 1\n"
 
 
 # The must-use plugin behind the panel's one-click login (sites.ops.wordpress).
