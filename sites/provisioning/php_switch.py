@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sites.infra.errors import InfraError
-from sites.provisioning.steps import READY_CHECK, Context, NginxConfigStep, PhpStep
+from sites.provisioning.steps import Context, NginxConfigStep, PhpStep, wait_until_ready
 from sites.provisioning.templates import php_ini
 
 # A FastCGI GET of the site's home page, sent by the new container's PHP to
@@ -94,10 +94,8 @@ def check_answers(ctx: Context, container: str, timeout: float = 30) -> None:
     """Raise unless ``container``'s php-fpm answers the site's home page (2xx or 3xx)."""
     docker = ctx.infra.docker
     deadline = time.monotonic() + timeout
-    while docker.exec(container, ["sh", "-c", READY_CHECK])[0] != 0:
-        if time.monotonic() >= deadline:
-            raise InfraError("php", f"{container} did not start php-fpm within {timeout:g}s")
-        time.sleep(0.1)
+    if not wait_until_ready(docker, container, timeout):
+        raise InfraError("php", f"{container} did not start php-fpm within {timeout:g}s")
     last = ""
     while True:
         code, output = docker.exec(

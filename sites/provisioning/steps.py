@@ -885,7 +885,30 @@ echo is_blog_installed() ? 'WPFLEET-INSTALLED' : 'WPFLEET-NOT-INSTALLED';
 """
 
 
-READY_CHECK = 'case "$(tr "\\0" " " </proc/1/cmdline)" in php-fpm*) exit 0 ;; esac; exit 1'
+# Waits inside the PHP container (one exec, PID 1 checked every 20 ms, at
+# most $1 seconds) until its entrypoint has become php-fpm: seen at once,
+# not at the next of several execs.
+READY_WAIT = r"""
+tries=$(( $1 * 50 ))
+while [ $tries -gt 0 ]; do
+    case "$(tr '\0' ' ' </proc/1/cmdline)" in php-fpm*) exit 0 ;; esac
+    tries=$((tries - 1))
+    sleep 0.02
+done
+exit 1
+"""
+
+
+def wait_until_ready(docker: DockerHost, container: str, seconds: float) -> bool:
+    """Whether the PHP container's entrypoint became php-fpm within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        # In turns of at most 10 s: each exec stays well inside the engine client's timeout.
+        turn = max(1, min(10, int(deadline - time.monotonic() + 0.999)))
+        if docker.exec(container, ["sh", "-c", READY_WAIT, "sh", str(turn)])[0] == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
 
 
 class WordPressStep:
@@ -906,16 +929,13 @@ class WordPressStep:
         n = ctx.names
         docker = ctx.infra.docker
         wait = settings.WPFLEET_WORDPRESS_READY_SECONDS
-        deadline = time.monotonic() + wait
         # The image's entrypoint copies WordPress in and writes wp-config.php,
         # then becomes php-fpm: only then are both complete (a file that merely
         # exists may still be half written).
         # (The entrypoint's own command line names php-fpm as its argument:
         # match the program, the start of PID 1's command line.)
-        while docker.exec(n.php, ["sh", "-c", READY_CHECK])[0] != 0:
-            if time.monotonic() >= deadline:
-                raise InfraError("wordpress", f"{n.php} did not finish its entrypoint within {wait:g}s")
-            time.sleep(0.1)
+        if not wait_until_ready(docker, n.php, wait):
+            raise InfraError("wordpress", f"{n.php} did not finish its entrypoint within {wait:g}s")
         url = f"https://{ctx.home_host}"
         if ctx.restore is not None:
             # A clone: the backup's WordPress, its URLs rewritten to this site's.
