@@ -24,7 +24,7 @@ def live_site(make_site) -> Site:
     return site
 
 
-def test_usage_is_read_from_the_host_and_requests_and_logs_show_a_visit(live_site, infra, tmp_path):
+def test_usage_is_read_from_the_host_and_requests_and_logs_show_a_visit(live_site, infra, tmp_path, api):
     site = live_site
     state = tmp_path / "usage.json"
 
@@ -52,6 +52,11 @@ def test_usage_is_read_from_the_host_and_requests_and_logs_show_a_visit(live_sit
     )
     assert f"GET /?usage-probe={marker} " in found[0]
     assert found[0][:4].isdigit() and "T" in found[0][:20]  # each line after its timestamp
+    # The same through the API, as an operator asks for it.
+    shown = api.get(f"/api/sites/{site.name}/logs?source=nginx&lines=20")
+    assert shown.status_code == 200, shown.content
+    assert shown.json()["log"] == "nginx"
+    assert any(f"GET /?usage-probe={marker} " in line for line in shown.json()["lines"])
 
     time.sleep(1)
     collect_usage(force=True, docker=infra.docker, state_path=state)
