@@ -265,9 +265,11 @@ def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
         resources = page.locator("table.wpf-resources")
         expect(resources).to_be_visible()
         # database, account, volume, page cache volume, network, two containers,
-        # server block, WordPress install, Caddy route: all present and ours.
-        assert resources.locator("tr.wpf-health-ok").count() == 10, resources.inner_text()
-        assert resources.locator("tbody tr").count() == 10, resources.inner_text()
+        # server block, WordPress install, Caddy route, and the quota directory
+        # on a host with quotas: all present and ours.
+        expected = 11 if settings.WPFLEET_QUOTA_ROOT else 10
+        assert resources.locator("tr.wpf-health-ok").count() == expected, resources.inner_text()
+        assert resources.locator("tbody tr").count() == expected, resources.inner_text()
         job = Job.objects.get(subject_name=name, type=Site.JobType.PROVISION)
         assert job.status == Job.Status.DONE
         expect(page.locator(".wpf-timeline").first).to_contain_text("live_check")

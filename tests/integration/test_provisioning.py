@@ -71,8 +71,18 @@ def test_site_resources_follow_the_seed(make_site, infra):
     assert php_host["MemorySwap"] == php_host["Memory"] and nginx_host["MemorySwap"] == nginx_host["Memory"]
     assert php_host["RestartPolicy"]["Name"] == nginx_host["RestartPolicy"]["Name"] == "unless-stopped"
     assert "no-new-privileges:true" in php_host["SecurityOpt"]
-    mounts = {c.name: {(m["Name"], m["Destination"], m["RW"]) for m in c.attrs["Mounts"]} for c in (php, nginx)}
+    # (a bind mount has a Source, not a Name)
+    mounts = {
+        c.name: {(m.get("Name") or m["Source"], m["Destination"], m["RW"]) for m in c.attrs["Mounts"]}
+        for c in (php, nginx)
+    }
     assert (names.volume, "/var/www/html", True) in mounts[names.php]
+    if settings.WPFLEET_QUOTA_ROOT:
+        # PHP's /tmp is the site's, inside its quota, like its files and its page cache.
+        assert (f"{settings.WPFLEET_QUOTA_ROOT}/{site.name}/tmp", "/tmp", True) in mounts[names.php]
+        for volume in (names.volume, names.cache_volume):
+            options = infra.docker.volume(volume).attrs["Options"]
+            assert options["device"].startswith(f"{settings.WPFLEET_QUOTA_ROOT}/{site.name}/"), options
     # nginx reads the site's files, and writes only its page cache (which the site's PHP purges).
     assert mounts[names.nginx] == {(names.volume, "/var/www/html", False), (names.cache_volume, PAGE_CACHE_MOUNT, True)}
     assert (names.cache_volume, PAGE_CACHE_MOUNT, True) in mounts[names.php]
