@@ -344,13 +344,11 @@ def change_settings(site: Site, values: dict[str, object]) -> Job | None:
     _require_active(site, "changed")
     current = {"php": site.php_settings or {}}
     changed = {key: value for key, value in wanted.items() if current.get(key, getattr(site, key, None)) != value}
-    if "disk_quota" in changed:
+    quota = changed.get("disk_quota")
+    if isinstance(quota, int):
         used = _disk_used(site)
-        if used is not None and int(changed["disk_quota"]) < used:  # type: ignore[call-overload]
-            raise QuotaTooSmall(
-                f"disk_quota {human(int(changed['disk_quota']))} is less than the {human(used)} "  # type: ignore[call-overload]
-                "the site's files use now"
-            )
+        if used is not None and quota < used:
+            raise QuotaTooSmall(f"disk_quota {human(quota)} is less than the {human(used)} the site's files use now")
     if not changed:
         return None
     with transaction.atomic():

@@ -1159,16 +1159,24 @@ class SiteAdmin(admin.ModelAdmin):
 
     @admin.action(description="Purge the page cache of the selected sites", permissions=["purge"])
     def purge_page_caches(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._open_jobs(
+            request, queryset, purge_cache, "Page cache purge", "not active", "queued for a page cache purge"
+        )
+
+    def _open_jobs(
+        self, request: HttpRequest, queryset: QuerySet, start, what: str, refused: str, queued: str
+    ) -> HttpResponse | None:
+        """A bulk action that opens one job per site through ``start`` (a service), tallied and logged."""
         tally = views.Tally()
         for site in queryset.order_by("name"):
             try:
-                job = purge_cache(site)
+                job = start(site)
             except (SiteBusy, SiteNotActive) as exc:
-                tally.skip(site.name, "job in progress" if isinstance(exc, SiteBusy) else "not active")
+                tally.skip(site.name, "job in progress" if isinstance(exc, SiteBusy) else refused)
                 continue
             tally.done.append(site.name)
-            self.log_change(request, site, f"Page cache purge started (job #{job.pk}).")
-        views.report(self, request, tally, "site", "queued for a page cache purge")
+            self.log_change(request, site, f"{what} started (job #{job.pk}).")
+        views.report(self, request, tally, "site", queued)
         return _safe_next(request)
 
     @admin.action(description="Suspend the selected sites…", permissions=["suspend"])
@@ -1188,31 +1196,11 @@ class SiteAdmin(admin.ModelAdmin):
                 skip=lambda site: _skip_unless(site, Site.Status.ACTIVE, "not active"),
                 button="Yes, suspend",
             )
-        tally = views.Tally()
-        for site in queryset.order_by("name"):
-            try:
-                job = suspend_site(site)
-            except (SiteBusy, SiteNotActive) as exc:
-                tally.skip(site.name, "job in progress" if isinstance(exc, SiteBusy) else "not active")
-                continue
-            tally.done.append(site.name)
-            self.log_change(request, site, f"Suspend started (job #{job.pk}).")
-        views.report(self, request, tally, "site", "queued for suspension")
-        return _safe_next(request)
+        return self._open_jobs(request, queryset, suspend_site, "Suspend", "not active", "queued for suspension")
 
     @admin.action(description="Resume the selected sites", permissions=["resume"])
     def resume_sites(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
-        tally = views.Tally()
-        for site in queryset.order_by("name"):
-            try:
-                job = resume_site(site)
-            except (SiteBusy, SiteNotActive) as exc:
-                tally.skip(site.name, "job in progress" if isinstance(exc, SiteBusy) else "not suspended")
-                continue
-            tally.done.append(site.name)
-            self.log_change(request, site, f"Resume started (job #{job.pk}).")
-        views.report(self, request, tally, "site", "queued to resume")
-        return _safe_next(request)
+        return self._open_jobs(request, queryset, resume_site, "Resume", "not suspended", "queued to resume")
 
     @admin.action(description="Clear the cron flag of the selected sites", permissions=["clear_cron"])
     def clear_cron_flags(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
