@@ -7,6 +7,7 @@ with a message naming the variable instead of failing later in a job.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -174,6 +175,17 @@ class Env:
         result = number * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
         if result <= 0:
             raise ImproperlyConfigured(f"{name}={value!r} must be greater than zero")
+        return result
+
+    def network(self, name: str, default: str, *, min_prefix: int = 8, max_prefix: int = 30) -> ipaddress.IPv4Network:
+        """An IPv4 network in CIDR form (``10.200.0.0/16``), its prefix within the bounds."""
+        value = self.text(name, default)
+        try:
+            result = ipaddress.IPv4Network(value.strip(), strict=True)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}={value!r} is not an IPv4 network like 10.200.0.0/16 ({exc})") from None
+        if not min_prefix <= result.prefixlen <= max_prefix:
+            raise ImproperlyConfigured(f"{name}={value!r}: the prefix must be between /{min_prefix} and /{max_prefix}")
         return result
 
     def url(self, name: str, default: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str:

@@ -260,6 +260,62 @@ WPFLEET_DOCKER_TIMEOUT = env.integer("WPFLEET_DOCKER_TIMEOUT", 60, min=1, max=60
 WPFLEET_PHP_IMAGE = env.text("WPFLEET_PHP_IMAGE", "wordpress:php8.2-fpm")
 WPFLEET_NGINX_IMAGE = env.text("WPFLEET_NGINX_IMAGE", "nginx:alpine")
 WPFLEET_BACKEND_NETWORK = env.text("WPFLEET_BACKEND_NETWORK", "wp_backend")
+# The address plan (docs/performance.md, "Address plan"). Caddy reaches each
+# site's nginx on a backend network; a Linux bridge holds at most 1,024
+# ports, so backend networks are shards of at most WPFLEET_BACKEND_SHARD_SIZE
+# sites each: the first is WPFLEET_BACKEND_NETWORK (made by the host's
+# set-up, lab/up.sh), the next ones are made by the panel, each a /22 of
+# WPFLEET_BACKEND_SHARD_POOL not used by another network, with Caddy attached.
+WPFLEET_BACKEND_SHARD_SIZE = env.integer("WPFLEET_BACKEND_SHARD_SIZE", 500, min=1, max=1000)
+WPFLEET_BACKEND_SHARD_POOL = env.network("WPFLEET_BACKEND_SHARD_POOL", "10.202.0.0/16", max_prefix=22)
+# The reconciler (sites.ops.reconcile): repairs run this many at once (after
+# an engine crash every site needs one), and this many sites per pass have
+# their nginx read for real (an edit inside a container leaves no trace in
+# the engine's listing), each site in its turn.
+# A housekeeping pass (reconcile, backups, usage, cron) runs alone: the next
+# minute's is skipped while one runs; a pass's lock lapses after this long
+# (a worker killed in a pass).
+WPFLEET_HOUSEKEEPING_LOCK_SECONDS = env.integer("WPFLEET_HOUSEKEEPING_LOCK_SECONDS", 600, min=60, max=86400)
+WPFLEET_RECONCILE_PARALLEL = env.integer("WPFLEET_RECONCILE_PARALLEL", 6, min=1, max=64)
+WPFLEET_RECONCILE_DEEP_CHECKS = env.integer("WPFLEET_RECONCILE_DEEP_CHECKS", 20, min=0, max=100000)
+# Each site's own network (PHP-FPM and nginx) comes from the engine's
+# default address pool (dockerd --default-address-pool base=...,size=...):
+# the same values, so the panel knows how many site networks the host has room for.
+WPFLEET_SITE_NETWORK_POOL = env.network("WPFLEET_SITE_NETWORK_POOL", "10.200.0.0/16")
+WPFLEET_SITE_NETWORK_PREFIX = env.integer("WPFLEET_SITE_NETWORK_PREFIX", 28, min=16, max=29)
+if WPFLEET_SITE_NETWORK_PREFIX < WPFLEET_SITE_NETWORK_POOL.prefixlen:
+    raise ImproperlyConfigured(
+        f"WPFLEET_SITE_NETWORK_PREFIX={WPFLEET_SITE_NETWORK_PREFIX} is shorter than the pool "
+        f"WPFLEET_SITE_NETWORK_POOL={WPFLEET_SITE_NETWORK_POOL}"
+    )
+# Capacity (sites.ops.capacity, docs/operations.md "Capacity"): a new site is
+# refused (HTTP 507) when the host would run out of one of these, rather than
+# accepted to fail in its job or to starve the sites already there.
+# At most this many sites (0: no count of its own, only the resources below).
+WPFLEET_MAX_SITES = env.integer("WPFLEET_MAX_SITES", 1000, min=0, max=1_000_000)
+# Site networks of the address pools kept free for networks that are not a
+# site's own (the operator's, the engine's).
+WPFLEET_CAPACITY_ADDRESS_RESERVE = env.integer("WPFLEET_CAPACITY_ADDRESS_RESERVE", 16, min=0, max=1_000_000)
+# What a new site is expected to take at first (PHP-FPM and nginx idle, plus
+# what the engine spends on its containers; docs/performance.md measures
+# 12.6 MB in the cgroups), not its limits, which are ceilings.
+WPFLEET_CAPACITY_SITE_MEMORY = env.size("WPFLEET_CAPACITY_SITE_MEMORY", "32m")
+# Memory the kernel must still have available (MemAvailable) once the new site
+# took its share: the other sites' peaks, the panel, MariaDB.
+WPFLEET_CAPACITY_MEMORY_HEADROOM = env.size("WPFLEET_CAPACITY_MEMORY_HEADROOM", "1g")
+# Free space kept on the filesystem of the sites' files: a full disk breaks
+# every site at once. That filesystem is WPFLEET_CAPACITY_DISK_PATH; empty:
+# WPFLEET_QUOTA_ROOT when quotas are on, else Docker's root /var/lib/docker.
+WPFLEET_CAPACITY_DISK_HEADROOM = env.size("WPFLEET_CAPACITY_DISK_HEADROOM", "5g")
+WPFLEET_CAPACITY_DISK_PATH = env.text("WPFLEET_CAPACITY_DISK_PATH", "", allow_empty=True)
+if WPFLEET_CAPACITY_DISK_PATH and not WPFLEET_CAPACITY_DISK_PATH.startswith("/"):
+    raise ImproperlyConfigured(
+        f"WPFLEET_CAPACITY_DISK_PATH={WPFLEET_CAPACITY_DISK_PATH!r} must be an absolute path or empty"
+    )
+# MariaDB connections that must stay free (max_connections minus
+# Threads_connected): each site's PHP opens its own, up to
+# WPFLEET_DB_MAX_USER_CONNECTIONS, and the panel's jobs need some too.
+WPFLEET_CAPACITY_DB_CONNECTIONS_FREE = env.integer("WPFLEET_CAPACITY_DB_CONNECTIONS_FREE", 20, min=0, max=100_000)
 WPFLEET_PHP_LIMITS: Limits = {
     "memory": env.size("WPFLEET_PHP_MEMORY", "512m"),
     "cpus": env.number("WPFLEET_PHP_CPUS", 1.0, min=0.01, max=64),

@@ -18,4 +18,8 @@ if not _env.raw("WPFLEET_ENCRYPTION_KEYS"):
     # A fixed, public key: the test databases hold no real secret.
     os.environ["WPFLEET_ENCRYPTION_KEYS"] = "dGVzdHMtb25seS1ub3QtYS1zZWNyZXQta2V5LTAwMDA="
 
+# Small backend shards (sites.provisioning.shards), so that the suite's
+# sites spread over several and new shards are made and joined by Caddy.
+os.environ.setdefault("WPFLEET_BACKEND_SHARD_SIZE", "3")
+
 from hosting.settings import *  # noqa: E402,F403

@@ -782,6 +782,16 @@ ensure_caddy() {
 		-v "$caddyfile:/etc/caddy/Caddyfile:ro" \
 		-v wpfleet_caddy_routes:/etc/caddy/routes \
 		-v wpfleet_caddy_data:/data
+	# Caddy reaches sites on every backend shard the panels made (label
+	# wpfleet.role=backend-shard, sites.provisioning.shards): a re-created
+	# Caddy joins them all again (the panel's reconciler would too, within a minute).
+	local shard
+	for shard in $(dk network ls -q --filter label=wpfleet.role=backend-shard); do
+		if ! dk network inspect -f '{{range .Containers}}{{.Name}} {{end}}' "$shard" | grep -qw "$CADDY_CONTAINER"; then
+			log "attaching $CADDY_CONTAINER to backend shard $(dk network inspect -f '{{.Name}}' "$shard")"
+			dk network connect "$shard" "$CADDY_CONTAINER"
+		fi
+	done
 	# ready = the catch-all answers 404 for a host without a route
 	local i code
 	for ((i = 0; i < CADDY_TIMEOUT * 2; i++)); do

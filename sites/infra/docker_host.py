@@ -14,6 +14,7 @@ import requests
 from django.conf import settings
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
+from docker.types import IPAMConfig, IPAMPool
 
 from sites.infra.errors import ForeignResource, InfraError, InvalidConfiguration
 
@@ -90,6 +91,26 @@ def tar_of(files: Mapping[str, tuple[bytes | None, int, int, int]]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+class Listed:
+    """A container as the engine's listing shows it: one API call lists them all.
+
+    It has the name, labels, state, the networks it is attached to and its
+    mounts, but not what only an inspection has (its aliases on a network).
+    """
+
+    def __init__(self, summary: dict):
+        self.attrs = summary
+        self.id = str(summary.get("Id") or "")
+        names = summary.get("Names") or [""]
+        self.name = str(names[0]).lstrip("/")
+        self.labels: dict[str, str] = dict(summary.get("Labels") or {})
+        self.status = str(summary.get("State") or "")
+
+    @property
+    def networks(self) -> set[str]:
+        return set((self.attrs.get("NetworkSettings") or {}).get("Networks") or {})
 
 
 class DockerHost:
@@ -187,13 +208,42 @@ class DockerHost:
 
     # --- networks ---------------------------------------------------------------
 
-    def ensure_network(self, name: str, labels: dict[str, str]) -> None:
+    def ensure_network(self, name: str, labels: dict[str, str], subnet: str | None = None) -> bool:
+        """The bridge network, created if missing (``subnet``: its addresses; none: from the engine's pool).
+
+        Returns whether it was created here. Two creators of one name: the
+        engine refuses the second (check_duplicate), which then judges what won.
+        """
         existing = self.network(name)
         if existing is not None:
             self._refuse_foreign("network", name, existing.attrs.get("Labels"), labels)
-            return
+            return False
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]) if subnet else None
         with docker_errors(f"create network {name}"):
-            self.client.networks.create(name=name, driver="bridge", labels=labels)
+            try:
+                self.client.networks.create(name=name, driver="bridge", labels=labels, ipam=ipam, check_duplicate=True)
+                return True
+            except APIError as exc:
+                if exc.status_code != 409:
+                    raise
+        existing = self.network(name)
+        if existing is None:
+            raise InfraError("docker", f"create network {name}: name conflict, then not found")
+        self._refuse_foreign("network", name, existing.attrs.get("Labels"), labels)
+        return False
+
+    def network_summaries(self) -> list[dict]:
+        """Every network on the engine, as listed (name, labels, subnets; not its members): one API call."""
+        with docker_errors("list networks"):
+            return list(self.client.api.networks())
+
+    def network_members(self, name: str) -> int | None:
+        """How many containers are attached to the network (None: no such network)."""
+        with docker_errors(f"inspect network {name}"):
+            try:
+                return len(self.client.api.inspect_network(name).get("Containers") or {})
+            except NotFound:
+                return None
 
     def remove_network(self, name: str, labels: dict[str, str]) -> str | None:
         existing = self.network(name)
@@ -263,6 +313,11 @@ class DockerHost:
             container.reload()
             if container.status != "running":
                 container.start()
+
+    def start_listed(self, container_id: str, name: str) -> None:
+        """Start a container found in a listing of this owner's, by its id (not its name, which another may take meanwhile)."""
+        with docker_errors(f"start {name}"):
+            self.client.api.start(container_id)
 
     def image_id(self, image: str) -> str:
         """The image's id (sha256 hex, without the prefix): what a tag names now."""
@@ -400,13 +455,17 @@ class DockerHost:
             return extracted.read().decode("utf-8", "replace") if extracted is not None else None
 
     def list_owned(self, kind: str, site: str | None = None) -> list:
+        """This owner's containers, volumes or networks (of one site), each kind in one API call.
+
+        Containers come as the engine lists them (``Listed``), not inspected:
+        docker-py's own listing inspects each one, a call per container.
+        """
         filters = {"label": [f"wpfleet.owner={settings.WPFLEET_OWNER}"]}
         if site:
             filters["label"].append(f"wpfleet.site={site}")
         with docker_errors(f"list {kind}s"):
             if kind == "container":
-                # A container removed while the list is read (another job) is no error.
-                return self.client.containers.list(all=True, filters=filters, ignore_removed=True)
+                return [Listed(summary) for summary in self.client.api.containers(all=True, filters=filters)]
             if kind == "volume":
                 return self.client.volumes.list(filters=filters)
             return self.client.networks.list(filters=filters)

@@ -124,6 +124,15 @@ class Site(models.Model):
     drift = models.TextField(blank=True, editable=False)
     drifted = models.BooleanField(default=False, editable=False, db_index=True)
     checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The backend network (a shard: sites.provisioning.shards) on which Caddy
+    # reaches the site's nginx; empty: WPFLEET_BACKEND_NETWORK (sites made
+    # before shards, and new sites until their nginx step picks one).
+    backend_network = models.CharField(max_length=128, blank=True, default="", editable=False)
+    # Fingerprints of what the site's nginx was last given ({step: sha256
+    # prefix}: its aliases on the backend network, its server block). The
+    # reconciler compares them with what should be, so a pass needs no read
+    # inside each container (sites.provisioning.steps).
+    applied = models.JSONField(default=dict, blank=True, editable=False)
     # Set while the reconciler repairs the site: no job may open meanwhile, so
     # a repair never rebuilds what a concurrent deprovision just removed.
     repairing_since = models.DateTimeField(null=True, blank=True, editable=False)
@@ -156,6 +165,10 @@ class Site(models.Model):
         if self.pk is None:
             return (self.domain,)
         states = ("ACTIVE", "ADDING") if desired else ("ACTIVE", "REMOVING")
+        prefetched = getattr(self, "_prefetched_objects_cache", {}).get("domains")
+        if prefetched is not None:
+            # A pass over many sites (the reconciler) read every domain in one query.
+            return (self.domain, *sorted(d.name for d in prefetched if d.state in states))
         extra = self.domains.filter(state__in=states).order_by("name").values_list("name", flat=True)
         return (self.domain, *extra)
 

@@ -107,6 +107,8 @@ def site_context(site: Site, infra: Infra, *, desired: bool = False, db_password
         php_version=site.php_version,
         php_values=site.php_values,
         disk_quota=site.disk_quota,
+        backend_network=site.backend_network,
+        applied=dict(site.applied or {}),
     )
 
 

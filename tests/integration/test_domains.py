@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.conf import settings as django_settings
 
 from jobs.models import Job
 from sites.infra.errors import InfraError
@@ -111,7 +110,8 @@ def test_a_domain_job_that_fails_goes_back_to_the_previous_domains_and_the_site_
 
 def aliases(infra, site: Site) -> set[str]:
     nginx = infra.docker.container(site.names.nginx)
-    found = nginx.attrs["NetworkSettings"]["Networks"][django_settings.WPFLEET_BACKEND_NETWORK]["Aliases"] or []
+    backend = Site.objects.get(pk=site.pk).backend_network
+    found = nginx.attrs["NetworkSettings"]["Networks"][backend]["Aliases"] or []
     return {alias for alias in found if alias.endswith(".wpfleet.invalid")}
 
 
@@ -139,7 +139,7 @@ def test_a_failing_change_of_the_primary_or_a_removal_leaves_everything_as_it_wa
 def test_a_reconcile_pass_gives_back_a_lost_alias_and_takes_away_a_stale_one(site, infra):
     from sites.ops.reconcile import reconcile_all
 
-    network = infra.docker.client.networks.get(django_settings.WPFLEET_BACKEND_NETWORK)
+    network = infra.docker.client.networks.get(Site.objects.get(pk=site.pk).backend_network)
     nginx = infra.docker.container(site.names.nginx)
     stale = f"{unique_name('stale')}.customer.test.wpfleet.invalid"
     network.disconnect(nginx)

@@ -88,7 +88,9 @@ def test_site_resources_follow_the_seed(make_site, infra):
     assert (names.cache_volume, PAGE_CACHE_MOUNT, True) in mounts[names.php]
     # PHP-FPM only on the site's own network; nginx also faces Caddy.
     assert set(php.attrs["NetworkSettings"]["Networks"]) == {names.network}
-    assert set(nginx.attrs["NetworkSettings"]["Networks"]) == {names.network, settings.WPFLEET_BACKEND_NETWORK}
+    # (on the backend shard recorded for the site: sites.provisioning.shards)
+    backend = Site.objects.get(pk=site.pk).backend_network
+    assert backend and set(nginx.attrs["NetworkSettings"]["Networks"]) == {names.network, backend}
     for container in (php, nginx):
         assert container.labels["wpfleet.site"] == site.name
         assert container.labels["wpfleet.owner"] == settings.WPFLEET_OWNER
@@ -99,7 +101,7 @@ def test_site_resources_follow_the_seed(make_site, infra):
     assert site.db_password not in " ".join(php.attrs["Config"]["Env"])
     assert "WORDPRESS_DB_PASSWORD" not in env
     # Caddy reaches nginx by the site's hostname, and routes that hostname to it by a file of ours.
-    aliases = nginx.attrs["NetworkSettings"]["Networks"][settings.WPFLEET_BACKEND_NETWORK]["Aliases"]
+    aliases = nginx.attrs["NetworkSettings"]["Networks"][backend]["Aliases"]
     assert f"{site.domain}.wpfleet.invalid" in aliases
     assert infra.caddy.routes()[site.domain] == site.name
 

@@ -84,3 +84,33 @@ def test_the_admin_lists_sites_whose_last_check_found_drift(make_site, infra, ad
     assert fetch(site.name).status_code == 200
     assert site.name not in reconcile_all()
     assert site.name not in admin_client.get("/admin/sites/site/?drifted=yes").content.decode()
+
+
+def test_sites_whose_containers_all_stopped_serve_again_with_the_worker_running(make_site, infra):
+    """What a crash that took every container leaves (a power cut; an engine without
+    live-restore): the cluster's reconciler starts them all, in parallel, nobody asking."""
+    sites = [make_site(), make_site(), make_site()]
+    offset = WORKER_LOG.stat().st_size if WORKER_LOG.exists() else 0
+    cluster = start_cluster()
+    try:
+        wait_for(
+            lambda: "housekeeping at start" in worker_log_since(offset), timeout=60, message="the cluster to start"
+        )
+        stopped_at = timezone.now()
+        for site in sites:
+            for name in (site.names.nginx, site.names.php):
+                infra.docker.stop(infra.docker.container(name), timeout=1)
+        assert not any(serves(site.name) for site in sites)
+
+        # Bounded: the cluster's housekeeping runs every minute.
+        for site in sites:
+            wait_for(
+                lambda name=site.name: serves(name), timeout=150, interval=1, message=f"{site.name} to serve again"
+            )
+        for site in sites:
+            site.refresh_from_db()
+            assert site.checked_at > stopped_at
+            assert f"PHP-FPM container php_{site.name} exited: started" in site.drift, site.drift
+            assert f"nginx container nginx_{site.name} exited: started" in site.drift, site.drift
+    finally:
+        stop_cluster(cluster)
