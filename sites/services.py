@@ -19,11 +19,13 @@ from sites.models.validation import (
     validate_site_name,
     validate_title,
 )
+from sites.ops.capacity import CapacityExhausted, check_capacity
 from sites.ops.wordpress import Credentials, LoginLink, SiteNotActive, WordPressUserMissing
 from sites.ops.wordpress import login_link as _login_link
 from sites.ops.wordpress import new_admin_password as _new_admin_password
 
 __all__ = [
+    "CapacityExhausted",
     "Credentials",
     "DomainTaken",
     "BackupsDisabled",
@@ -85,6 +87,8 @@ def create_site(name: object, *, title: object = None, admin_email: object = Non
         profile["admin_user"] = validate_admin_user(admin_user)
     if Site.objects.filter(name=name).exists():
         raise SiteNameTaken(name)
+    # Before anything is written: a refused site leaves no row and no job.
+    check_capacity()
     try:
         with transaction.atomic():
             site = Site.objects.create(name=name, domain=SiteNames(name).domain, **profile)
@@ -277,6 +281,7 @@ def clone_site(name: str, new_name: object, key: object = None) -> Site:
     new_name = validate_site_name(new_name)
     if Site.objects.filter(name=new_name).exists():
         raise SiteNameTaken(new_name)
+    check_capacity()  # a clone is a new site like any other
     source = Site.objects.filter(name=name).first()
     profile: dict[str, object] = {
         "title": backup.title or new_name,

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from sites.admin import presenters as views
 from sites.models import Backup
 from sites.permissions import can
-from sites.services import BackupsDisabled, SiteNameTaken, clone_site
+from sites.services import BackupsDisabled, CapacityExhausted, SiteNameTaken, clone_site
 
 
 @admin.register(Backup)
@@ -145,7 +145,7 @@ class BackupAdmin(admin.ModelAdmin):
                 form.add_error("name", exc)
             except SiteNameTaken as exc:
                 form.add_error("name", str(exc))
-            except (BackupsDisabled, Backup.DoesNotExist) as exc:
+            except (BackupsDisabled, Backup.DoesNotExist, CapacityExhausted) as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 return HttpResponseRedirect(changelist)
             else:

@@ -7,6 +7,7 @@ site's database password: it is in no form, field, column or log entry.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from django import forms
@@ -38,10 +39,12 @@ from sites.models.validation import (
     validate_site_name,
     validate_title,
 )
+from sites.ops.capacity import check_capacity, host_capacity
 from sites.ops.cleanup import cleanup, zombie_sites
 from sites.permissions import can
 from sites.services import (
     BackupsDisabled,
+    CapacityExhausted,
     DomainTaken,
     SiteBusy,
     SiteNameTaken,
@@ -130,6 +133,16 @@ class SiteAddForm(forms.ModelForm):
     def validate_unique(self) -> None:
         """create_site checks the name again under the unique constraint; the
         model's own "Site with this Name already exists." would differ from the API."""
+
+    def clean(self) -> dict:
+        # The API's 507 as a form error (create_site checks again, as for the name).
+        cleaned = super().clean() or {}
+        if not self.errors:
+            try:
+                check_capacity()
+            except CapacityExhausted as exc:
+                raise ValidationError(str(exc), code="capacity") from None
+        return cleaned
 
 
 class CloneForm(forms.Form):
@@ -471,8 +484,9 @@ class SiteAdmin(admin.ModelAdmin):
         context = {"show_save_and_continue": False, **(extra_context or {})}
         try:
             return super().add_view(request, form_url, context)
-        except SiteNameTaken as exc:
-            # Lost a race for the name after the form's check: same message as the API's 409.
+        except (SiteNameTaken, CapacityExhausted) as exc:
+            # Lost a race for the name, or for the last room, after the form's
+            # check: same message as the API's 409 or 507.
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
@@ -1126,7 +1140,7 @@ class SiteAdmin(admin.ModelAdmin):
                 form.add_error("name", exc)
             except SiteNameTaken as exc:
                 form.add_error("name", str(exc))
-            except _BACKUP_REFUSALS as exc:
+            except (CapacityExhausted, *_BACKUP_REFUSALS) as exc:
                 return self._back_to_site(request, site, exc)
             else:
                 job = f"job #{clone.current_job_id}"
@@ -1334,3 +1348,20 @@ class SiteAdmin(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "wpfleet/confirm_action.html", context)
+
+
+# --- the admin's home: the host's capacity (templates/admin/index.html) -------------------
+
+
+def _with_capacity(index):
+    """The admin site's home, with the host's capacity (sites.ops.capacity) for its template."""
+
+    @functools.wraps(index)
+    def view(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return index(request, {"capacity": host_capacity(), **(extra_context or {})})
+
+    return view
+
+
+# Before hosting/urls.py reads admin.site.urls, which routes the home to this attribute.
+admin.site.index = _with_capacity(admin.site.index)  # type: ignore[method-assign]

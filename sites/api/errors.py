@@ -1,4 +1,8 @@
-"""Every API error is JSON: {"detail": "...", "code": "...", ["errors": {...}]}."""
+"""Every API error is JSON: {"detail": "...", "code": "...", ["errors": {...}]}.
+
+A site refused for lack of room is 507 with code "capacity" and "resource",
+the exhausted one (sites.ops.capacity.RESOURCES).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from sites.infra.errors import InfraError
 from sites.models import Backup
 from sites.services import (
     BackupsDisabled,
+    CapacityExhausted,
     DomainTaken,
     SiteBusy,
     SiteNameTaken,
@@ -72,6 +77,12 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = NotFound(str(exc))
     if isinstance(exc, BackupsDisabled):
         exc = Unavailable(str(exc), code="backups_disabled")
+    if isinstance(exc, CapacityExhausted):
+        # Not a 503: trying again soon will not help until an operator makes room.
+        return Response(
+            {"detail": str(exc), "code": "capacity", "resource": exc.resource},
+            status=status.HTTP_507_INSUFFICIENT_STORAGE,
+        )
     if isinstance(exc, InfraError):
         # Adapters' messages name the dependency and what failed, never a secret.
         exc = Unavailable(str(exc), code="unavailable")

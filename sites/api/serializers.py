@@ -279,7 +279,12 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField(
         help_text="A stable code for programs: invalid, reserved, required, unknown_field, taken, busy, not_found, "
         "not_active, no_such_user, unavailable, parse_error, unsupported_media_type, too_large, not_authenticated, "
-        "throttled, ..."
+        "throttled, capacity, ..."
+    )
+    resource = serializers.CharField(
+        required=False,
+        help_text="With code capacity (507) only: the exhausted resource, "
+        "one of sites, memory, disk, addresses, db_connections.",
     )
 
 

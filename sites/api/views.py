@@ -63,6 +63,8 @@ def _errors(described: dict[int, str] | None = None) -> dict[int, OpenApiRespons
 
 
 _BODY_ERRORS = {413: "Body larger than the limit", 415: "Body neither JSON nor form data"}
+# sites.ops.capacity: nothing is written; "resource" names what is exhausted.
+_NO_ROOM = "The host has no room for another site (code capacity, resource names which)"
 
 
 # A site as the API shows it: its latest job and its domains, read with it.
@@ -103,6 +105,7 @@ class SiteListCreate(generics.ListAPIView):
                     409: "Name already taken",
                     413: "Body larger than the limit",
                     415: "Body neither JSON nor form data",
+                    507: _NO_ROOM,
                 }
             ),
         },
@@ -464,6 +467,7 @@ class SiteClone(APIView):
                     400: "Invalid or reserved new name; unknown field",
                     404: "No such site or backup",
                     409: "The new name is taken",
+                    507: _NO_ROOM,
                     **_BODY_ERRORS,
                     **_BACKUP_ERRORS,
                 }

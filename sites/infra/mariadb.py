@@ -82,6 +82,17 @@ class MariaDBAdmin:
         with self.cursor() as cur:
             cur.execute("SELECT 1")
 
+    def connection_counts(self) -> tuple[int, int]:
+        """(Threads_connected, max_connections) of the server, this connection counted (sites.ops.capacity)."""
+        with self.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+            row = cur.fetchone()
+            cur.execute("SELECT @@max_connections")
+            limit = cur.fetchone()
+        if row is None or limit is None:
+            raise InfraError("mariadb", "the server did not report Threads_connected and max_connections")
+        return int(row[1]), int(limit[0])
+
     def database_comment(self, database: str) -> str | None:
         """The database's comment ('' if none), or None when it does not exist."""
         with self.cursor() as cur:
