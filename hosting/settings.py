@@ -384,6 +384,10 @@ WPFLEET_CRON_INTERVAL_SECONDS = env.integer("WPFLEET_CRON_INTERVAL_SECONDS", 300
 WPFLEET_CRON_PARALLEL = env.integer("WPFLEET_CRON_PARALLEL", 2, min=1, max=64)
 WPFLEET_CRON_TIMEOUT_SECONDS = env.integer("WPFLEET_CRON_TIMEOUT_SECONDS", 120, min=5, max=3600)
 WPFLEET_CRON_MAX_FAILURES = env.integer("WPFLEET_CRON_MAX_FAILURES", 3, min=1, max=100)
+# A site whose schedule (its "cron" option) holds no event is looked at again
+# this much later; one whose earliest event lies ahead, at that event. Only
+# sites with an event due are run (sites.ops.cron._postpone_idle).
+WPFLEET_CRON_IDLE_SECONDS = env.integer("WPFLEET_CRON_IDLE_SECONDS", 3600, min=60, max=86400)
 
 # Usage (sites.ops.usage): memory, CPU, disk and requests of every site,
 # read in bulk by the worker this often and stored on the sites.

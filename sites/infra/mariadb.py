@@ -318,6 +318,27 @@ class MariaDBAdmin:
             raise
         return None if row is None else str(row[0])
 
+    def cron_schedules(self, databases: list[str]) -> dict[str, str]:
+        """Each installed WordPress's ``cron`` option (its scheduled events, PHP-serialized), one connection for all.
+
+        A database without it (not installed, not readable) is left out.
+        """
+        import MySQLdb
+
+        found: dict[str, str] = {}
+        with self.cursor() as cur:
+            for database in databases:
+                try:
+                    cur.execute(
+                        f"SELECT option_value FROM {quote_ident(database)}.wp_options WHERE option_name = 'cron'"
+                    )
+                    row = cur.fetchone()
+                except MySQLdb.Error:
+                    continue  # not installed (1146, 1049): that site runs as it would have
+                if row is not None:
+                    found[database] = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
+        return found
+
     def installed_databases(self) -> set[str]:
         """The wp_* databases that hold a WordPress options table (one query for all sites)."""
         with self.cursor() as cur:

@@ -173,3 +173,22 @@ def test_a_cron_past_its_timeout_is_stopped_inside_the_container(live_site, infr
     status, output = infra.docker.exec(live_site.names.php, find_php)
     assert status == 1, output
     assert Site.objects.get(pk=live_site.pk).cron_failures == 1
+
+
+def test_a_site_whose_events_all_lie_ahead_is_not_run_and_waits_for_its_earliest_event(live_site, infra):
+    make_due(live_site)
+    assert run_due_crons()["ran"] == 1  # a new site's update checks are due at once
+    earliest = wordpress(infra, live_site, "array_key_first(_get_cron_array())")
+    assert earliest > timezone.now().timestamp()  # everything left lies ahead (the hourly events)
+
+    make_due(live_site)
+    report = run_due_crons()
+
+    assert (report["ran"], report["not_due"]) == (0, 1)
+    site = Site.objects.get(pk=live_site.pk)
+    assert site.cron_due_at.timestamp() >= earliest and site.cron_ran_at is not None
+    # Once the earliest event is due, the site runs again.
+    wordpress(infra, live_site, "wp_schedule_single_event(time() - 60, 'wpfleet_test_cron')")
+    make_due(live_site)
+    assert run_due_crons()["ran"] == 1
+    assert wordpress(infra, live_site, "(int) get_option('wpfleet_test_cron')") > 0

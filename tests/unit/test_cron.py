@@ -22,7 +22,15 @@ from jobs import registry
 from sites.infra.errors import InfraError
 from sites.models import Site, SiteBusy
 from sites.ops import cron
-from sites.ops.cron import CRON_PHP, clear_cron_flag, next_slot, run_cron, run_cron_now, run_due_crons
+from sites.ops.cron import (
+    CRON_PHP,
+    clear_cron_flag,
+    next_event,
+    next_slot,
+    run_cron,
+    run_cron_now,
+    run_due_crons,
+)
 from sites.ops.wordpress import SiteNotActive
 from sites.provisioning.steps import Infra
 
@@ -53,14 +61,31 @@ class FakeDocker:
         return sorted(call["container"].removeprefix("php_") for call in self.calls)
 
 
+class FakeDb:
+    """The sites' schedules (their "cron" option) by database; a database not given is unreadable."""
+
+    def __init__(self, schedules: dict[str, str] | None = None):
+        self.schedules = schedules or {}
+
+    def cron_schedules(self, databases: list[str]) -> dict[str, str]:
+        return {db: self.schedules[db] for db in databases if db in self.schedules}
+
+
 class _Adapters:
-    def __init__(self, docker: FakeDocker):
+    def __init__(self, docker: FakeDocker, db: FakeDb):
         self.docker = docker
+        self.db = db
 
 
-def fake_infra(docker: FakeDocker) -> Infra:
-    """The project's Infra with only its Docker adapter, a fake."""
-    return cast(Infra, _Adapters(docker))
+def fake_infra(docker: FakeDocker, db: FakeDb | None = None) -> Infra:
+    """The project's Infra with only its Docker and MariaDB adapters, fakes (no schedule readable: every due site runs)."""
+    return cast(Infra, _Adapters(docker, db or FakeDb()))
+
+
+def schedule(*times: int) -> str:
+    """A "cron" option as WordPress serializes it: events by time, sorted, then the version."""
+    events = "".join(f'i:{t};a:1:{{s:9:"wp_hourly";a:0:{{}}}}' for t in sorted(times))
+    return f'a:{len(times) + 1}:{{{events}s:7:"version";i:2;}}'
 
 
 def active_site(name: str, **fields) -> Site:
@@ -115,7 +140,7 @@ def test_a_due_site_runs_php_as_www_data_under_timeout_with_its_host_in_the_envi
     site = due_site("alpha", home_domain="www.example.com")
     docker = FakeDocker()
     report = run_due_crons(fake_infra(docker))
-    assert report == {"ran": 1, "failed": 0, "flagged": 0, "left": 0}
+    assert report == {"ran": 1, "failed": 0, "flagged": 0, "left": 0, "not_due": 0}
     [call] = docker.calls
     assert call["container"] == "php_alpha" and call["user"] == "www-data"
     assert call["argv"] == ["timeout", "-k", "5", "120", "php", "-r", CRON_PHP]
@@ -157,7 +182,7 @@ def test_only_active_sites_that_no_job_or_repair_holds_are_run():
     docker = FakeDocker()
     report = run_due_crons(fake_infra(docker))
     assert docker.ran() == ["ready", "stalerepair"]
-    assert report == {"ran": 2, "failed": 0, "flagged": 0, "left": 0}
+    assert report == {"ran": 2, "failed": 0, "flagged": 0, "left": 0, "not_due": 0}
 
 
 def test_a_site_not_yet_due_is_not_run():
@@ -205,7 +230,7 @@ def test_a_pass_starts_no_run_after_its_budget_and_the_rest_stay_due(settings):
     docker = FakeDocker(answer)
     report = run_due_crons(fake_infra(docker), budget=45, clock=lambda: now[0])
     # Started at 0, 20 and 40; at 60 the budget is spent.
-    assert report == {"ran": 3, "failed": 0, "flagged": 0, "left": 3}
+    assert report == {"ran": 3, "failed": 0, "flagged": 0, "left": 3, "not_due": 0}
     left = Site.objects.filter(cron_due_at__lte=timezone.now())
     assert left.count() == 3 and not left.filter(cron_ran_at__isnull=False).exists()
     # The next pass runs the rest.
@@ -383,3 +408,39 @@ def test_clearing_the_flag_makes_the_site_due_now():
 
 def test_housekeeping_runs_cron():
     assert registry.periodic()["cron"] is run_due_crons
+
+
+# --- only sites with an event due are run -------------------------------------------------------
+
+
+def test_the_earliest_event_is_read_from_the_serialized_schedule():
+    assert next_event(schedule(1764000300, 1764000000)) == 1764000000
+    assert next_event(schedule()) is None
+
+
+def test_a_due_site_whose_events_all_lie_ahead_is_moved_to_its_slot_after_the_earliest_without_a_run(settings):
+    ahead = int(timezone.now().timestamp()) + 1800
+    site = due_site("quiet")
+    docker = FakeDocker()
+
+    report = run_due_crons(fake_infra(docker, FakeDb({"wp_quiet": schedule(ahead, ahead + 7200)})))
+
+    assert docker.calls == [] and report["ran"] == 0 and report["not_due"] == 1
+    due = fresh(site).cron_due_at
+    assert due.timestamp() >= ahead and due == next_slot("quiet", dt.datetime.fromtimestamp(ahead - 1, tz=dt.UTC))
+
+
+def test_a_site_with_nothing_scheduled_is_looked_at_again_an_idle_interval_later(settings):
+    settings.WPFLEET_CRON_IDLE_SECONDS = 3600
+    site = due_site("empty")
+    run_due_crons(fake_infra(FakeDocker(), FakeDb({"wp_empty": schedule()})))
+    assert fresh(site).cron_due_at >= timezone.now() + dt.timedelta(seconds=3600)
+
+
+def test_a_site_with_an_event_due_or_an_unreadable_schedule_runs(settings):
+    past = int(timezone.now().timestamp()) - 60
+    due_site("busy")
+    due_site("unknown")
+    docker = FakeDocker()
+    report = run_due_crons(fake_infra(docker, FakeDb({"wp_busy": schedule(past)})))
+    assert docker.ran() == ["busy", "unknown"] and report["ran"] == 2 and report["not_due"] == 0
