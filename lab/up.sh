@@ -6,7 +6,8 @@
 # is reachable here), a shared MariaDB "DB host", the Caddy front proxy and
 # backup targets for restic (a local repository and an SFTP host).
 # Every step checks first and only does what is missing:
-#   1. host packages (apt), 1b. the sites' quota filesystem, 2. dockerd,
+#   1. host packages (apt), 1b. the sites' quota filesystem, 1c. kernel
+#   limits (pid_max), 2. dockerd (--live-restore),
 #   3. .env (and the backup secrets it names), 4. images, 5. network
 #   wp_backend, 6. wpfleet-mariadb, 7. caddy, 8. backups (wpfleet-sftp,
 #   restic repositories).
@@ -31,7 +32,7 @@ DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
 # /28 networks from 10.200/16 allow 4096. docker0 gets a fixed, conventional
 # address so the sites' DB host (WPFLEET_SITE_DB_HOST) stays stable.
 # shellcheck disable=SC2054 # the commas belong to one argument
-DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1/16)
+DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1/16 --live-restore)
 # wp_backend joins Caddy and every site's nginx: it gets a /16 of its own,
 # outside the pool (a network from the pool is a /28: 13 containers).
 BACKEND_SUBNET=10.201.0.0/16
@@ -128,6 +129,20 @@ enable_simple_quota() {
 	EOF
 }
 
+# A thousand sites are two thousand containers, each with a containerd shim
+# of about a dozen threads, and every thread takes a pid: the kernel's
+# default pid_max (32,768) runs out near a thousand sites, and then forks
+# fail anywhere on the host. 4,194,304 is the most a 64-bit kernel allows.
+PID_MAX=4194304
+ensure_kernel_limits() {
+	local current
+	current=$(</proc/sys/kernel/pid_max)
+	if ((current < PID_MAX)); then
+		log "kernel.pid_max $current -> $PID_MAX"
+		echo "$PID_MAX" >/proc/sys/kernel/pid_max
+	fi
+}
+
 ensure_quota_fs() {
 	local want loop out mode
 	[[ $QUOTA_FS_SIZE =~ ^[0-9]+[KMGT]?$ ]] || die "WPFLEET_LAB_QUOTA_FS_SIZE=$QUOTA_FS_SIZE: give a size like 200G"
@@ -206,7 +221,10 @@ remove_stale_pidfiles() {
 }
 
 ensure_engine() {
-	engine_up && return 0
+	if engine_up; then
+		ensure_live_restore
+		return 0
+	fi
 	[[ -x /usr/sbin/dockerd ]] || die "/usr/sbin/dockerd missing (package docker.io)"
 	local i started=''
 	for ((i = 0; i < ENGINE_TIMEOUT * 2; i++)); do
@@ -227,6 +245,26 @@ ensure_engine() {
 	done
 	tail -n 20 "$DOCKERD_LOG" >&2 || true
 	die "the Docker engine did not answer within ${ENGINE_TIMEOUT}s (see $DOCKERD_LOG)"
+}
+
+# With --live-restore the sites' containers outlive the engine: a dockerd
+# that crashed or was stopped comes back to them still running, instead of
+# every one of them Exited for the reconciler to start (docs/performance.md).
+# An engine started without it (by an older lab/up.sh) is restarted once,
+# cleanly: its containers stop, and come back with the panel's reconciler.
+ensure_live_restore() {
+	[[ $(dk info -f '{{.LiveRestoreEnabled}}' 2>/dev/null) == true ]] && return 0
+	pid_alive /var/run/docker.pid dockerd || die "the engine answers without live-restore and not as /var/run/docker.pid: restart it with --live-restore"
+	log "restarting dockerd with --live-restore (it ran without)"
+	local pid i
+	pid=$(</var/run/docker.pid)
+	kill -TERM "$pid"
+	for ((i = 0; i < ENGINE_TIMEOUT * 2; i++)); do
+		pid_alive /var/run/docker.pid dockerd || break
+		sleep 0.5
+	done
+	pid_alive /var/run/docker.pid dockerd && die "dockerd (pid $pid) did not stop within ${ENGINE_TIMEOUT}s"
+	ensure_engine
 }
 
 # --- 3. .env ----------------------------------------------------------------------
@@ -984,6 +1022,7 @@ main() {
 	step "host packages ready" ensure_packages
 	# before the engine: no site container may start on the bare mount point
 	step "quota filesystem ready" ensure_quota_fs
+	step "kernel limits ready" ensure_kernel_limits
 	step "engine ready" ensure_engine
 	gw=$(bridge_gateway)
 	[[ -n $gw ]] || die "cannot determine the docker0 gateway address"

@@ -67,8 +67,13 @@ def test_every_site_has_its_nginx_read_within_a_full_turn_of_passes():
 
 
 def test_a_housekeeping_pass_is_skipped_while_another_one_runs(monkeypatch):
-    ran = []
-    monkeypatch.setattr(registry, "periodic", lambda: {"probe": lambda: ran.append(1) or "ran"})
+    ran: list[int] = []
+
+    def probe() -> str:
+        ran.append(1)
+        return "ran"
+
+    monkeypatch.setattr(registry, "periodic", lambda: {"probe": probe})
     cache.set(hk.LOCK_KEY, f"{socket.gethostname()} {os.getpid()} other-pass", 600)
     try:
         report = hk.housekeeping()
