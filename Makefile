@@ -20,7 +20,7 @@ LOCK_CMD := pip-compile --generate-hashes --allow-unsafe --strip-extras --extra 
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: DB=sqlite|mariadb (make test), QUICK=1 (make bench), PYTEST_ARGS=..., UPGRADE=1 (make lock)"
+	@echo "  variables: DB=sqlite|mariadb (make test), QUICK=1, FILL=N, RESTART=1 (make bench), PYTEST_ARGS=..., UPGRADE=1 (make lock)"
 
 # No `pip install --upgrade pip` first: that would fetch whatever pip is
 # newest, unpinned and unhashed, before the hashed install. The venv's own pip
@@ -67,8 +67,8 @@ lint: venv ## ruff (lint and format check) and mypy with django-stubs and drf-st
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy .
 
-bench: lab venv ## run the benchmarks against the lab (QUICK=1 for a short run); results in bench/results/
-	@QUICK=$(QUICK) $(PY) -m bench $(BENCH_ARGS)
+bench: lab venv ## run the benchmarks against the lab (QUICK=1: short; FILL=N: the scale section alone, N real sites; RESTART=1: and a dockerd SIGKILL); results in bench/results/
+	@QUICK=$(QUICK) $(PY) -m bench $(if $(FILL),--only scale --fill $(FILL) --out bench/results/scale $(if $(filter-out 0,$(RESTART)),--restart)) $(BENCH_ARGS)
 
 clean-sites: venv ## remove zombie sites and leftovers (dry run: ./cleanup.sh --dry-run)
 	@./cleanup.sh

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import os
 import signal
@@ -32,15 +33,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         metavar="SECTION",
         help=f"run only these sections ({', '.join(config.SECTIONS)}); repeat or comma-separate. "
-        "The other sections of the previous latest.json are kept",
+        f"The other sections of the previous latest.json are kept. Without it: {', '.join(config.DEFAULT_SECTIONS)}",
+    )
+    parser.add_argument(
+        "--fill",
+        type=int,
+        metavar="N",
+        help="section scale: build N real sites, measured at 0, N/4, N/2 and N existing "
+        f"(default {config.FULL_PLAN.scale_fill}, QUICK {config.QUICK_PLAN.scale_fill}); "
+        "without --only, runs the scale section alone (make bench FILL=N)",
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="section scale: after the last level, SIGKILL dockerd, start it again with lab/up.sh and time "
+        "until every site answers 200 again (disturbs every other user of the engine; make bench RESTART=1)",
     )
     parser.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing: redraw the plots and latest.md from OUT/latest.json and print the summary",
     )
-    parser.add_argument("--out", type=Path, default=config.DEFAULT_OUT, help="results directory (default %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"results directory (default {config.DEFAULT_OUT}; {config.SCALE_OUT} when only scale runs)",
+    )
     args = parser.parse_args(argv)
+    if args.fill is not None and args.fill < 0:
+        parser.error("--fill takes a number of sites, 0 or more")
+    if args.only is None and (args.fill is not None or args.restart):
+        args.only = ["scale"]
     if args.only:
         only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
         unknown = [name for name in only if name not in config.SECTIONS]
@@ -48,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(config.SECTIONS)}")
         # Keep the canonical order whatever order they were given in.
         args.only = [name for name in config.SECTIONS if name in only]
+    if (args.fill is not None or args.restart) and "scale" not in (args.only or []):
+        parser.error("--fill and --restart are the scale section's: add scale to --only")
+    if args.out is None:
+        args.out = config.SCALE_OUT if args.only == ["scale"] else config.DEFAULT_OUT
     return args
 
 
@@ -163,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         return report_only(args.out)
     plan = config.QUICK_PLAN if args.quick else config.FULL_PLAN
-    names = args.only or list(config.SECTIONS)
+    if args.fill is not None:
+        plan = dataclasses.replace(plan, scale_fill=args.fill)
+    if args.restart:
+        plan = dataclasses.replace(plan, scale_restart=True)
+    names = args.only or list(config.DEFAULT_SECTIONS)
     with single_run():
         from bench.environment import git_info, machine_info, settings_info, setup_django
 
@@ -189,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         log(f"{'QUICK ' if plan.quick else ''}run of {', '.join(names)}; load {meta['machine']['loadavg_at_start']}")
         panel = BenchPanel()
+        if "scale" in names:
+            from bench.sections.scale import make_room
+
+            meta["scale_max_sites"] = make_room(plan, panel.env)
         sections: dict = {}
         interrupted = False
         try:

@@ -31,7 +31,13 @@ LOCK_FILE = VAR / "run" / "bench.lock"
 # The password is the configuration's (WPFLEET_BACKUP_PASSWORD or _FILE).
 BACKUP_REPOSITORY = VAR / "bench-restic"
 
-SECTIONS = ("sequential", "concurrent", "api", "fill", "density", "backups", "serving", "operations")
+SECTIONS = ("sequential", "concurrent", "api", "fill", "density", "backups", "serving", "operations", "scale")
+# What runs without --only. `scale` (issue #14: real sites, `--fill N`, `make bench
+# FILL=N`) supersedes `fill` (filler route files, no containers): neither is in it.
+# `fill` still runs with --only fill.
+DEFAULT_SECTIONS = ("sequential", "concurrent", "api", "density", "backups", "serving", "operations")
+# Where `make bench FILL=N` writes (--out): the scale section's results apart from the others'.
+SCALE_OUT = DEFAULT_OUT / "scale"
 
 
 def backups_configured() -> bool:
@@ -91,6 +97,35 @@ class Plan:
     # Section operations (issue #13): sites suspended, resumed and switched
     # to the other PHP version and back, one at a time.
     operations_sites: int = 5
+    # Section scale (issue #14): real sites built through the API up to
+    # scale_fill (`--fill N`), measured at 0, fill/4, fill/2 and fill existing
+    # sites (scale_levels); the dockerd SIGKILL after the last level only with
+    # scale_restart (`--restart`).
+    scale_fill: int = 1000
+    scale_restart: bool = False
+    # POST→ACTIVE samples per level, one at a time (they stay: they count toward the fill).
+    scale_samples: int = 10
+    # Worker processes of the cluster while the section runs (WPFLEET_WORKERS).
+    scale_workers: int = 4
+    # Fill sites posted and not yet ACTIVE (or failed) at any time.
+    scale_in_flight: int = 8
+    scale_reload_samples: int = 3
+    scale_reconcile_samples: int = 2
+    # GET /api/sites and GET /api/sites/<name>, each this many times, one after another.
+    scale_api_requests: int = 30
+    # Threads asking every site for a page through Caddy (page views; the restart's probe rounds).
+    scale_view_threads: int = 16
+    scale_probe_threads: int = 32
+    # Seconds after drop_caches before MemAvailable is read.
+    scale_memory_settle_s: float = 10.0
+    # No more sites once MemAvailable is below this (MB): a safety net under
+    # the panel's own memory refusal (WPFLEET_CAPACITY_MEMORY_HEADROOM, 1 GB,
+    # plus a site's 32 MB), which is meant to stop the fill first, with a 507.
+    scale_min_available_mb: int = 700
+    # Filling stops once more than this share of the fill's sites failed (of 20 at least).
+    scale_max_failed: float = 0.05
+    # The restart: how long every site has to answer 200 again after the SIGKILL.
+    scale_restart_timeout: float = 900.0
     # php-fpm's ondemand pool reaps idle children after 10 s; 15 s leaves margin.
     idle_seconds: float = 15.0
     # Seconds to wait for a batch of n sites: generous, a stuck job must not hang the bench.
@@ -99,6 +134,11 @@ class Plan:
 
     def batch_timeout(self, n: int) -> float:
         return self.timeout_base + self.timeout_per_site * n
+
+    def scale_levels(self) -> tuple[int, ...]:
+        """Existing sites the scale section measures at: 0, fill/4, fill/2, fill (1,000: 0, 250, 500, 1,000)."""
+        fill = max(self.scale_fill, 0)
+        return tuple(sorted({0, fill // 4, fill // 2, fill}))
 
 
 FULL_PLAN = Plan()
@@ -121,4 +161,6 @@ QUICK_PLAN = Plan(
     serving_opcache_requests=30,
     serving_opcache_load_seconds=5,
     operations_sites=3,
+    scale_fill=20,
+    scale_samples=3,
 )

@@ -35,6 +35,8 @@ class Posted:
     latency_s: float
     job_id: int | None
     error: str = ""
+    # The answer's JSON when the POST was refused (a 507's {"code": "capacity", "resource": ...}).
+    body: dict | None = None
 
 
 def post_one(api: Api, name: str) -> Posted:
@@ -43,7 +45,8 @@ def post_one(api: Api, name: str) -> Posted:
     if call.status == 202 and isinstance(call.body, dict):
         job_id = (call.body.get("job") or {}).get("id")
     error = "" if call.status == 202 else (call.error or str(call.body)[:300])
-    return Posted(name, call.started_at, call.status, call.latency_s, job_id, error)
+    refused = call.body if call.status != 202 and isinstance(call.body, dict) else None
+    return Posted(name, call.started_at, call.status, call.latency_s, job_id, error, refused)
 
 
 def post_all(api: Api, names: list[str]) -> list[Posted]:
@@ -117,6 +120,8 @@ def sample(posted: Posted, needs: dict[str, set[str]] | None = None) -> dict:
         "error": posted.error,
     }
     if posted.job_id is None:
+        if posted.body is not None:
+            record["post_body"] = posted.body
         return record
     job = Job.objects.get(pk=posted.job_id)
     created = job.created_at.timestamp()
@@ -203,6 +208,10 @@ def delete_sites(api: Api, names: list[str], timeout: float) -> dict:
     with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
         statuses = Counter(pool.map(delete, names))
     while Site.objects.filter(name__in=names).exists() and time.monotonic() < deadline:
+        # Rows left with no deprovisioning open (failed for good: the engine down...): nothing will remove them.
+        deprovisioning = Job.objects.filter(subject_name__in=names, type=Site.JobType.DEPROVISION, status__in=Job.OPEN)
+        if not deprovisioning.exists():
+            break
         time.sleep(POLL_SECONDS * 2)
     leftover = sorted(Site.objects.filter(name__in=names).values_list("name", flat=True))
     jobs = Job.objects.filter(subject_name__in=names, type=Site.JobType.DEPROVISION, status=Job.Status.DONE)

@@ -218,7 +218,62 @@ def density(results: dict, out: Path) -> str | None:
     return _save(fig, out, "density.png")
 
 
-PLOTS: list[Callable[[dict, Path], str | None]] = [steps_boxplot, timeline, concurrent, api_latency, fill, density]
+def scale(results: dict, out: Path) -> str | None:
+    """Issue #14: a new site, memory, the reconciler, a reload and the API as real sites fill the host."""
+    levels = results["sections"].get("scale", {}).get("levels", [])
+    if not levels:
+        return None
+    x = [lv["existing"] for lv in levels]
+
+    def get(lv: dict, *keys: str):
+        value = lv
+        for key in keys:
+            value = value.get(key, {}) if isinstance(value, dict) else {}
+        return None if value == {} else value
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    ax = axes[0][0]
+    ax.plot(x, [get(lv, "post_to_active", "p50") for lv in levels], marker="o", label="p50")
+    ax.plot(x, [get(lv, "post_to_active", "p95") for lv in levels], marker="x", linestyle=":", label="p95")
+    ax.set_title("A new site: POST→ACTIVE (s)")
+    ax = axes[0][1]
+    ax.plot(
+        x, [get(lv, "memory_per_site_mb") for lv in levels], marker="o", color="C2", label="MemAvailable drop / site"
+    )
+    ax.axhline(20, color="C3", linestyle="--", linewidth=1, label="target 20 MB")
+    ax.set_title("Host memory per site (MB)")
+    ax = axes[1][0]
+    ax.plot(x, [get(lv, "reconcile", "cpu_s", "max") for lv in levels], marker="o", label="reconcile CPU (max)")
+    ax.plot(x, [get(lv, "reconcile", "wall_s", "max") for lv in levels], marker="s", label="reconcile wall (max)")
+    ax.plot(x, [get(lv, "caddy_reload", "seconds", "p50") for lv in levels], marker="^", label="Caddy reload p50")
+    ax.axhline(5, color="C3", linestyle="--", linewidth=1, label="target 5 s CPU")
+    ax.set_title("Reconciler pass, Caddy reload (s)")
+    ax = axes[1][1]
+    ax.plot(x, [get(lv, "api", "list", "latency_s", "p50") for lv in levels], marker="o", label="GET /api/sites p50")
+    ax.plot(
+        x,
+        [get(lv, "api", "detail", "latency_s", "p50") for lv in levels],
+        marker="s",
+        label="GET /api/sites/<name> p50",
+    )
+    ax.set_title("API latency (s)")
+    for ax in (a for row in axes for a in row):
+        ax.set_xlabel("existing sites (real)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out, "scale.png")
+
+
+PLOTS: list[Callable[[dict, Path], str | None]] = [
+    steps_boxplot,
+    timeline,
+    concurrent,
+    api_latency,
+    fill,
+    density,
+    scale,
+]
 
 
 def draw_all(results: dict, out: Path) -> tuple[list[str], list[str]]:

@@ -160,7 +160,17 @@ def evaluate(sections: dict) -> list[dict]:
         )
     rows += _serving_targets(sections.get("serving", {}))
     rows += _operations_targets(sections.get("operations", {}))
+    rows += _scale_targets(sections.get("scale", {}))
     return rows
+
+
+def _scale_targets(section: dict) -> list[dict]:
+    """Issue #14's targets (judged again from the figures)."""
+    if not section.get("levels"):
+        return []
+    from bench.sections.scale import judge
+
+    return [_target(r["what"], r["target"], r["measured"], r["pass"], r["note"]) for r in judge(section)]
 
 
 def _operations_targets(section: dict) -> list[dict]:
@@ -324,7 +334,106 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
         )
     rows += _serving_rows(sections.get("serving", {}))
     rows += _operations_rows(sections.get("operations", {}))
+    rows += _scale_rows(sections.get("scale", {}))
     return rows
+
+
+def _scale_rows(section: dict) -> list[tuple[str, str, str]]:
+    levels = section.get("levels", [])
+    if not levels:
+        return []
+    names = "/".join(f"{lv['existing']}" for lv in levels)
+    rows: list[tuple[str, str, str]] = [
+        (
+            "scale",
+            f"POST→ACTIVE p50 at {names} existing sites",
+            " / ".join(_fmt(lv.get("post_to_active", {}).get("p50"), "") for lv in levels)
+            + f" s  (n={levels[0].get('post_to_active', {}).get('n', 0)}/level)",
+        ),
+        (
+            "",
+            "host memory per site (MemAvailable) at each level",
+            " / ".join(_fmt(lv.get("memory_per_site_mb"), "", 1) for lv in levels) + " MB",
+        ),
+        (
+            "",
+            "reconciler pass CPU / wall, max",
+            ", ".join(
+                f"{_fmt(lv.get('reconcile', {}).get('cpu_s', {}).get('max'), '')} / "
+                f"{_fmt(lv.get('reconcile', {}).get('wall_s', {}).get('max'), '')}"
+                for lv in levels
+            )
+            + " s",
+        ),
+        (
+            "",
+            "Caddy reload p50; GET list / detail p50",
+            ", ".join(
+                f"{_fmt(lv.get('caddy_reload', {}).get('seconds', {}).get('p50'), '')}; "
+                f"{_fmt(lv.get('api', {}).get('list', {}).get('latency_s', {}).get('p50'), '', 3)} / "
+                f"{_fmt(lv.get('api', {}).get('detail', {}).get('latency_s', {}).get('p50'), '', 3)}"
+                for lv in levels
+            )
+            + " s",
+        ),
+        (
+            "",
+            "fill: sites/min per level, failed",
+            ", ".join(_fmt(lv.get("fill", {}).get("sites_per_min"), "", 1) for lv in levels)
+            + f" sites/min; {len(section.get('failed', []))} failed",
+        ),
+    ]
+    stopped = section.get("stopped")
+    if stopped:
+        details = ", ".join(f"{k} {v}" for k, v in stopped.items() if k not in ("reason", "existing"))
+        rows.append(
+            (
+                "",
+                "filling stopped",
+                f"{stopped.get('reason')} at {stopped.get('existing')} sites" + (f" ({details})" if details else ""),
+            )
+        )
+    for key, label in (("restart", "dockerd SIGKILL"), ("power_cut", "dockerd and site containers SIGKILL")):
+        restart = section.get(key) or {}
+        if restart.get("ran"):
+            rows.append(
+                (
+                    "",
+                    f"{label}: all {restart.get('sites')} sites serving again after",
+                    f"{_fmt(restart.get('all_serving_s'), ' s', 0)} "
+                    f"(p50 {_fmt(restart.get('first_200', {}).get('p50'), ' s', 0)}, "
+                    f"{restart.get('never_back')} never back)",
+                )
+            )
+    return rows
+
+
+def _restart_lines(restart: dict, settings: dict) -> list[str]:
+    """The markdown lines of one engine-restart measurement (section scale)."""
+    md: list[str] = []
+    if restart.get("ran"):
+        md += [
+            f"{restart.get('what', 'dockerd SIGKILLed')} after the last level (dockerd pid {restart.get('dockerd_pid')}, "
+            f"{restart.get('processes_killed', 0)} site processes), then `bash lab/up.sh` "
+            f"(exit {restart.get('lab_up_rc')}; log `{restart.get('lab_up_log')}`); the engine answered again after "
+            f"{_fmt(restart.get('engine_back_s'), ' s', 1)}. Every site asked through Caddy in rounds "
+            f"({settings.get('probe_threads')} at a time): first 200 after the kill p50 / p95 / max "
+            f"{_dist_line(restart.get('first_200', {}), ('p50', 'p95', 'max'), ' s', 0)}; all serving after "
+            f"{_fmt(restart.get('all_serving_s'), ' s', 0)}; {restart.get('never_back')} of {restart.get('sites')} "
+            f"never came back within {restart.get('timeout_s'):g} s.",
+            "",
+        ]
+        if restart.get("dockerd_panics"):
+            panics = restart["dockerd_panics"]
+            md += [
+                f"dockerd panicked {panics['count']} time(s) starting again: `{panics['first']}` (see `{panics['log']}`).",
+                "",
+            ]
+        if restart.get("lab_up_tail"):
+            md += ["lab/up.sh's last lines:", "", "```", *restart["lab_up_tail"], "```", ""]
+    elif restart:
+        md += [f"Engine restart: not run ({restart.get('why')}).", ""]
+    return md
 
 
 def _operations_rows(section: dict) -> list[tuple[str, str, str]]:
@@ -727,6 +836,7 @@ def markdown(results: dict, plots: list[str]) -> str:
     md += _backups_markdown(sections.get("backups", {}))
     md += _serving_markdown(sections.get("serving", {}))
     md += _operations_markdown(sections.get("operations", {}))
+    md += _scale_markdown(sections.get("scale", {}))
     errors = [(n, b["error"]) for n, b in sections.items() if b.get("error")]
     errors += [
         (n, "disturbed: " + _disturbance(b["meta"]["disturbed"]))
@@ -1144,4 +1254,128 @@ def _operations_markdown(section: dict) -> list[str]:
     failed = [f for op in OPERATIONS for f in summary.get(op, {}).get("failed", [])]
     if failed:
         md += ["Failed or unverified:", ""] + [f"- `{f['site']}` {f['status']}: {f['error']}" for f in failed] + [""]
+    return md
+
+
+def _scale_markdown(section: dict) -> list[str]:
+    levels = section.get("levels", [])
+    if not levels:
+        return []
+    settings = section.get("settings", {})
+    md = [
+        "## 9. Scale: real sites (issue #14)",
+        "",
+        f"Real sites built through the bench's API up to {section.get('fill'):,} "
+        f"({_workers(section.get('workers', 0))}, {settings.get('in_flight')} unfinished at a time; the "
+        "cluster's housekeeping running every minute), measured at each level in this order: every site asked "
+        "for `/` through Caddy; host memory (`sync`, `drop_caches`, "
+        f"{settings.get('memory_settle_s')} s, `MemAvailable`; per site = the drop since level 0 / sites); "
+        f"{settings.get('reload_samples')} Caddy reloads (`docker exec`); {settings.get('reconcile_samples')} "
+        f"reconciler passes (`manage.py reconcile --json`: the pass's own wall and CPU); "
+        f"{settings.get('api_requests')} × GET /api/sites and GET /api/sites/<name>; then "
+        f"{settings.get('samples_per_level')} new sites one at a time (POST→ACTIVE; they stay). The panel's "
+        f"WPFLEET_MAX_SITES: {section.get('max_sites', '?')}. Seconds unless said:",
+        "",
+    ]
+    rows = []
+    for lv in levels:
+        fill, rec, api = lv.get("fill", {}), lv.get("reconcile", {}), lv.get("api", {})
+        views = lv.get("page_views", {})
+        rows.append(
+            [
+                f"{lv['level']:,}" + (" (partial)" if lv.get("partial") else ""),
+                f"{lv['existing']:,}",
+                f"{fill.get('built', 0)} in {_fmt(fill.get('seconds'), '', 0)} ({_fmt(fill.get('sites_per_min'), '/min', 1)})"
+                + (f", {fill['failed']} failed" if fill.get("failed") else ""),
+                _pp(lv.get("post_to_active", {}))
+                + f" (n={lv.get('post_to_active', {}).get('n', 0)})"
+                + (
+                    f", {lv['added_post_to_active_p50_s']:+.2f}"
+                    if lv.get("added_post_to_active_p50_s") is not None and lv["existing"]
+                    else ""
+                ),
+                _pp(lv.get("caddy_reload", {}).get("seconds", {}), 3),
+                f"{_fmt(rec.get('wall_s', {}).get('max'), '', 2)} / {_fmt(rec.get('cpu_s', {}).get('max'), '', 2)}"
+                + (" (error)" if rec.get("error") else ""),
+                f"{_fmt(lv.get('memory', {}).get('mem_available_mb'), '', 0)} / {_fmt(lv.get('memory_per_site_mb'), '', 1)}",
+                f"{views.get('ok', '–')}/{views.get('n', '–')}, p50 {_fmt(views.get('latency_s', {}).get('p50'), '', 2)}",
+                _pp(api.get("list", {}).get("latency_s", {}), 3),
+                _pp(api.get("detail", {}).get("latency_s", {}), 3),
+            ]
+        )
+    md += _table(
+        [
+            "level",
+            "existing",
+            "fill: built in s (rate)",
+            "POST→ACTIVE p50 / p95, added vs 0",
+            "Caddy reload p50 / p95",
+            "reconcile wall / CPU (max)",
+            "MemAvailable MB / per site MB",
+            "page views ok, p50",
+            "GET list p50 / p95",
+            "GET detail p50 / p95",
+        ],
+        rows,
+    )
+    res = [lv.get("resources", {}) for lv in levels]
+    md += [
+        "Resources at each level (the bench's, by owner label): "
+        + "; ".join(
+            f"{lv['existing']:,} sites: {r.get('bench_containers')} containers, {r.get('bench_networks')} networks, "
+            f"{r.get('bench_volumes')} volumes ({r.get('host_containers_running')} containers running on the host)"
+            for lv, r in zip(levels, res, strict=True)
+        )
+        + ".",
+        "",
+    ]
+    if section.get("levels_skipped"):
+        md += [f"Levels not reached: {', '.join(str(x) for x in section['levels_skipped'])}.", ""]
+    stopped = section.get("stopped")
+    if stopped:
+        details = ", ".join(f"{k} {v}" for k, v in stopped.items() if k not in ("reason", "existing"))
+        md += [
+            f"Filling stopped: **{stopped.get('reason')}** at {stopped.get('existing')} sites"
+            + (f" ({details})" if details else "")
+            + ". The levels above were not measured; the last one was measured at the count reached.",
+            "",
+        ]
+    capacity = section.get("capacity")
+    if capacity:
+        md += [
+            f"Refused past capacity at {capacity.get('existing')} sites: HTTP {capacity.get('status')} "
+            f"`{json.dumps(capacity.get('body'))[:300]}` (resource `{capacity.get('resource')}`; "
+            f"{'a row was left for the refused site' if capacity.get('row_left') else 'nothing left for the refused site'}).",
+            "",
+        ]
+    failed = section.get("failed", [])
+    if failed:
+        md += [f"Fill sites that failed ({len(failed)}):", ""]
+        md += [f"- `{f['site']}` at level {f.get('level')}, {f.get('status')}: {f.get('error')}" for f in failed[:50]]
+        md += [""]
+    sample_failures = [f for lv in levels for f in lv.get("summary", {}).get("failed", [])]
+    if sample_failures:
+        md += ["POST→ACTIVE samples that failed:", ""]
+        md += [f"- `{f['site']}` {f.get('status')}: {f.get('error')}" for f in sample_failures] + [""]
+    view_failures = [(lv["existing"], f) for lv in levels for f in lv.get("page_views", {}).get("failures", [])]
+    if view_failures:
+        md += ["Page views that did not answer 200:", ""]
+        md += [f"- at {n}: `{f['host']}` {f['status']} {f.get('error', '')}" for n, f in view_failures[:30]] + [""]
+    for key in ("restart", "power_cut"):
+        md += _restart_lines(section.get(key) or {}, settings)
+    delete = section.get("delete", {})
+    if delete.get("n"):
+        md += [
+            f"Deleted at the end through the API (8 requests in flight, no final backup): {delete['n']} sites in "
+            f"{delete.get('seconds')} s, DELETE→row gone p50 "
+            f"{_fmt(delete.get('deprovision_s', {}).get('p50'), ' s', 2)}; left over: {len(delete.get('leftover', []))}.",
+            "",
+        ]
+    if section.get("jobs"):
+        md += [
+            "Jobs the panel ran during the section: "
+            + ", ".join(f"{k}: {v}" for k, v in section["jobs"].items())
+            + ".",
+            "",
+        ]
     return md

@@ -1,4 +1,4 @@
-"""The eight sections; each takes a Context and returns the dict stored under its name in latest.json."""
+"""The sections; each takes a Context and returns the dict stored under its name in latest.json."""
 
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def timed(run: Callable[[Context], dict]) -> Callable[[Context], dict]:
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         }
         result["meta"]["code"] = code_after
-        if infra_after != infra_before:
+        if infra_after != infra_before and (result.get("restart") or {}).get("ran"):
+            # The section restarted the engine itself (scale --restart): expected, not a disturbance.
+            result["meta"]["infra_restarted"] = {"infra_before": infra_before, "infra_after": infra_after}
+        elif infra_after != infra_before:
             # Someone restarted the engine or the lab meanwhile: the numbers include that.
             result["meta"]["disturbed"] = {"infra_before": infra_before, "infra_after": infra_after}
         if code_after != code_before:
@@ -52,7 +55,7 @@ def timed(run: Callable[[Context], dict]) -> Callable[[Context], dict]:
 
 
 def registry() -> dict[str, Callable[[Context], dict]]:
-    from bench.sections import api_load, backups, density, fill, operations, provisioning, serving
+    from bench.sections import api_load, backups, density, fill, operations, provisioning, scale, serving
 
     return {
         "sequential": provisioning.sequential,
@@ -63,4 +66,5 @@ def registry() -> dict[str, Callable[[Context], dict]]:
         "backups": backups.run,
         "serving": serving.run,
         "operations": operations.run,
+        "scale": scale.run,
     }
