@@ -75,7 +75,7 @@ def remove_fillers() -> int:
 
 
 def sweep(reason: str) -> dict:
-    """Everything of the bench's, whatever state it is in: fillers, then every owned site, then rows."""
+    """Everything of the bench's, whatever state it is in: fillers, then every owned site, rows, empty shards."""
     from sites.models import Site
 
     report: dict = {"reason": reason}
@@ -92,4 +92,11 @@ def sweep(reason: str) -> dict:
     if names:
         report.update(force_remove(names))
     Site.objects.all().delete()
+    try:
+        from sites.provisioning.shards import retire_empty_shards
+        from sites.provisioning.steps import Infra
+
+        report["shards_removed"] = retire_empty_shards(Infra())
+    except Exception as exc:
+        report["shards_error"] = str(exc)[:300]
     return report

@@ -282,6 +282,14 @@ class DockerHost:
                 if "already exists" not in str(exc.explanation or ""):
                     raise
 
+    def disconnect(self, network: str, container: str) -> None:
+        """Detach a container from a network (nothing to do when either is gone)."""
+        with docker_errors(f"disconnect {container} from {network}"):
+            try:
+                self.client.api.disconnect_container_from_network(container, network)
+            except NotFound:
+                pass
+
     @staticmethod
     def aliases(container: Container, network: str) -> list[str]:
         attached = container.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}

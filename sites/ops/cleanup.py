@@ -4,7 +4,8 @@ A zombie is a site whose last job failed for good (Site.objects.zombies()).
 Rollback normally leaves nothing behind; this removes what a crash or a
 failed undo left (every step's undo, ours only), and then the rows. Orphans
 are resources of this owner whose site has no row: found by label, database
-comment, account record and route marker.
+comment, account record and route marker. Last, this owner's backend
+shards that no site is on any more are removed (sites.provisioning.shards).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.db.models import QuerySet
 from sites.models import Site
 from sites.models.validation import is_valid_name
 from sites.provisioning.orchestrator import Provisioner
+from sites.provisioning.shards import retire_empty_shards
 from sites.provisioning.steps import Infra
 
 
@@ -83,6 +85,11 @@ def cleanup(*, dry_run: bool = False, sites: list[Site] | None = None, include_o
             Provisioner(name, "", infra=infra).deprovision()
         except Exception as exc:
             report.errors.append(f"{name}: {exc}")
+    try:
+        for shard in retire_empty_shards(infra, dry_run=dry_run):
+            report.add(f"remove empty backend shard {shard}")
+    except Exception as exc:
+        report.errors.append(f"backend shards: {exc}")
     if not report.actions:
         report.actions.append("nothing to clean up")
     return report

@@ -12,7 +12,8 @@ for a site's alias on whichever shard the site is.
 - Shard k (k ≥ 1) is ``<WPFLEET_BACKEND_NETWORK>-<owner>-<k>``, made here
   with the owner's labels, on the first /22 of WPFLEET_BACKEND_SHARD_POOL
   that no network uses; Caddy is attached as it is made. Shards stay when
-  they empty (a new site fills them again).
+  they empty (a new site fills them again); the cleanup (manage.py
+  cleanup_zombies) retires those that no site is on nor recorded for.
 
 A site's shard is recorded on its row (``Site.backend_network``) when its
 nginx step first runs; a site made before shards has none recorded and
@@ -162,3 +163,35 @@ def shard_index(name: str) -> int | None:
     prefix = f"{settings.WPFLEET_BACKEND_NETWORK}-{settings.WPFLEET_OWNER}-"
     tail = name.removeprefix(prefix)
     return int(tail) if name.startswith(prefix) and tail.isdigit() else None
+
+
+def retire_empty_shards(infra: Infra, *, dry_run: bool = False) -> list[str]:
+    """Remove this owner's shards (never shard 0) that no site is on and no site's row names.
+
+    A row that names a shard keeps it: its site may be between choosing the
+    shard and attaching to it. Caddy, on every shard, is detached first.
+    Returns the shards removed (or, dry, that would be).
+    """
+    from sites.models import Site
+
+    recorded = set(Site.objects.exclude(backend_network="").values_list("backend_network", flat=True))
+    retired = []
+    for index, name in owned_shards(infra.docker.network_summaries()).items():
+        if index == 0 or name in recorded:
+            continue
+        network = infra.docker.network(name)
+        if network is None:
+            continue
+        members = [member.get("Name") for member in (network.attrs.get("Containers") or {}).values()]
+        if any(member != infra.caddy.container_name for member in members):
+            continue
+        retired.append(name)
+        if dry_run:
+            continue
+        if members:
+            infra.docker.disconnect(name, infra.caddy.container_name)
+        note = infra.docker.remove_network(name, shard_labels(index))
+        if note:
+            raise InfraError("docker", note)
+        log.info("retired empty backend shard %s", name)
+    return retired

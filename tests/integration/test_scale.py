@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from sites.models import Site
+from sites.ops.cleanup import cleanup
 from sites.ops.reconcile import reconcile_all
-from sites.provisioning.shards import SHARD_ROLE, shard_index
+from sites.provisioning.shards import SHARD_ROLE, ensure_shard, retire_empty_shards, shard_index
 from tests.integration.conftest import fetch
 
 pytestmark = pytest.mark.integration
@@ -66,6 +67,26 @@ def test_caddy_taken_off_a_shard_is_attached_again_by_the_next_pass(make_site, i
     assert f"container {infra.caddy.container_name} attached to {shard}" in repaired["(caddy)"]
     assert shard in caddy_networks(infra)
     assert serves(site)
+
+
+def test_the_cleanup_removes_an_empty_shard_and_keeps_one_a_site_is_recorded_on_until_it_goes(make_site, infra):
+    empty, recorded = ensure_shard(infra, 40), ensure_shard(infra, 41)
+    site = make_site(run=False)
+    Site.objects.filter(pk=site.pk).update(backend_network=recorded)
+    assert {empty, recorded} <= caddy_networks(infra)
+
+    assert f"would remove empty backend shard {empty}" in cleanup(dry_run=True).actions
+    assert infra.docker.network(empty) is not None
+
+    report = cleanup()
+
+    assert f"remove empty backend shard {empty}" in report.actions and report.errors == []
+    assert infra.docker.network(empty) is None and empty not in caddy_networks(infra)
+    assert infra.docker.network(recorded) is not None and recorded in caddy_networks(infra)
+
+    Site.objects.filter(pk=site.pk).update(backend_network="")
+    assert recorded in retire_empty_shards(infra)
+    assert infra.docker.network(recorded) is None and recorded not in caddy_networks(infra)
 
 
 class EngineCalls:
