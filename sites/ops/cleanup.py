@@ -85,11 +85,13 @@ def cleanup(*, dry_run: bool = False, sites: list[Site] | None = None, include_o
             Provisioner(name, "", infra=infra).deprovision()
         except Exception as exc:
             report.errors.append(f"{name}: {exc}")
-    try:
-        for shard in retire_empty_shards(infra, dry_run=dry_run):
-            report.add(f"remove empty backend shard {shard}")
-    except Exception as exc:
-        report.errors.append(f"backend shards: {exc}")
+    # The host-wide sweep only (the admin's action clears the sites it was given).
+    if include_orphans:
+        try:
+            for shard in retire_empty_shards(infra, dry_run=dry_run):
+                report.add(f"remove empty backend shard {shard}")
+        except Exception as exc:
+            report.errors.append(f"backend shards: {exc}")
     if not report.actions:
         report.actions.append("nothing to clean up")
     return report
