@@ -118,9 +118,13 @@ class Plan:
     scale_probe_threads: int = 32
     # Seconds after drop_caches before MemAvailable is read.
     scale_memory_settle_s: float = 10.0
+    # After a fill, at most this long waiting for every new site's first cron
+    # run (a one-off burst: each new site's install-time events fall due
+    # within WPFLEET_CRON_INTERVAL_SECONDS) before the POST→ACTIVE samples.
+    scale_cron_settle_s: float = 600.0
     # No more sites once MemAvailable is below this (MB): a safety net under
     # the panel's own memory refusal (WPFLEET_CAPACITY_MEMORY_HEADROOM, 1 GB,
-    # plus a site's 32 MB), which is meant to stop the fill first, with a 507.
+    # plus a site's 26 MB), which is meant to stop the fill first, with a 507.
     scale_min_available_mb: int = 700
     # Filling stops once more than this share of the fill's sites failed (of 20 at least).
     scale_max_failed: float = 0.05

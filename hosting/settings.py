@@ -296,10 +296,12 @@ WPFLEET_MAX_SITES = env.integer("WPFLEET_MAX_SITES", 1000, min=0, max=1_000_000)
 # Site networks of the address pools kept free for networks that are not a
 # site's own (the operator's, the engine's).
 WPFLEET_CAPACITY_ADDRESS_RESERVE = env.integer("WPFLEET_CAPACITY_ADDRESS_RESERVE", 16, min=0, max=1_000_000)
-# What a new site is expected to take at first (PHP-FPM and nginx idle, plus
-# what the engine spends on its containers; docs/performance.md measures
-# 12.6 MB in the cgroups), not its limits, which are ceilings.
-WPFLEET_CAPACITY_SITE_MEMORY = env.size("WPFLEET_CAPACITY_SITE_MEMORY", "32m")
+# What a site is expected to take of the host's memory, not its limits,
+# which are ceilings: for a new site's room, and every site's budget. The
+# bench measured 21-22 MB per idle site with the caches dropped (containers,
+# shims, engine, kernel), and a 24 GB host thrashing at about 930 sites once
+# their hot files are counted: about 26 MB each (docs/performance.md).
+WPFLEET_CAPACITY_SITE_MEMORY = env.size("WPFLEET_CAPACITY_SITE_MEMORY", "26m")
 # Memory the kernel must still have available (MemAvailable) once the new site
 # took its share: the other sites' peaks, the panel, MariaDB.
 WPFLEET_CAPACITY_MEMORY_HEADROOM = env.size("WPFLEET_CAPACITY_MEMORY_HEADROOM", "1g")

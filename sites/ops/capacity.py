@@ -8,6 +8,11 @@ message) when it would exhaust one of:
   holds its resources until its row goes), against WPFLEET_MAX_SITES;
 * ``memory``: MemAvailable, minus the new site's expected footprint
   (WPFLEET_CAPACITY_SITE_MEMORY), must stay above WPFLEET_CAPACITY_MEMORY_HEADROOM;
+  and every site's footprint, the new one's included, must fit in the host's
+  memory less that headroom. MemAvailable alone is not enough: it counts
+  the page cache as available, and the sites' own hot files are page cache
+  (no two sites share theirs), so a host can thrash with gigabytes
+  "available" (docs/performance.md, "A thousand real sites on one host");
 * ``disk``: free space on the sites' filesystem must stay above
   WPFLEET_CAPACITY_DISK_HEADROOM;
 * ``addresses``: each site takes one network of the engine's pool and one
@@ -166,21 +171,25 @@ def _sites(count: int) -> Reading:
     )
 
 
-def _memory(probe: Probe) -> Reading:
+def _memory(probe: Probe, count: int) -> Reading:
     try:
         total, available = probe.mem_total(), probe.mem_available()
     except (OSError, ValueError) as error:
         return _unknown("memory", "bytes", error)
     site, headroom = settings.WPFLEET_CAPACITY_SITE_MEMORY, settings.WPFLEET_CAPACITY_MEMORY_HEADROOM
-    # Shown as used against usable: the host's memory minus the headroom kept free.
+    usable = max(0, total - headroom)
+    budget = count * site
+    # Shown as used against usable (the host's memory minus the headroom kept
+    # free): what the kernel has handed out, or the sites' budget, the larger.
     return Reading(
         "memory",
-        total - available,
-        max(0, total - headroom),
+        max(total - available, budget),
+        usable,
         "bytes",
-        available - site >= headroom,
-        f"{human_bytes(available)} of memory available; a new site takes about {human_bytes(site)} "
-        f"and {human_bytes(headroom)} must stay available (WPFLEET_CAPACITY_MEMORY_HEADROOM)",
+        available - site >= headroom and budget + site <= usable,
+        f"{human_bytes(available)} of memory available and {count:,} sites at about {human_bytes(site)} each "
+        f"(WPFLEET_CAPACITY_SITE_MEMORY: {human_bytes(budget)} of {human_bytes(usable)}); "
+        f"{human_bytes(headroom)} must stay available (WPFLEET_CAPACITY_MEMORY_HEADROOM)",
     )
 
 
@@ -239,7 +248,7 @@ def _readings(probe: Probe | None) -> Iterator[Reading]:
     count = _site_count()
     readers: tuple[Callable[[], Reading], ...] = (
         lambda: _sites(count),
-        lambda: _memory(probe),
+        lambda: _memory(probe, count),
         lambda: _disk(probe),
         lambda: _addresses(count),
         lambda: _db_connections(probe),

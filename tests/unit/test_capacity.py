@@ -123,6 +123,23 @@ def test_a_site_that_would_exhaust_a_resource_is_507_naming_it_and_writes_nothin
     assert (Site.objects.count(), Job.objects.count(), OrmQ.objects.count()) == before
 
 
+def test_memory_refuses_once_every_sites_footprint_would_pass_the_hosts_memory_whatever_memavailable_says(
+    api, host, settings
+):
+    # MemAvailable counts the page cache, the sites' hot files included, as available.
+    host.memory = (2 * GiB, int(1.9 * GiB))
+    settings.WPFLEET_CAPACITY_SITE_MEMORY = 256 * MiB  # 2 GiB less 1 GiB of headroom: four sites
+    for name in ("one", "two", "three"):
+        create_site(name)
+    assert api.post("/api/sites", {"site": "four"}).status_code == 202, "the fourth fits exactly"
+
+    response = api.post("/api/sites", {"site": "five"})
+
+    assert (response.status_code, response.json()["resource"]) == (507, "memory")
+    assert "4 sites at about 256.0 MiB each" in response.json()["detail"]
+    assert not Site.objects.filter(name="five").exists()
+
+
 @pytest.mark.parametrize(
     "resource, at_the_limit",
     [
