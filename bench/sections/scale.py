@@ -9,20 +9,24 @@ at 0, N/4, N/2 and N existing sites (``Plan.scale_levels``), measures:
 - the fill itself: how long building up to the level took (sites/min, with
   ``Plan.scale_in_flight`` sites posted and not yet finished at any time),
   and every site whose job failed (its error kept: a finding);
-- page views: every existing site asked for ``/`` through Caddy (HTTPS, the
-  lab's CA checked), 16 at a time;
+- then a settle: at most 10 min (``Plan.scale_cron_settle_s``) until every
+  site has had its first cron run, the one-off burst a fill leaves (the
+  wait, the sites still pending and the load average are recorded);
+- POST→ACTIVE of a new site, 10 (QUICK: 3) one at a time
+  (``measure.provision_sequential``); they stay and count toward the fill;
+- page views: every site asked for ``/`` through Caddy (HTTPS, the lab's
+  CA checked), 16 at a time;
 - host memory: then ``sync``, ``echo 3 > /proc/sys/vm/drop_caches``, 10 s,
   ``/proc/meminfo``; per site = (MemAvailable at level 0 − at the level) /
-  existing sites;
+  the sites there, the level's samples included (``memory_sites``); at
+  level 0, before its samples;
 - a Caddy reload: ``docker exec <caddy> caddy reload --config
   /etc/caddy/Caddyfile --force``, timed from this process (3 samples);
 - a reconciler pass: ``python manage.py reconcile --json`` in the bench
   panel's environment (its last stdout line: sites, repairs, the pass's wall
   and CPU seconds), 2 samples;
 - the API: ``GET /api/sites`` (the default page) and ``GET /api/sites/<name>``,
-  30 of each, one after another;
-- POST→ACTIVE of a new site, 10 (QUICK: 3) one at a time
-  (``measure.provision_sequential``); they stay and count toward the fill.
+  30 of each, one after another.
 
 Filling stops (and what can be is still measured at the count reached) when
 the panel refuses a POST with HTTP 507 (``{"code": "capacity", "resource":
@@ -516,6 +520,43 @@ class Scale:
                 self.refused(sample["site"], 507, sample.get("post_body"), level)
         return out
 
+    def settle(self) -> dict:
+        """Wait, at most scale_cron_settle_s, until every site has had its first cron run.
+
+        A fill builds sites far faster than a host gains them in use, and each
+        new site's install-time events fall due within its first cron interval:
+        right after a fill, hundreds of first runs compete with the samples for
+        the CPU, once. Housekeeping (cron included) keeps running throughout;
+        the wait and the load average at its end are recorded.
+        """
+        from sites.models import Site
+
+        started = time.monotonic()
+        pending = Site.objects.filter(status=Site.Status.ACTIVE, cron_ran_at__isnull=True, cron_failures=0)
+        left = pending.count()
+        while left and time.monotonic() - started < self.plan.scale_cron_settle_s:
+            time.sleep(5.0)
+            left = pending.count()
+        return {
+            "waited_s": round(time.monotonic() - started, 1),
+            "first_cron_pending": left,
+            "loadavg": [round(value, 2) for value in os.getloadavg()],
+        }
+
+    def read_memory(self, out: dict) -> None:
+        """Every site serves a page, then MemAvailable with the caches dropped (memory_sites: how many sites then)."""
+        out["resources"] = resources()
+        out["memory_sites"] = len(self.sites)
+        hosts = [domain(name) for name in self.sites]
+        out["page_views"] = self.attempt("page views", page_views, hosts, self.plan.scale_view_threads)
+        out["memory"] = self.attempt("memory", host_memory, self.plan.scale_memory_settle_s)
+        mem = out["memory"].get("mem_available_mb")
+        if out["memory_sites"] == 0:
+            self.base_mem_mb = mem
+        elif mem is not None and self.base_mem_mb is not None:
+            out["memory_used_mb"] = round(self.base_mem_mb - mem, 1)
+            out["memory_per_site_mb"] = round((self.base_mem_mb - mem) / out["memory_sites"], 2)
+
     def level(self, level: int) -> dict:
         plan, panel = self.plan, self.ctx.panel
         out: dict = {"level": level}
@@ -524,26 +565,24 @@ class Scale:
         out["existing"] = len(self.sites)
         if out["existing"] < level:
             out["partial"] = True  # filling stopped before the level: measured at the count reached
-        out["resources"] = resources()
-        hosts = [domain(name) for name in self.sites]
-        out["page_views"] = self.attempt("page views", page_views, hosts, plan.scale_view_threads)
-        out["memory"] = self.attempt("memory", host_memory, plan.scale_memory_settle_s)
-        mem = out["memory"].get("mem_available_mb")
+        out["settle"] = self.settle()
         if out["existing"] == 0:
-            self.base_mem_mb = mem
-        elif mem is not None and self.base_mem_mb is not None:
-            out["memory_used_mb"] = round(self.base_mem_mb - mem, 1)
-            out["memory_per_site_mb"] = round((self.base_mem_mb - mem) / out["existing"], 2)
-        out["caddy_reload"] = self.attempt("caddy reload", caddy_reload, plan.scale_reload_samples)
-        env = {**panel.env, "WPFLEET_WORKERS": str(panel.cluster_workers or plan.scale_workers)}
-        out["reconcile"] = self.attempt("reconcile", reconcile, env, plan.scale_reconcile_samples)
-        out["api"] = self.attempt("api", api_latency, self.api, list(self.sites), plan.scale_api_requests)
+            # The empty host's memory, the base of every level's, before its samples add sites.
+            self.read_memory(out)
+        # The samples before the page views and the memory reading (which drops
+        # the page cache): otherwise those are what the samples compete with.
         samples = self.samples(level)
         summary = measure.summarize(samples)
         out["post_to_active"] = summary["post_to_active_s"]
         out["summary"] = summary
         out["samples"] = samples
         out["after_samples"] = len(self.sites)
+        if out["existing"] > 0:
+            self.read_memory(out)
+        out["caddy_reload"] = self.attempt("caddy reload", caddy_reload, plan.scale_reload_samples)
+        env = {**panel.env, "WPFLEET_WORKERS": str(panel.cluster_workers or plan.scale_workers)}
+        out["reconcile"] = self.attempt("reconcile", reconcile, env, plan.scale_reconcile_samples)
+        out["api"] = self.attempt("api", api_latency, self.api, list(self.sites), plan.scale_api_requests)
         print(f"  scale: {level_line(out)}", flush=True)
         return out
 
@@ -732,9 +771,11 @@ def _derive(levels: list[dict]) -> None:
     base_p50 = base.get("post_to_active", {}).get("p50")
     for lv in levels:
         mem = lv.get("memory", {}).get("mem_available_mb")
-        if lv["existing"] > 0 and base_mem is not None and mem is not None:
+        # Read with the level's samples' sites there too (memory_sites); older results: existing.
+        sites = lv.get("memory_sites", lv["existing"])
+        if sites > 0 and base_mem is not None and mem is not None:
             lv["memory_used_mb"] = round(base_mem - mem, 1)
-            lv["memory_per_site_mb"] = round((base_mem - mem) / lv["existing"], 2)
+            lv["memory_per_site_mb"] = round((base_mem - mem) / sites, 2)
         p50 = lv.get("post_to_active", {}).get("p50")
         if base_p50 is not None and p50 is not None:
             lv["added_post_to_active_p50_s"] = round(p50 - base_p50, 3)
@@ -779,6 +820,7 @@ def run(ctx: Context) -> dict:
             "view_threads": plan.scale_view_threads,
             "probe_threads": plan.scale_probe_threads,
             "memory_settle_s": plan.scale_memory_settle_s,
+            "cron_settle_s": plan.scale_cron_settle_s,
             "min_available_mb": plan.scale_min_available_mb,
             "max_failed": plan.scale_max_failed,
             "restart": plan.scale_restart,
