@@ -165,19 +165,24 @@ def shard_index(name: str) -> int | None:
     return int(tail) if name.startswith(prefix) and tail.isdigit() else None
 
 
-def retire_empty_shards(infra: Infra, *, dry_run: bool = False) -> list[str]:
+def retire_empty_shards(infra: Infra, *, dry_run: bool = False, among: set[str] | None = None) -> list[str]:
     """Remove this owner's shards (never shard 0) that no site is on and no site's row names.
 
     A row that names a shard keeps it: its site may be between choosing the
-    shard and attaching to it. Caddy, on every shard, is detached first.
-    Returns the shards removed (or, dry, that would be).
+    shard and attaching to it (read again just before each removal). Caddy,
+    on every shard, is detached first, and attached again when the engine
+    refuses the removal (a site attached meanwhile). A site that chose the
+    shard and had not yet recorded it finds it gone at its nginx step, whose
+    retry makes it again. ``among``: only these names. Returns the shards
+    removed (or, dry, that would be).
     """
     from sites.models import Site
 
-    recorded = set(Site.objects.exclude(backend_network="").values_list("backend_network", flat=True))
     retired = []
     for index, name in owned_shards(infra.docker.network_summaries()).items():
-        if index == 0 or name in recorded:
+        if index == 0 or (among is not None and name not in among):
+            continue
+        if Site.objects.filter(backend_network=name).exists():
             continue
         network = infra.docker.network(name)
         if network is None:
@@ -185,13 +190,18 @@ def retire_empty_shards(infra: Infra, *, dry_run: bool = False) -> list[str]:
         members = [member.get("Name") for member in (network.attrs.get("Containers") or {}).values()]
         if any(member != infra.caddy.container_name for member in members):
             continue
-        retired.append(name)
         if dry_run:
+            retired.append(name)
             continue
         if members:
             infra.docker.disconnect(name, infra.caddy.container_name)
-        note = infra.docker.remove_network(name, shard_labels(index))
+        try:
+            note = infra.docker.remove_network(name, shard_labels(index))
+        except InfraError:
+            attach_caddy(infra, name)
+            raise
         if note:
             raise InfraError("docker", note)
+        retired.append(name)
         log.info("retired empty backend shard %s", name)
     return retired

@@ -22,7 +22,7 @@ from sites.infra.caddy import Answer, Caddy
 from sites.infra.docker_host import DockerHost
 from sites.models import Site
 from sites.provisioning.orchestrator import Provisioner
-from sites.provisioning.shards import retire_empty_shards
+from sites.provisioning.shards import owned_shards, retire_empty_shards
 from sites.provisioning.steps import Infra, observe_site
 from sites.services import create_site
 from tests.conftest import unique_name
@@ -31,17 +31,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def infra(django_db_blocker) -> Iterator[Infra]:
+def infra(django_db_setup, django_db_blocker) -> Iterator[Infra]:
     lab = Infra()
     # Fail loudly, never skip: these tests are the proof that the product works.
     lab.docker.ping()
     lab.db.ping()
     lab.caddy.ping()
+    before = set(owned_shards(lab.docker.network_summaries()).values())
     yield lab
-    # The backend shards the tests made (a small shard size makes several) go with them.
+    # The backend shards the tests made (a small shard size makes several) go with
+    # them; only those (django_db_setup: the test database is still there).
     with django_db_blocker.unblock():
         try:
-            retire_empty_shards(lab)
+            made = set(owned_shards(lab.docker.network_summaries()).values()) - before
+            retire_empty_shards(lab, among=made)
         except Exception as exc:  # the engine may be what a test left stopped: say so, fail nothing
             print(f"the tests' empty backend shards were not removed: {exc}")
 

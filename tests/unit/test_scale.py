@@ -12,7 +12,8 @@ from django.core.cache import cache
 
 from jobs import housekeeping as hk
 from jobs import registry
-from sites.infra.errors import InvalidConfiguration
+from sites.infra.errors import InfraError, InvalidConfiguration
+from sites.models import Site
 from sites.ops.reconcile import deep_sample
 from sites.provisioning import shards
 
@@ -51,6 +52,78 @@ def test_the_shard_slots_count_the_default_network_and_every_slash_22_of_the_poo
     settings.WPFLEET_BACKEND_SHARD_SIZE = 500
     settings.WPFLEET_BACKEND_SHARD_POOL = ipaddress.IPv4Network("10.202.0.0/16")
     assert shards.shard_slots() == (1 + 64) * 500
+
+
+class FakeShardEngine:
+    """The Docker adapter's network calls that retiring shards makes, over networks held here."""
+
+    def __init__(self, caddy: str):
+        self.caddy = caddy
+        self.members: dict[str, list[str]] = {}
+        self.refuse: set[str] = set()
+
+    def add(self, index: int, *members: str) -> str:
+        name = shards.shard_name(index)
+        self.members[name] = list(members)
+        return name
+
+    def network_summaries(self) -> list[dict]:
+        return [
+            network(name, "10.202.0.0/22", shards.shard_labels(shards.shard_index(name) or 0)) for name in self.members
+        ]
+
+    def network(self, name: str):
+        if name not in self.members:
+            return None
+        containers = {f"id-{member}": {"Name": member} for member in self.members[name]}
+        return type("Network", (), {"attrs": {"Containers": containers}})()
+
+    def disconnect(self, name: str, container: str) -> None:
+        self.members[name].remove(container)
+
+    def remove_network(self, name: str, labels: dict) -> None:
+        if name in self.refuse:
+            raise InfraError("docker", f"remove network {name}: has active endpoints")
+        del self.members[name]
+
+    def container(self, name: str):
+        attached: dict[str, dict] = {net: {} for net, members in self.members.items() if name in members}
+        return type("Container", (), {"name": name, "attrs": {"NetworkSettings": {"Networks": attached}}})()
+
+    def connect(self, name: str, container) -> None:
+        self.members[name].append(container.name)
+
+
+@pytest.fixture
+def engine():
+    fake = FakeShardEngine("caddy")
+    caddy = type("Caddy", (), {"container_name": "caddy"})()
+    return fake, type("Infra", (), {"docker": fake, "caddy": caddy})()
+
+
+def test_only_shards_with_nothing_but_caddy_on_them_and_no_row_naming_them_are_retired(engine):
+    fake, infra = engine
+    empty = fake.add(1, "caddy")
+    in_use = fake.add(2, "caddy", "nginx_a")
+    named = fake.add(3, "caddy")
+    Site.objects.create(name="named", db_password="x", backend_network=named)
+
+    assert shards.retire_empty_shards(infra, dry_run=True) == [empty]
+    assert empty in fake.members
+    assert shards.retire_empty_shards(infra) == [empty]
+    assert set(fake.members) == {in_use, named}
+    assert shards.retire_empty_shards(infra, among={named}) == []
+
+
+def test_a_shard_the_engine_refuses_to_remove_gets_caddy_back_and_the_error_is_raised(engine):
+    fake, infra = engine
+    busy = fake.add(1, "caddy")
+    fake.refuse.add(busy)  # a site attached between the look and the removal
+
+    with pytest.raises(InfraError, match="active endpoints"):
+        shards.retire_empty_shards(infra)
+
+    assert fake.members[busy] == ["caddy"]
 
 
 def test_every_site_has_its_nginx_read_within_a_full_turn_of_passes():
