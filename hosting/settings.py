@@ -303,7 +303,8 @@ WPFLEET_CAPACITY_ADDRESS_RESERVE = env.integer("WPFLEET_CAPACITY_ADDRESS_RESERVE
 # their hot files are counted: about 26 MB each (docs/performance.md).
 WPFLEET_CAPACITY_SITE_MEMORY = env.size("WPFLEET_CAPACITY_SITE_MEMORY", "26m")
 # Memory the kernel must still have available (MemAvailable) once the new site
-# took its share: the other sites' peaks, the panel, MariaDB.
+# took its share: the other sites' peaks, the panel, MariaDB. The sites'
+# budget (WPFLEET_CAPACITY_SITE_MEMORY each) must fit in MemTotal less it too.
 WPFLEET_CAPACITY_MEMORY_HEADROOM = env.size("WPFLEET_CAPACITY_MEMORY_HEADROOM", "1g")
 # Free space kept on the filesystem of the sites' files: a full disk breaks
 # every site at once. That filesystem is WPFLEET_CAPACITY_DISK_PATH; empty:

@@ -187,9 +187,9 @@ def _memory(probe: Probe, count: int) -> Reading:
         usable,
         "bytes",
         available - site >= headroom and budget + site <= usable,
-        f"{human_bytes(available)} of memory available and {count:,} sites at about {human_bytes(site)} each "
-        f"(WPFLEET_CAPACITY_SITE_MEMORY: {human_bytes(budget)} of {human_bytes(usable)}); "
-        f"{human_bytes(headroom)} must stay available (WPFLEET_CAPACITY_MEMORY_HEADROOM)",
+        f"{human_bytes(available)} of memory available, {human_bytes(headroom)} of it to stay so "
+        f"(WPFLEET_CAPACITY_MEMORY_HEADROOM); with a new site, {count + 1:,} sites at about {human_bytes(site)} "
+        f"each (WPFLEET_CAPACITY_SITE_MEMORY) take {human_bytes(budget + site)} of {human_bytes(usable)}",
     )
 
 

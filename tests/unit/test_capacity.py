@@ -136,7 +136,10 @@ def test_memory_refuses_once_every_sites_footprint_would_pass_the_hosts_memory_w
     response = api.post("/api/sites", {"site": "five"})
 
     assert (response.status_code, response.json()["resource"]) == (507, "memory")
-    assert "4 sites at about 256.0 MiB each" in response.json()["detail"]
+    assert (
+        "5 sites at about 256.0 MiB each (WPFLEET_CAPACITY_SITE_MEMORY) take 1.2 GiB of 1.0 GiB"
+        in (response.json()["detail"])
+    )
     assert not Site.objects.filter(name="five").exists()
 
 
