@@ -551,7 +551,7 @@ class Scale:
         out["page_views"] = self.attempt("page views", page_views, hosts, self.plan.scale_view_threads)
         out["memory"] = self.attempt("memory", host_memory, self.plan.scale_memory_settle_s)
         mem = out["memory"].get("mem_available_mb")
-        if out["memory_sites"] == 0:
+        if out["level"] == 0 and out["memory_sites"] == 0:
             self.base_mem_mb = mem
         elif mem is not None and self.base_mem_mb is not None:
             out["memory_used_mb"] = round(self.base_mem_mb - mem, 1)
@@ -577,7 +577,7 @@ class Scale:
         out["summary"] = summary
         out["samples"] = samples
         out["after_samples"] = len(self.sites)
-        if out["existing"] > 0:
+        if "memory" not in out:
             self.read_memory(out)
         out["caddy_reload"] = self.attempt("caddy reload", caddy_reload, plan.scale_reload_samples)
         env = {**panel.env, "WPFLEET_WORKERS": str(panel.cluster_workers or plan.scale_workers)}
@@ -913,7 +913,13 @@ def judge(section: dict) -> list[dict]:
                 "measured": f"{per_site:.1f} MB",
                 "pass": per_site <= TARGETS["memory_per_site_mb"],
                 "note": ", ".join(
-                    filter(None, [indicative(top), f"{top.get('memory_used_mb')} MB for {top['existing']:,} sites"])
+                    filter(
+                        None,
+                        [
+                            indicative(top),
+                            f"{top.get('memory_used_mb')} MB for {top.get('memory_sites', top['existing']):,} sites",
+                        ],
+                    )
                 ),
             }
         )
