@@ -120,7 +120,8 @@ class Plan:
     scale_memory_settle_s: float = 10.0
     # After a fill, at most this long waiting for every new site's first cron
     # run (a one-off burst: each new site's install-time events fall due
-    # within WPFLEET_CRON_INTERVAL_SECONDS) before the POST→ACTIVE samples.
+    # within WPFLEET_CRON_INTERVAL_SECONDS) and for the panel's open jobs
+    # (backups, the repository's maintenance) before the POST→ACTIVE samples.
     scale_cron_settle_s: float = 600.0
     # No more sites once MemAvailable is below this (MB): a safety net under
     # the panel's own memory refusal (WPFLEET_CAPACITY_MEMORY_HEADROOM, 1 GB,

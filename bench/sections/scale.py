@@ -10,8 +10,9 @@ at 0, N/4, N/2 and N existing sites (``Plan.scale_levels``), measures:
   ``Plan.scale_in_flight`` sites posted and not yet finished at any time),
   and every site whose job failed (its error kept: a finding);
 - then a settle: at most 10 min (``Plan.scale_cron_settle_s``) until every
-  site has had its first cron run, the one-off burst a fill leaves (the
-  wait, the sites still pending and the load average are recorded);
+  site has had its first cron run, the one-off burst a fill leaves, and no
+  job of the panel's is open (a backup, the repository's maintenance); the
+  wait, what was still pending and the load average are recorded;
 - POST→ACTIVE of a new site, 10 (QUICK: 3) one at a time
   (``measure.provision_sequential``); they stay and count toward the fill;
 - page views: every site asked for ``/`` through Caddy (HTTPS, the lab's
@@ -521,25 +522,35 @@ class Scale:
         return out
 
     def settle(self) -> dict:
-        """Wait, at most scale_cron_settle_s, until every site has had its first cron run.
+        """Wait, at most scale_cron_settle_s, until every site has had its first cron run and no job is open.
 
         A fill builds sites far faster than a host gains them in use, and each
         new site's install-time events fall due within its first cron interval:
         right after a fill, hundreds of first runs compete with the samples for
-        the CPU, once. Housekeeping (cron included) keeps running throughout;
-        the wait and the load average at its end are recorded.
+        the CPU, once. Likewise a job of the panel's own in progress (at the
+        first level, the backup repository's maintenance the panel's first
+        housekeeping starts; later, a site's scheduled backup). Housekeeping
+        (cron included) keeps running throughout; the wait, what was still
+        pending at its end and the load average are recorded.
         """
+        from jobs.models import Job
         from sites.models import Site
 
         started = time.monotonic()
-        pending = Site.objects.filter(status=Site.Status.ACTIVE, cron_ran_at__isnull=True, cron_failures=0)
-        left = pending.count()
-        while left and time.monotonic() - started < self.plan.scale_cron_settle_s:
+        first_cron = Site.objects.filter(status=Site.Status.ACTIVE, cron_ran_at__isnull=True, cron_failures=0)
+        open_jobs = Job.objects.filter(status__in=Job.OPEN)
+
+        def pending() -> tuple[int, int]:
+            return first_cron.count(), open_jobs.count()
+
+        left = pending()
+        while any(left) and time.monotonic() - started < self.plan.scale_cron_settle_s:
             time.sleep(5.0)
-            left = pending.count()
+            left = pending()
         return {
             "waited_s": round(time.monotonic() - started, 1),
-            "first_cron_pending": left,
+            "first_cron_pending": left[0],
+            "jobs_open": left[1],
             "loadavg": [round(value, 2) for value in os.getloadavg()],
         }
 
