@@ -37,6 +37,7 @@ DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1
 # outside the pool (a network from the pool is a /28: 13 containers).
 BACKEND_SUBNET=10.201.0.0/16
 ENGINE_TIMEOUT=60
+ENGINE_START_ATTEMPTS=5
 DB_TIMEOUT=120
 CADDY_TIMEOUT=30
 # Where the host reaches Caddy (site URLs carry no port with the defaults).
@@ -197,9 +198,14 @@ ensure_quota_fs() {
 # Is the process named in pid file FILE alive and called NAME? A zombie
 # (killed, not yet reaped) or a reused pid counts as dead.
 pid_alive() {
-	local file=$1 name=$2 pid stat
+	local file=$1 name=$2
 	[[ -f $file ]] || return 1
-	pid=$(<"$file")
+	proc_alive "$(<"$file")" "$name"
+}
+
+# Is process PID alive and called NAME (not a zombie)?
+proc_alive() {
+	local pid=$1 name=$2 stat
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
 	# /proc/PID/stat is "PID (COMM) STATE ..."
@@ -226,20 +232,30 @@ ensure_engine() {
 		return 0
 	fi
 	[[ -x /usr/sbin/dockerd ]] || die "/usr/sbin/dockerd missing (package docker.io)"
-	local i started=''
+	local i starts=0 launched=''
 	for ((i = 0; i < ENGINE_TIMEOUT * 2; i++)); do
 		engine_up && return 0
-		if [[ -z $started ]]; then
-			if pid_alive /var/run/docker.pid dockerd; then
-				((i % 10 == 0)) && log "dockerd (pid $(</var/run/docker.pid)) is running but not answering yet; waiting"
-			else
-				remove_stale_pidfiles
-				log "starting dockerd (log: $DOCKERD_LOG)"
-				# setsid: the engine must outlive this script and its terminal
-				# 9>&-: the daemon (and its container shims) must not inherit the lock.
-				setsid /usr/sbin/dockerd "${DOCKERD_ARGS[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
-				started=yes
-			fi
+		# (the one started here counts before it has written its pid file)
+		if pid_alive /var/run/docker.pid dockerd || { [[ -n $launched ]] && proc_alive "$launched" dockerd; }; then
+			((i % 10 == 0)) && log "dockerd (pid $(</var/run/docker.pid)) is running but not answering yet; waiting"
+		elif ((starts < ENGINE_START_ATTEMPTS)); then
+			# A dockerd that exits while starting is started again, as systemd's
+			# docker.service does: after a power cut for the sites, containerd
+			# first cleans up every dead shim, one after another (400 took
+			# longer than dockerd waits for it: "timeout waiting for containerd
+			# to start"), and each start gets further through them.
+			((starts > 0)) && log "dockerd exited while starting (${DOCKERD_LOG}: $(tail -n 1 "$DOCKERD_LOG" | cut -c1-120)); starting it again"
+			remove_stale_pidfiles
+			log "starting dockerd (log: $DOCKERD_LOG)"
+			# setsid: the engine must outlive this script and its terminal
+			# 9>&-: the daemon (and its container shims) must not inherit the lock.
+			setsid /usr/sbin/dockerd "${DOCKERD_ARGS[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
+			launched=$!
+			starts=$((starts + 1))
+			i=0
+		else
+			tail -n 20 "$DOCKERD_LOG" >&2 || true
+			die "dockerd exited while starting, $starts times (see $DOCKERD_LOG)"
 		fi
 		sleep 0.5
 	done
