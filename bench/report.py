@@ -1267,13 +1267,15 @@ def _scale_markdown(section: dict) -> list[str]:
         "",
         f"Real sites built through the bench's API up to {section.get('fill'):,} "
         f"({_workers(section.get('workers', 0))}, {settings.get('in_flight')} unfinished at a time; the "
-        "cluster's housekeeping running every minute), measured at each level in this order: every site asked "
+        "cluster's housekeeping running every minute), measured at each level in this order: a settle (at most "
+        f"{settings.get('cron_settle_s')} s until every site had its first cron run and no job of the panel's "
+        "was open; at level 0, the empty host's memory, then one warm-up site, not counted); "
+        f"{settings.get('samples_per_level')} new sites one at a time (POST→ACTIVE; they stay); every site asked "
         "for `/` through Caddy; host memory (`sync`, `drop_caches`, "
-        f"{settings.get('memory_settle_s')} s, `MemAvailable`; per site = the drop since level 0 / sites); "
-        f"{settings.get('reload_samples')} Caddy reloads (`docker exec`); {settings.get('reconcile_samples')} "
-        f"reconciler passes (`manage.py reconcile --json`: the pass's own wall and CPU); "
-        f"{settings.get('api_requests')} × GET /api/sites and GET /api/sites/<name>; then "
-        f"{settings.get('samples_per_level')} new sites one at a time (POST→ACTIVE; they stay). The panel's "
+        f"{settings.get('memory_settle_s')} s, `MemAvailable`; per site = the drop since level 0 / the sites "
+        f"then, the samples' included); {settings.get('reload_samples')} Caddy reloads (`docker exec`); "
+        f"{settings.get('reconcile_samples')} reconciler passes (`manage.py reconcile --json`: the pass's own "
+        f"wall and CPU); {settings.get('api_requests')} × GET /api/sites and GET /api/sites/<name>. The panel's "
         f"WPFLEET_MAX_SITES: {section.get('max_sites', '?')}. Seconds unless said:",
         "",
     ]

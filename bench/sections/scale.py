@@ -15,6 +15,7 @@ at 0, N/4, N/2 and N existing sites (``Plan.scale_levels``), measures:
   wait, what was still pending and the load average are recorded;
 - POST→ACTIVE of a new site, 10 (QUICK: 3) one at a time
   (``measure.provision_sequential``); they stay and count toward the fill;
+  at level 0, one warm-up site first, not counted;
 - page views: every site asked for ``/`` through Caddy (HTTPS, the lab's
   CA checked), 16 at a time;
 - host memory: then ``sync``, ``echo 3 > /proc/sys/vm/drop_caches``, 10 s,
@@ -505,11 +506,11 @@ class Scale:
 
     # --- a level ----------------------------------------------------------------------------
 
-    def samples(self, level: int) -> list[dict]:
+    def samples(self, level: int, n: int | None = None) -> list[dict]:
         """POST→ACTIVE, one at a time (the measurement the sequential section uses); the sites stay."""
         out: list[dict] = []
         timeout = self.plan.batch_timeout(1)
-        for _ in range(self.plan.scale_samples):
+        for _ in range(self.plan.scale_samples if n is None else n):
             if self.stopped is not None or not self.memory_ok():
                 break
             sample = measure.provision_sequential(self.api, 1, timeout)[0]
@@ -580,6 +581,10 @@ class Scale:
         if out["existing"] == 0:
             # The empty host's memory, the base of every level's, before its samples add sites.
             self.read_memory(out)
+            # One site first, not counted: the first build after the panel started reads the
+            # images and the WordPress template from disk (in a run on 453c592, every step of
+            # level 0's samples was about 1.4 times as slow as at 100 sites).
+            out["warmup"] = self.samples(level, n=1)
         # The samples before the page views and the memory reading (which drops
         # the page cache): otherwise those are what the samples compete with.
         samples = self.samples(level)
