@@ -238,16 +238,19 @@ if not re.fullmatch(r"[a-z0-9_]{1,64}", WPFLEET_DB_META_SCHEMA) or WPFLEET_DB_ME
         f"WPFLEET_DB_META_SCHEMA={WPFLEET_DB_META_SCHEMA!r} must be a plain identifier outside the sites' wp_ prefix"
     )
 WPFLEET_SITE_DB_HOST = env.host_port("WPFLEET_SITE_DB_HOST", "10.10.0.20:3306")
-# Host pattern of each site's account: the Docker address pool its PHP
-# containers get addresses from (the lab's dockerd: 10.200.0.0/16), so a
-# leaked site password is useless from anywhere else. "%" is refused.
-WPFLEET_DB_USER_HOST = env.text("WPFLEET_DB_USER_HOST", "10.200.0.0/255.255.0.0")
+# Host pattern of each site's account: the addresses its PHP containers
+# connect from, so a leaked site password is useless from anywhere else.
+# PHP-FPM shares its nginx's address on a backend shard: the default covers
+# the lab's shard 0 (10.201.0.0/16) and WPFLEET_BACKEND_SHARD_POOL
+# (10.202.0.0/16), with the engine's own pool (10.200.0.0/16) where sites
+# of an older wpfleet had their own network. "%" is refused.
+WPFLEET_DB_USER_HOST = env.text("WPFLEET_DB_USER_HOST", "10.200.0.0/255.252.0.0")
 if not re.fullmatch(r"[A-Za-z0-9.%_:\-/]{1,255}", WPFLEET_DB_USER_HOST):
     raise ImproperlyConfigured(f"WPFLEET_DB_USER_HOST={WPFLEET_DB_USER_HOST!r} is not a MariaDB host pattern")
 if WPFLEET_DB_USER_HOST.strip("%.") == "":
     raise ImproperlyConfigured(
         f"WPFLEET_DB_USER_HOST={WPFLEET_DB_USER_HOST!r} lets a site's account log in from anywhere: "
-        "use the Docker address range of the sites, e.g. 10.200.0.0/255.255.0.0"
+        "use the Docker address range of the sites, e.g. 10.200.0.0/255.252.0.0"
     )
 WPFLEET_DB_MAX_USER_CONNECTIONS = env.integer("WPFLEET_DB_MAX_USER_CONNECTIONS", 30, min=1, max=10000)
 # Per-account statement time limit (0: none): a tenant's runaway query ends.
@@ -278,23 +281,17 @@ WPFLEET_BACKEND_SHARD_POOL = env.network("WPFLEET_BACKEND_SHARD_POOL", "10.202.0
 WPFLEET_HOUSEKEEPING_LOCK_SECONDS = env.integer("WPFLEET_HOUSEKEEPING_LOCK_SECONDS", 600, min=60, max=86400)
 WPFLEET_RECONCILE_PARALLEL = env.integer("WPFLEET_RECONCILE_PARALLEL", 6, min=1, max=64)
 WPFLEET_RECONCILE_DEEP_CHECKS = env.integer("WPFLEET_RECONCILE_DEEP_CHECKS", 20, min=0, max=100000)
-# Each site's own network (PHP-FPM and nginx) comes from the engine's
-# default address pool (dockerd --default-address-pool base=...,size=...):
-# the same values, so the panel knows how many site networks the host has room for.
-WPFLEET_SITE_NETWORK_POOL = env.network("WPFLEET_SITE_NETWORK_POOL", "10.200.0.0/16")
-WPFLEET_SITE_NETWORK_PREFIX = env.integer("WPFLEET_SITE_NETWORK_PREFIX", 28, min=16, max=29)
-if WPFLEET_SITE_NETWORK_PREFIX < WPFLEET_SITE_NETWORK_POOL.prefixlen:
-    raise ImproperlyConfigured(
-        f"WPFLEET_SITE_NETWORK_PREFIX={WPFLEET_SITE_NETWORK_PREFIX} is shorter than the pool "
-        f"WPFLEET_SITE_NETWORK_POOL={WPFLEET_SITE_NETWORK_POOL}"
-    )
 # Capacity (sites.ops.capacity, docs/operations.md "Capacity"): a new site is
 # refused (HTTP 507) when the host would run out of one of these, rather than
 # accepted to fail in its job or to starve the sites already there.
 # At most this many sites (0: no count of its own, only the resources below).
 WPFLEET_MAX_SITES = env.integer("WPFLEET_MAX_SITES", 1000, min=0, max=1_000_000)
-# Site networks of the address pools kept free for networks that are not a
-# site's own (the operator's, the engine's).
+# Sites' ports on the backend shards kept free, of the shards' room (1 + the
+# /22s of WPFLEET_BACKEND_SHARD_POOL, times WPFLEET_BACKEND_SHARD_SIZE): a
+# shard's members are every container on its bridge (another panel's, the
+# operator's), and a /22 of the pool that another network took makes no
+# shard. A site holds one port on a shard and no network of its own (its
+# PHP-FPM shares its nginx's network namespace).
 WPFLEET_CAPACITY_ADDRESS_RESERVE = env.integer("WPFLEET_CAPACITY_ADDRESS_RESERVE", 16, min=0, max=1_000_000)
 # What a site is expected to take of the host's memory, not its limits,
 # which are ceilings: for a new site's room, and every site's budget. The

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 
 import docker
 import requests
@@ -297,15 +298,34 @@ class DockerHost:
 
     # --- containers -------------------------------------------------------------
 
-    def ensure_container(self, name: str, labels: dict[str, str], **create: object) -> tuple[Container, bool]:
-        """The container, created (not started) if missing; (container, created)."""
+    def ensure_container(
+        self,
+        name: str,
+        labels: dict[str, str],
+        *,
+        extra_labels: dict[str, str] | None = None,
+        aliases: list[str] | None = None,
+        **create: object,
+    ) -> tuple[Container, bool]:
+        """The container, created (not started) if missing; (container, created).
+
+        ``labels`` mark it ours (an existing one must carry them);
+        ``extra_labels`` are only given to one made here (what it was made
+        with, e.g. its PHP-FPM port). ``aliases``: its DNS aliases on the
+        ``network`` it is made on, set at creation (no detach and attach).
+        """
         existing = self.container(name)
         if existing is not None:
             self._refuse_foreign("container", name, existing.labels, labels)
             return existing, False
+        if aliases:
+            network = str(create["network"])
+            create["networking_config"] = {network: self.client.api.create_endpoint_config(aliases=list(aliases))}
         with docker_errors(f"create container {name}"):
             try:
-                return self.client.containers.create(name=name, labels=labels, **create), True
+                return self.client.containers.create(
+                    name=name, labels={**labels, **(extra_labels or {})}, **create
+                ), True
             except APIError as exc:
                 if exc.status_code != 409:
                     raise
@@ -321,6 +341,28 @@ class DockerHost:
             container.reload()
             if container.status != "running":
                 container.start()
+
+    def restart_listed(self, container_id: str, name: str, timeout: int = 10) -> None:
+        """Restart a container found in a listing of this owner's, by its id."""
+        with docker_errors(f"restart {name}"):
+            self.client.api.restart(container_id, timeout=timeout)
+
+    @staticmethod
+    def network_mode(container: Container | Listed) -> str:
+        """The container's network mode: a network's name, or ``container:<id>`` (the listing shows it too)."""
+        return str((container.attrs.get("HostConfig") or {}).get("NetworkMode") or "")
+
+    @staticmethod
+    def started_at(container: Container | Listed) -> datetime | None:
+        """When the container last started (an inspected one only: a listing does not say)."""
+        state = container.attrs.get("State")
+        started = state.get("StartedAt") if isinstance(state, dict) else None
+        try:
+            moment = datetime.fromisoformat(str(started)) if started else None
+        except ValueError:
+            return None
+        # The engine's zero time: never started.
+        return None if moment is None or moment.year < 2000 else moment
 
     def start_listed(self, container_id: str, name: str) -> None:
         """Start a container found in a listing of this owner's, by its id (not its name, which another may take meanwhile)."""
@@ -373,6 +415,12 @@ class DockerHost:
             with docker_errors(f"remove the container that ran {argv[0]}"):
                 container.remove(force=True)
         return code, output
+
+    def restart(self, container: Container, timeout: int = 10) -> None:
+        """Stop (gracefully, as ``stop``) and start a container again."""
+        with docker_errors(f"restart {container.name}"):
+            container.restart(timeout=timeout)
+            container.reload()
 
     def stop(self, container: Container, timeout: int = 10) -> None:
         """Stop a running container (SIGTERM, then SIGKILL after ``timeout`` s); it stays, stopped.

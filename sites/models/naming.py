@@ -34,8 +34,10 @@ class SiteNames:
         return f"wpcache_{self.site}"
 
     @property
-    def network(self) -> str:
-        # Private network shared by the site's PHP-FPM and nginx only.
+    def legacy_network(self) -> str:
+        # The network a site's PHP-FPM and nginx shared before PHP joined its
+        # nginx's network namespace (sites.provisioning.steps.PhpStep): removed
+        # where found, never made.
         return f"wpnet_{self.site}"
 
     @property

@@ -15,8 +15,9 @@ message) when it would exhaust one of:
   "available" (docs/performance.md, "A thousand real sites on one host");
 * ``disk``: free space on the sites' filesystem must stay above
   WPFLEET_CAPACITY_DISK_HEADROOM;
-* ``addresses``: each site takes one network of the engine's pool and one
-  port on a backend shard; the pools hold so many, minus a reserve;
+* ``addresses``: each site takes one port on a backend shard (its PHP-FPM
+  shares its nginx's network namespace: no network of its own); the shards
+  hold so many, minus a reserve;
 * ``db_connections``: MariaDB's free connections (max_connections minus
   Threads_connected) must stay at WPFLEET_CAPACITY_DB_CONNECTIONS_FREE or more.
 
@@ -63,7 +64,7 @@ class Reading:
     name: str
     used: int | None
     limit: int | None
-    unit: str  # "sites", "bytes", "networks" or "connections"
+    unit: str  # "sites", "bytes", "ports" or "connections"
     ok: bool
     detail: str
 
@@ -144,15 +145,14 @@ def disk_path() -> str:
     return settings.WPFLEET_CAPACITY_DISK_PATH or settings.WPFLEET_QUOTA_ROOT or "/var/lib/docker"
 
 
-def address_room() -> tuple[int, int, int]:
-    """(room for sites, site networks in the pool, ports on the backend shards): room is the smaller, minus the reserve."""
-    networks = 2 ** (settings.WPFLEET_SITE_NETWORK_PREFIX - settings.WPFLEET_SITE_NETWORK_POOL.prefixlen)
+def address_room() -> tuple[int, int]:
+    """(room for sites, ports on the backend shards): room is the ports less the reserve kept free."""
     ports = shard_slots()
-    return max(0, min(networks, ports) - settings.WPFLEET_CAPACITY_ADDRESS_RESERVE), networks, ports
+    return max(0, ports - settings.WPFLEET_CAPACITY_ADDRESS_RESERVE), ports
 
 
 def _site_count() -> int:
-    # Every row: a site being deleted holds its network, port and files until its row goes.
+    # Every row: a site being deleted holds its port and files until its row goes.
     return Site.objects.count()
 
 
@@ -212,16 +212,17 @@ def _disk(probe: Probe) -> Reading:
 
 
 def _addresses(count: int) -> Reading:
-    room, networks, ports = address_room()
+    room, ports = address_room()
+    size = settings.WPFLEET_BACKEND_SHARD_SIZE
     return Reading(
         "addresses",
         count,
         room,
-        "networks",
+        "ports",
         count < room,
-        f"{count:,} sites hold a network and a backend port each; the pools have room for {room:,} "
-        f"({networks:,} site networks in WPFLEET_SITE_NETWORK_POOL, {ports:,} backend ports, "
-        f"{settings.WPFLEET_CAPACITY_ADDRESS_RESERVE:,} networks kept free: WPFLEET_CAPACITY_ADDRESS_RESERVE)",
+        f"{count:,} sites hold a port on a backend shard each; the shards have room for {room:,} "
+        f"({ports:,} ports: {ports // size:,} backend shards of {size:,} sites, WPFLEET_BACKEND_SHARD_SIZE; "
+        f"{settings.WPFLEET_CAPACITY_ADDRESS_RESERVE:,} kept free: WPFLEET_CAPACITY_ADDRESS_RESERVE)",
     )
 
 

@@ -43,12 +43,14 @@ from sites.provisioning.steps import PROVISION_STEPS, STOPPED, Infra, Resource, 
 
 log = logging.getLogger("wpfleet.reconcile")
 
-# Steps that must be applied again after the step in the key was (nginx
-# loads its server block when it starts: a re-created container needs it).
-_FOLLOWERS = {"nginx": ("nginx_config",)}
-# Containers that only need starting, in this order (nginx resolves its PHP
-# upstream when it starts).
-_STARTABLE = ("php", "nginx")
+# Steps that must be applied again after the step in the key was: PHP-FPM
+# lives in nginx's network namespace (a re-created or restarted nginx has a
+# new one), and nginx loads its server block, which names PHP-FPM's port,
+# when it starts.
+_FOLLOWERS = {"nginx": ("php", "nginx_config"), "php": ("nginx_config",)}
+# Containers that only need starting, in this order (PHP-FPM joins the
+# network namespace of a running nginx).
+_STARTABLE = ("nginx", "php")
 
 
 def _observe_all(site: Site, view: View, infra: Infra, db_password: str | None = None) -> dict[str, list[Resource]]:
@@ -72,6 +74,12 @@ def reconcile_site(site: Site, view: View, infra: Infra) -> list[str]:
                 listed = view.container(resource.name)
                 infra.docker.start_listed(listed.id, resource.name)
                 drift.append(f"{resource}: started")
+        php = view.container(ctx.names.php)
+        if "nginx" in wrong and "php" not in wrong and php is not None:
+            # PHP-FPM ran on in the network namespace of the nginx that
+            # stopped; the started nginx has a new one: PHP joins it.
+            infra.docker.restart_listed(php.id, ctx.names.php)
+            drift.append(f"PHP-FPM container {ctx.names.php}: restarted in {ctx.names.nginx}'s network namespace")
         return drift
     repaired: set[str] = set()
     for step in PROVISION_STEPS:

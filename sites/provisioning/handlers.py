@@ -465,7 +465,7 @@ class Suspend(_SiteJob):
 
 def _serve(ctx: Context, record: registry.Recorder, *, phase: str) -> None:
     """Start the site's containers (nginx loads its server block), route it unsuspended, check it live."""
-    names = ("php", "nginx", "nginx_config", "route", "live_check")
+    names = ("nginx", "php", "nginx_config", "route", "live_check")
     for step in map(step_named, names):
         handle = record(step.name, phase, "RUNNING", "")
         try:

@@ -1,15 +1,16 @@
 """Changing a live site's PHP (its version or its php.ini) blue/green, with no failed request.
 
 1. ``php_<name>-next`` is made beside the serving ``php_<name>``, with the
-   new image and php.ini, on the site's files and network; it must answer a
-   real FastCGI request for the site's home page (``check_answers``).
-2. nginx is given a server block passing to it, and reloaded; the reload
-   returns once the old workers have finished (RELOAD_AND_WAIT), so no
-   request is still on its way to the old container.
+   new image and php.ini, on the site's files and in nginx's network
+   namespace, its PHP-FPM on the other loopback port (FPM_PORTS); it must
+   answer a real FastCGI request for the site's home page (``check_answers``).
+2. nginx is given a server block passing to that port, and reloaded; the
+   reload returns once the old workers have finished (RELOAD_AND_WAIT), so
+   no request is still on its way to the old container.
 3. The old container is stopped gracefully (php-fpm finishes the requests
-   a shutting-down nginx worker may still wait for) and removed, the new
-   one renamed ``php_<name>``, and nginx's server block names it so again
-   (checked, not reloaded: nginx already passes to that address).
+   a shutting-down nginx worker may still wait for) and removed, and the
+   new one renamed ``php_<name>`` (its port, on its label, stays: nginx's
+   server block is already the one it should have).
 
 A failed attempt goes back (``roll_back``: nginx to the old container and
 the next one removed, or, once the old one is gone, a switch back, blue/green
@@ -25,8 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sites.infra.errors import InfraError
-from sites.provisioning.steps import Context, NginxConfigStep, PhpStep, wait_until_ready
-from sites.provisioning.templates import php_ini
+from sites.provisioning.steps import Context, NginxConfigStep, PhpStep, fpm_port, wait_until_ready
+from sites.provisioning.templates import FPM_PORTS, php_ini
 
 # A FastCGI GET of the site's home page, sent by the new container's PHP to
 # its own php-fpm (no FastCGI client in the images). The answer's status
@@ -47,8 +48,9 @@ $params = ['SCRIPT_FILENAME' => '/var/www/html/index.php', 'SCRIPT_NAME' => '/in
     'SERVER_PORT' => '443', 'REMOTE_ADDR' => '127.0.0.1', 'GATEWAY_INTERFACE' => 'CGI/1.1'];
 $body = '';
 foreach ($params as $k => $v) { $body .= pair($k, $v); }
-$socket = @fsockopen('127.0.0.1', 9000, $errno, $errstr, 5);
-if (!$socket) { echo "WPFLEET-CHECK no answer on 9000: $errstr\n"; exit(2); }
+$port = (int) getenv('WPFLEET_PORT');
+$socket = @fsockopen('127.0.0.1', $port, $errno, $errstr, 5);
+if (!$socket) { echo "WPFLEET-CHECK no answer on $port: $errstr\n"; exit(2); }
 stream_set_timeout($socket, 20);
 fwrite($socket, rec(1, "\0\1\0\0\0\0\0\0") . rec(4, $body) . rec(4, '') . rec(5, ''));
 $out = '';
@@ -96,10 +98,14 @@ def check_answers(ctx: Context, container: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     if not wait_until_ready(docker, container, timeout):
         raise InfraError("php", f"{container} did not start php-fpm within {timeout:g}s")
+    port = str(fpm_port(docker.container(container)))
     last = ""
     while True:
         code, output = docker.exec(
-            container, ["php", "-r", FASTCGI_CHECK], user="www-data", environment={"WPFLEET_HOST": ctx.home_host}
+            container,
+            ["php", "-r", FASTCGI_CHECK],
+            user="www-data",
+            environment={"WPFLEET_HOST": ctx.home_host, "WPFLEET_PORT": port},
         )
         if code == 0:
             return
@@ -114,7 +120,7 @@ def switch_php(ctx: Context, previous: Context, record: Recorder) -> None:
     n = ctx.names
     docker = ctx.infra.docker
     current, nxt = docker.container(n.php), docker.container(n.php_next)
-    if nxt is not None and (current is None or current.status != "running" or _passes_to(ctx, n.php_next)):
+    if nxt is not None and (current is None or current.status != "running" or _passes_to(ctx, fpm_port(nxt))):
         # An earlier attempt got as far as serving from the next one (nginx
         # passes to it, or the old one is stopped or gone): finish that.
         _promote(ctx, previous, record)
@@ -126,21 +132,23 @@ def switch_php(ctx: Context, previous: Context, record: Recorder) -> None:
     try:
         # A next one left by a run that died before it served is made again.
         docker.remove_container(n.php_next, n.labels("php"))
-        PhpStep.create(ctx, n.php_next)
+        # The port the serving one does not listen on (both share nginx's network namespace).
+        port = next(p for p in FPM_PORTS if p != fpm_port(current))
+        PhpStep.create(ctx, n.php_next, port)
         check_answers(ctx, n.php_next)
-        record("php_next", "apply", "OK", f"{n.php_next} answers ({ctx.php_image})", handle=handle)
+        record("php_next", "apply", "OK", f"{n.php_next} answers on port {port} ({ctx.php_image})", handle=handle)
         handle = record("nginx_config", "apply", "RUNNING", "")
-        NginxConfigStep().apply(ctx, php_host=n.php_next)
-        record("nginx_config", "apply", "OK", f"passes to {n.php_next}", handle=handle)
+        NginxConfigStep().apply(ctx, php_port=port)
+        record("nginx_config", "apply", "OK", f"passes to {n.php_next} (127.0.0.1:{port})", handle=handle)
     except Exception as error:
         record("php_next", "apply", "FAILED", str(error), handle=handle)
         raise
     _promote(ctx, previous, record)
 
 
-def _passes_to(ctx: Context, name: str) -> bool:
+def _passes_to(ctx: Context, port: int) -> bool:
     block = ctx.infra.docker.read_file(ctx.names.nginx, ctx.names.nginx_config) or ""
-    return f"fastcgi_pass {name}:9000;" in block
+    return f"fastcgi_pass 127.0.0.1:{port};" in block
 
 
 def _longest_request(*contexts: Context) -> int:
@@ -171,27 +179,10 @@ def _promote(ctx: Context, previous: Context, record: Recorder) -> None:
         if nxt is None:
             raise InfraError("php", f"container {n.php_next} is missing")
         docker.rename(nxt, n.php)
-        _name_it_again(ctx)
     except Exception as error:
         record("php", "apply", "FAILED", str(error), handle=handle)
         raise
     record("php", "apply", "OK", f"{n.php} runs {ctx.php_image}", handle=handle)
-
-
-def _name_it_again(ctx: Context, timeout: float = 10) -> None:
-    # The server block names the site's PHP container again. The running
-    # nginx needs no reload: it resolved the next one's address, which the
-    # renamed container keeps. `nginx -t` looks the name up: the engine's
-    # DNS may need a moment after the rename.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            NginxConfigStep().apply(ctx, reload=False)
-            return
-        except InfraError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
 
 
 def runs_as(ctx: Context, container: Any) -> bool:

@@ -40,6 +40,7 @@ from sites.models.php import PHP_DEFAULTS
 from sites.provisioning.restore import Restorer, Source
 from sites.provisioning.shards import backend_network
 from sites.provisioning.templates import (
+    FPM_PORTS,
     PAGE_CACHE_DIR,
     PAGE_CACHE_DIR_MODE,
     PAGE_CACHE_HOSTS,
@@ -515,28 +516,6 @@ class VolumeStep:
         return found
 
 
-class NetworkStep:
-    """A network for the site's PHP-FPM and nginx only (not in the seed).
-
-    On the seed's shared wp_backend any container could speak FastCGI to any
-    site's PHP-FPM and run code as that site; here only nginx joins wp_backend.
-    """
-
-    name = "network"
-    needs: tuple[str, ...] = ()
-    reversible = True
-
-    def apply(self, ctx: Context) -> None:
-        ctx.infra.docker.ensure_network(ctx.names.network, ctx.names.labels("network"))
-
-    def undo(self, ctx: Context) -> None:
-        ctx.note(ctx.infra.docker.remove_network(ctx.names.network, ctx.names.labels("network")))
-
-    def observe(self, ctx: Context, view: View) -> list[Resource]:
-        labels = view.network_labels(ctx.names.network)
-        return [_labelled("network", ctx.names.network, labels, ctx.names)]
-
-
 def _labelled(kind: str, name: str, labels: dict | None, names: SiteNames) -> Resource:
     if labels is None:
         return Resource(kind, name, MISSING)
@@ -604,29 +583,106 @@ PHP_TMPFS = {
 }
 
 
+FPM_PORT_LABEL = "wpfleet.fpm-port"
+
+
+def fpm_port(container: Any) -> int:
+    """The loopback port a PHP container of the site listens on (one made before the label: the first)."""
+    labels = (container.labels if container is not None else None) or {}
+    try:
+        port = int(labels.get(FPM_PORT_LABEL, FPM_PORTS[0]))
+    except ValueError:
+        return FPM_PORTS[0]
+    return port if port in FPM_PORTS else FPM_PORTS[0]
+
+
+def joins(php: Any, nginx: Any) -> bool:
+    """Whether the PHP container was made in this nginx container's network namespace."""
+    return DockerHost.network_mode(php) == f"container:{nginx.id}"
+
+
+def started_before(php: Any, nginx: Any) -> bool:
+    """Whether a running PHP container started before its nginx last did (inspected containers).
+
+    Then it runs in the network namespace nginx had before: one that lost
+    its address on the backend, where nginx cannot reach PHP-FPM on loopback.
+    """
+    php_started, nginx_started = DockerHost.started_at(php), DockerHost.started_at(nginx)
+    return (
+        php.status == "running"
+        and php_started is not None
+        and nginx_started is not None
+        and (php_started < nginx_started)
+    )
+
+
+def drop_legacy_network(ctx: Context) -> None:
+    """Remove the site's own network of an older wpfleet, nginx first detached from it (nothing when there is none)."""
+    n = ctx.names
+    docker = ctx.infra.docker
+    if docker.network(n.legacy_network) is None:
+        return
+    docker.disconnect(n.legacy_network, n.nginx)
+    ctx.note(docker.remove_network(n.legacy_network, n.labels("network")))
+
+
 class PhpStep:
+    """The site's PHP-FPM, in its nginx's network namespace.
+
+    The site then holds one address, nginx's on its backend shard, and no
+    network of its own: a network per site is what made an engine's start,
+    a site's creation and the host's memory grow with the number of sites
+    (docs/performance.md). PHP-FPM listens on loopback only: that address
+    is beside other sites' nginx, and FastCGI from there would run any PHP
+    file as the site (templates.php_pool_config). PHP's own traffic (the
+    database, WordPress's updates) leaves from that address.
+    """
+
     name = "php"
-    needs: tuple[str, ...] = ("volume", "network")
+    needs: tuple[str, ...] = ("volume", "nginx")
     reversible = True
 
     def apply(self, ctx: Context) -> None:
-        self.create(ctx, ctx.names.php)
+        n = ctx.names
+        docker = ctx.infra.docker
+        nginx = docker.container(n.nginx)
+        if nginx is None:
+            raise InfraError("php", f"container {n.nginx} is missing: {n.php} joins its network")
+        port = FPM_PORTS[0]
+        current = docker.container(n.php)
+        if current is not None and _labelled_ours(current.labels, n) and not joins(current, nginx):
+            # On the site's own network (an older wpfleet's), or in the
+            # namespace of an nginx since made again: made anew in this one.
+            port = fpm_port(current) if DockerHost.network_mode(current).startswith("container:") else port
+            ctx.note(docker.remove_container(n.php, n.labels("php")))
+            current = None
+        container = self.create(ctx, n.php, port if current is None else fpm_port(current))
+        if started_before(container, nginx):
+            # nginx started again since (an engine's restart, a resume): PHP
+            # joins its namespace as it is now.
+            docker.restart(container)
         # The next container of a PHP switch that failed for good (no job
         # holds the site when this runs outside one): the recorded PHP serves.
-        ctx.note(ctx.infra.docker.remove_container(ctx.names.php_next, ctx.names.labels("php")))
+        ctx.note(docker.remove_container(n.php_next, n.labels("php")))
+        drop_legacy_network(ctx)
 
     @staticmethod
-    def create(ctx: Context, name: str) -> Any:
+    def create(ctx: Context, name: str, port: int = FPM_PORTS[0]) -> Any:
         """The site's PHP-FPM container under ``name``, created if missing, configured and started.
 
         Its image and php.ini follow the context (the PHP switch makes the
-        next one under another name, sites.provisioning.php_switch).
+        next one under another name, on the other port: sites.provisioning.php_switch).
+        It joins the network namespace of the site's nginx, which must run.
         """
         n = ctx.names
         docker = ctx.infra.docker
+        nginx = docker.container(n.nginx)
+        if nginx is None:
+            raise InfraError("php", f"container {n.nginx} is missing: {name} joins its network")
         container, created = docker.ensure_container(
             name,
             n.labels("php"),
+            extra_labels={FPM_PORT_LABEL: str(port)},
             image=ctx.php_image,
             environment={
                 "WORDPRESS_DB_HOST": settings.WPFLEET_SITE_DB_HOST,
@@ -636,8 +692,8 @@ class PhpStep:
             },
             mounts=php_mounts(n, quota_dir(ctx, "tmp")),
             tmpfs=dict(PHP_TMPFS),
-            network=n.network,
-            hostname=n.php,
+            # By id: the engine records it so, and a re-created nginx is another namespace.
+            network_mode=f"container:{nginx.id}",
             # The entrypoint copies WordPress in as root and hands the files to
             # www-data; php-fpm then drops to www-data, and its master (root)
             # signals those children: KILL, or ondemand never reaps idle ones.
@@ -651,7 +707,7 @@ class PhpStep:
                 container,
                 "/usr/local/etc",
                 {
-                    "php-fpm.d/zz-wpfleet.conf": (php_pool_config().encode(), 0o644, 0, 0),
+                    "php-fpm.d/zz-wpfleet.conf": (php_pool_config(fpm_port(container)).encode(), 0o644, 0, 0),
                     "php/conf.d/zz-wpfleet.ini": (php_ini(values=ctx.php_values).encode(), 0o644, 0, 0),
                 },
             )
@@ -671,21 +727,43 @@ class PhpStep:
         ctx.note(ctx.infra.docker.remove_container(ctx.names.php_next, ctx.names.labels("php")))
 
     def observe(self, ctx: Context, view: View) -> list[Resource]:
-        found = [_container_state("PHP-FPM container", ctx.names.php, view, ctx.names)]
-        if view.container(ctx.names.php_next) is not None:
-            found.append(Resource("PHP-FPM container", ctx.names.php_next, DRIFTED, "left by a PHP switch"))
+        n = ctx.names
+        state = _container_state("PHP-FPM container", n.php, view, n)
+        found = [state]
+        php, nginx = view.container(n.php), view.container(n.nginx)
+        if state.state == OK and nginx is not None and _labelled_ours(nginx.labels, n):
+            if not joins(php, nginx):
+                found = [Resource("PHP-FPM container", n.php, DRIFTED, f"not in {n.nginx}'s network namespace")]
+            elif nginx.status == "running" and not view.trusts_fingerprints(ctx.site):
+                # Which started last is only known inspected: a bulk pass
+                # asks for it at its deep checks only.
+                if view.bulk:
+                    php, nginx = view.inspected(n.php), view.inspected(n.nginx)
+                if php is not None and nginx is not None and started_before(php, nginx):
+                    found = [Resource("PHP-FPM container", n.php, DRIFTED, f"started before {n.nginx} last did")]
+        if view.container(n.php_next) is not None:
+            found.append(Resource("PHP-FPM container", n.php_next, DRIFTED, "left by a PHP switch"))
+        if view.network_labels(n.legacy_network) is not None:
+            found.append(Resource("network", n.legacy_network, DRIFTED, "the site's own, no longer used"))
         return found
 
 
 class NginxStep:
+    """The site's nginx, on its backend shard under the site's hostnames; its network namespace is also PHP's."""
+
     name = "nginx"
-    needs: tuple[str, ...] = ("volume", "network")
+    needs: tuple[str, ...] = ("volume",)
     reversible = True
 
     def apply(self, ctx: Context) -> None:
         n = ctx.names
         docker = ctx.infra.docker
-        container, _ = docker.ensure_container(
+        # Caddy proxies a routed hostname to the upstream of that name: the
+        # site's hostname is an alias of its nginx on the backend network
+        # (the site's shard, chosen when first needed: sites.provisioning.shards).
+        backend = backend_network(ctx)
+        aliases = [upstream_alias(h) for h in ctx.served]
+        container, created = docker.ensure_container(
             n.nginx,
             n.labels("nginx"),
             image=settings.WPFLEET_NGINX_IMAGE,
@@ -696,18 +774,19 @@ class NginxStep:
                 n.volume: {"bind": "/var/www/html", "mode": "ro"},
                 n.cache_volume: {"bind": PAGE_CACHE_MOUNT, "mode": "rw"},
             },
-            network=n.network,
+            network=backend,
+            aliases=aliases,
             hostname=n.nginx,
             cap_add=["CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID", "NET_BIND_SERVICE"],
             **_limits(settings.WPFLEET_NGINX_LIMITS),
         )
-        # Only nginx faces Caddy; PHP-FPM stays on the site's own network.
-        # Caddy proxies a routed hostname to the upstream of that name: the
-        # site's hostname is an alias of its nginx on the backend network
-        # (the site's shard, chosen when first needed: sites.provisioning.shards).
-        backend = backend_network(ctx)
-        aliases = [upstream_alias(h) for h in ctx.served]
-        docker.connect(backend, container, aliases=aliases)
+        if not created:
+            # Made earlier: its aliases as the site's hostnames are now.
+            docker.connect(backend, container, aliases=aliases)
+        # Running before PHP-FPM joins its network namespace (until its
+        # server block is written it answers nginx's own page, and no route
+        # leads to it yet).
+        docker.start(container)
         container.reload()  # its endpoint on the backend, as attached now
         ctx.record_applied(self.name, self.fingerprint(container, backend, aliases))
         if has_cache_volume(container):
@@ -730,6 +809,8 @@ class NginxStep:
 
     def undo(self, ctx: Context) -> None:
         ctx.note(ctx.infra.docker.remove_container(ctx.names.nginx, ctx.names.labels("nginx")))
+        # An older wpfleet's network of the site (its PHP went first: undone in reverse).
+        ctx.note(ctx.infra.docker.remove_network(ctx.names.legacy_network, ctx.names.labels("network")))
 
     def observe(self, ctx: Context, view: View) -> list[Resource]:
         n = ctx.names
@@ -812,11 +893,12 @@ class NginxConfigStep:
     needs: tuple[str, ...] = ("nginx", "php")
     reversible = False  # the server block goes with the container
 
-    def apply(self, ctx: Context, php_host: str | None = None, reload: bool = True) -> None:
-        """Install the server block and have nginx serve it (``php_host``: see nginx_server_block).
+    def apply(self, ctx: Context, php_port: int | None = None, reload: bool = True) -> None:
+        """Install the server block and have nginx serve it.
 
-        ``reload=False``: checked with `nginx -t` but not loaded by a running
-        nginx (it serves the same thing under another name: a PHP switch's rename).
+        ``php_port``: the PHP-FPM it passes to (default: the site's PHP
+        container's; a PHP switch passes to its next one). ``reload=False``:
+        checked with `nginx -t` but not loaded by a running nginx.
         """
         n = ctx.names
         docker = ctx.infra.docker
@@ -824,8 +906,9 @@ class NginxConfigStep:
         if container is None:
             raise InfraError("nginx", f"container {n.nginx} is missing")
         directory, filename = n.nginx_config.rsplit("/", 1)
-        cached = self._cached(ctx, container, docker.container(n.php))
-        block = self.server_block(ctx, cached, php_host)
+        php = docker.container(n.php)
+        cached = self._cached(ctx, container, php)
+        block = self.server_block(ctx, cached, php_port or fpm_port(php))
         docker.put_files(container, directory, {filename: (block.encode(), 0o644, 0, 0)})
         if has_cache_volume(container):
             # Made before nginx sees it (nginx would make it 0700, its own only):
@@ -845,9 +928,9 @@ class NginxConfigStep:
         ctx.record_applied(self.name, fingerprint(container.id, block))
 
     @staticmethod
-    def server_block(ctx: Context, cached: bool, php_host: str | None = None) -> str:
+    def server_block(ctx: Context, cached: bool, php_port: int = FPM_PORTS[0]) -> str:
         body_max = str(ctx.php_values.get("post_max_size", PHP_DEFAULTS["post_max_size"]))
-        return nginx_server_block(ctx.names, cached, body_max=body_max, php_host=php_host)
+        return nginx_server_block(ctx.names, cached, body_max=body_max, php_port=php_port)
 
     @staticmethod
     def _cached(ctx: Context, nginx: Any, php: Any) -> bool:
@@ -864,7 +947,8 @@ class NginxConfigStep:
         container = view.container(n.nginx)
         if container is None or not _labelled_ours(container.labels, n):
             return [Resource("nginx server block", name, MISSING, "no nginx container of the site")]
-        wanted = self.server_block(ctx, self._cached(ctx, container, view.container(n.php)))
+        php = view.container(n.php)
+        wanted = self.server_block(ctx, self._cached(ctx, container, php), fpm_port(php))
         if view.trusts_fingerprints(ctx.site) and ctx.applied and ctx.applied.get(self.name):
             # A bulk pass: the block written into this container last (its id
             # is in the digest: a re-created nginx has none) against the one
@@ -1191,9 +1275,8 @@ class LiveCheckStep:
 PROVISION_STEPS: tuple[Step, ...] = (
     DatabaseStep(),
     VolumeStep(),
-    NetworkStep(),
-    PhpStep(),
     NginxStep(),
+    PhpStep(),
     NginxConfigStep(),
     WordPressStep(),
     RouteStep(),

@@ -37,20 +37,26 @@ _PRIVATE_COOKIES = (
 )
 # Never cached: the dashboard, login, XML-RPC, cron, the REST API (by path;
 # by query string it has one) and WooCommerce's own pages.
+# The loopback ports a site's PHP-FPM listens on: the first for a new site;
+# a PHP switch starts the next container on the other one beside the
+# serving one (both in nginx's network namespace).
+FPM_PORTS = (9000, 9001)
+
 _PRIVATE_PATHS = (
     r"^/(wp-admin/|wp-login\.php|xmlrpc\.php|wp-cron\.php|wp-json(/|$)|index\.php/|cart/|checkout/|my-account/)"
 )
 
 
 def nginx_server_block(
-    names: SiteNames, page_cache: bool = True, *, body_max: str = "64M", php_host: str | None = None
+    names: SiteNames, page_cache: bool = True, *, body_max: str = "64M", php_port: int = FPM_PORTS[0]
 ) -> str:
     """The site's nginx configuration (conf.d is included in nginx's http block).
 
     ``body_max``: the largest request body, the site's post_max_size (PHP
-    would drop a larger one anyway). ``php_host``: the PHP-FPM container
-    nginx passes requests to (its own, but the new one during a PHP switch,
-    sites.provisioning.php_switch).
+    would drop a larger one anyway). ``php_port``: the loopback port of the
+    PHP-FPM nginx passes requests to (the site's PHP container shares
+    nginx's network namespace; a PHP switch's next one listens on the other
+    port, sites.provisioning.php_switch).
     """
     # A one-click login link (sites.ops.wordpress) is a credential until its
     # first use: requests carrying one are not written to the access log.
@@ -155,7 +161,7 @@ server {{
     }}
 
     location ~ \\.php$ {{
-        fastcgi_pass {php_host or names.php}:9000;
+        fastcgi_pass 127.0.0.1:{php_port};
         fastcgi_index index.php;
         include fastcgi_params;
         fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
@@ -168,11 +174,16 @@ server {{
 """
 
 
-def php_pool_config() -> str:
+def php_pool_config(port: int = FPM_PORTS[0]) -> str:
     # Appended after the image's own pool files: ondemand keeps an idle site
-    # at a single master process.
+    # at a single master process. PHP-FPM listens on loopback only: its
+    # network namespace is its nginx's, whose address is on a backend shard
+    # beside other sites' nginx, and FastCGI from there would run any PHP
+    # file as this site.
     return (
         "[www]\n"
+        f"listen = 127.0.0.1:{port}\n"
+        "listen.allowed_clients = 127.0.0.1\n"
         f"pm = {settings.WPFLEET_PHP_PM}\n"
         f"pm.max_children = {settings.WPFLEET_PHP_MAX_CHILDREN}\n"
         "pm.start_servers = 1\npm.min_spare_servers = 1\npm.max_spare_servers = 1\n"

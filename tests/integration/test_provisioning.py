@@ -86,11 +86,13 @@ def test_site_resources_follow_the_seed(make_site, infra):
     # nginx reads the site's files, and writes only its page cache (which the site's PHP purges).
     assert mounts[names.nginx] == {(names.volume, "/var/www/html", False), (names.cache_volume, PAGE_CACHE_MOUNT, True)}
     assert (names.cache_volume, PAGE_CACHE_MOUNT, True) in mounts[names.php]
-    # PHP-FPM only on the site's own network; nginx also faces Caddy.
-    assert set(php.attrs["NetworkSettings"]["Networks"]) == {names.network}
-    # (on the backend shard recorded for the site: sites.provisioning.shards)
+    # nginx faces Caddy on the backend shard recorded for the site
+    # (sites.provisioning.shards), and nothing else; PHP-FPM has no network
+    # of its own: it shares nginx's namespace, and listens on its loopback.
     backend = Site.objects.get(pk=site.pk).backend_network
-    assert backend and set(nginx.attrs["NetworkSettings"]["Networks"]) == {names.network, backend}
+    assert backend and set(nginx.attrs["NetworkSettings"]["Networks"]) == {backend}
+    assert php.attrs["HostConfig"]["NetworkMode"] == f"container:{nginx.id}"
+    assert infra.docker.network(names.legacy_network) is None
     for container in (php, nginx):
         assert container.labels["wpfleet.site"] == site.name
         assert container.labels["wpfleet.owner"] == settings.WPFLEET_OWNER
@@ -224,21 +226,27 @@ def test_a_foreign_container_with_our_name_is_left_untouched(make_site, infra, s
         foreign.remove(force=True)
 
 
-def test_one_sites_php_cannot_reach_another_sites_php_fpm(make_site, infra):
+def test_php_fpm_answers_on_loopback_only_never_from_the_backend(make_site, infra):
     a, b = make_site(), make_site()
     assert a.status == b.status == Site.Status.ACTIVE
-    php_b = infra.docker.container(b.names.php)
-    ip_b = php_b.attrs["NetworkSettings"]["Networks"][b.names.network]["IPAddress"]
+    backend = Site.objects.get(pk=b.pk).backend_network
+    ip_a = infra.docker.container(a.names.nginx).attrs["NetworkSettings"]["Networks"][backend]["IPAddress"]
+    ip_b = infra.docker.container(b.names.nginx).attrs["NetworkSettings"]["Networks"][backend]["IPAddress"]
     php_a = infra.docker.container(a.names.php)
     probe = (
-        "foreach ($argv as $i => $h) { if ($i == 0) continue;"
-        " $s = @fsockopen($h, 9000, $no, $err, 2); echo $h, ($s ? ' open' : ' closed'), PHP_EOL; }"
+        "foreach (array_slice($argv, 1) as $t) { [$h, $p] = explode(',', $t);"
+        " $s = @fsockopen($h, (int) $p, $no, $err, 2); echo $t, ($s ? ' open' : ' closed'), PHP_EOL; }"
     )
-    code, output = infra.docker.exec(php_a, ["php", "-r", probe, "--", b.names.php, ip_b, a.names.php])
-    assert f"{b.names.php} closed" in output
-    assert f"{ip_b} closed" in output
-    # The probe itself works: the site's own PHP-FPM answers by name.
-    assert f"{a.names.php} open" in output, output
+    targets = [f"{ip}:{port}" for ip in (ip_b, ip_a) for port in (9000, 9001)]
+    code, output = infra.docker.exec(
+        php_a, ["php", "-r", probe, "--", *(t.replace(":", ",") for t in targets), "127.0.0.1,9000", f"{ip_b},80"]
+    )
+    # Another site's PHP-FPM, and this site's own, are closed from the backend shard they share...
+    for target in targets:
+        assert f"{target.replace(':', ',')} closed" in output, output
+    # ...while the probe works: the site's own PHP-FPM answers on loopback, and another site's nginx on port 80.
+    assert "127.0.0.1,9000 open" in output, output
+    assert f"{ip_b},80 open" in output, output
 
 
 def test_delete_through_the_service_removes_everything(make_site, infra):

@@ -277,9 +277,9 @@ def test_a_sites_page_says_its_resources_are_unreachable_when_the_lab_is_down(ad
     response = admin_client.get(site_page(site))
     assert response.status_code == 200
     body = response.content.decode()
-    assert body.count('<td class="wpf-state">unreachable<') == 8, "every step that owns a resource"
+    assert body.count('<td class="wpf-state">unreachable<') == 7, "every step that owns a resource"
     assert body.count("unreachable: docker: connect: engine unreachable") == 1, "the reason, once"
-    assert "(volume, network, php, nginx, nginx_config, route)" in body, "naming what it hides"
+    assert "(volume, nginx, php, nginx_config, route)" in body, "naming what it hides"
     assert body.count("unreachable: mariadb: (2002)") == 1
     assert "(database, wordpress)" in body
 

@@ -76,10 +76,10 @@ def nothing_written() -> bool:
     return not Site.objects.exists() and not Job.objects.exists() and not OrmQ.objects.exists()
 
 
-def small_address_pool(settings, room: int) -> None:
-    """Site networks for ``room`` sites: a /24 pool of /28s holds 16, the rest reserved."""
-    settings.WPFLEET_SITE_NETWORK_POOL = ipaddress.IPv4Network("10.200.0.0/24")
-    settings.WPFLEET_SITE_NETWORK_PREFIX = 28
+def small_backend_shards(settings, room: int) -> None:
+    """Backend ports for ``room`` sites: two shards (wp_backend and a pool of one /22) of 8 hold 16, the rest reserved."""
+    settings.WPFLEET_BACKEND_SHARD_POOL = ipaddress.IPv4Network("10.202.0.0/22")
+    settings.WPFLEET_BACKEND_SHARD_SIZE = 8
     settings.WPFLEET_CAPACITY_ADDRESS_RESERVE = 16 - room
 
 
@@ -102,7 +102,7 @@ def exhaust(resource: str, host: FakeHost, settings) -> None:
     elif resource == "disk":
         host.disk = (500 * GiB, 5 * GiB - 1)
     elif resource == "addresses":
-        small_address_pool(settings, room=1)
+        small_backend_shards(settings, room=1)
         create_site("first")
     elif resource == "db_connections":
         host.db = (981, 1000)
@@ -236,19 +236,31 @@ def test_the_disk_read_is_the_capacity_path_else_the_quota_root_else_dockers(hos
         assert host.disk_paths == [read]
 
 
-def test_address_room_is_the_smaller_pool_minus_the_reserve(settings):
-    # The defaults: 4,096 /28 site networks in a /16; 65 shards (wp_backend and
-    # the 64 /22s of a /16) of 500 ports; 16 networks kept free.
-    settings.WPFLEET_SITE_NETWORK_POOL = ipaddress.IPv4Network("10.200.0.0/16")
-    settings.WPFLEET_SITE_NETWORK_PREFIX = 28
+def test_address_room_is_the_shard_ports_minus_the_reserve(settings):
+    # The defaults: 65 shards (wp_backend and the 64 /22s of a /16) of 500
+    # sites, one port each; 16 ports kept free.
     settings.WPFLEET_BACKEND_SHARD_POOL = ipaddress.IPv4Network("10.202.0.0/16")
     settings.WPFLEET_BACKEND_SHARD_SIZE = 500
     settings.WPFLEET_CAPACITY_ADDRESS_RESERVE = 16
-    assert capacity.address_room() == (4096 - 16, 4096, 65 * 500)
-    # Fewer ports than networks: the shards decide.
+    assert capacity.address_room() == (65 * 500 - 16, 65 * 500)
+    # Two shards (wp_backend and a pool of one /22) of 100 sites.
     settings.WPFLEET_BACKEND_SHARD_POOL = ipaddress.IPv4Network("10.202.0.0/22")
     settings.WPFLEET_BACKEND_SHARD_SIZE = 100
-    assert capacity.address_room() == (2 * 100 - 16, 4096, 200)
+    assert capacity.address_room() == (2 * 100 - 16, 200)
+    # A reserve larger than the shards leaves no room, not less than none.
+    settings.WPFLEET_CAPACITY_ADDRESS_RESERVE = 201
+    assert capacity.address_room() == (0, 200)
+
+
+def test_the_addresses_reading_counts_sites_against_the_shard_ports_and_names_the_reserve(settings):
+    small_backend_shards(settings, room=12)
+    create_site("one")
+    addresses = next(reading for reading in host_capacity() if reading.name == "addresses")
+    assert (addresses.used, addresses.limit, addresses.unit, addresses.ok) == (1, 12, "ports", True)
+    assert addresses.detail == (
+        "1 sites hold a port on a backend shard each; the shards have room for 12 (16 ports: 2 backend shards "
+        "of 8 sites, WPFLEET_BACKEND_SHARD_SIZE; 4 kept free: WPFLEET_CAPACITY_ADDRESS_RESERVE)"
+    )
 
 
 def test_a_refusal_is_raised_for_the_first_exhausted_resource_only(host, settings):
@@ -275,18 +287,18 @@ def test_the_admin_add_form_shows_the_refusal_naming_the_resource_and_writes_not
 
 def test_the_admin_add_that_loses_the_last_room_after_its_form_check_says_so(admin_client, monkeypatch):
     def full_meanwhile(name, **wordpress):
-        raise CapacityExhausted("addresses", "0 networks left")
+        raise CapacityExhausted("addresses", "0 ports left")
 
     monkeypatch.setattr(site_admin, "create_site", full_meanwhile)
     response = admin_client.post(ADD_SITE, {"name": "racy", "_save": "Save"}, follow=True)
     messages = [str(message) for message in response.context["messages"]]
-    assert messages == ["The host has no room for another site (addresses): 0 networks left"]
+    assert messages == ["The host has no room for another site (addresses): 0 ports left"]
     assert nothing_written() and not LogEntry.objects.exists()
 
 
 def test_the_admin_home_shows_each_resource_used_against_its_limit(admin_client, host, settings):
     settings.WPFLEET_MAX_SITES = 3
-    small_address_pool(settings, room=12)
+    small_backend_shards(settings, room=12)
     create_site("one")
     host.memory = (16 * GiB, 10 * GiB)
     host.disk = (100 * GiB, 4 * GiB)
@@ -300,7 +312,7 @@ def test_the_admin_home_shows_each_resource_used_against_its_limit(admin_client,
     # Memory and disk: used, against the total less the headroom kept free.
     assert amounts(rows["memory"]) == ["6.0 GiB", "15.0 GiB"] and "room" in rows["memory"]
     assert amounts(rows["disk"]) == ["96.0 GiB", "95.0 GiB"] and "exhausted" in rows["disk"]
-    assert amounts(rows["addresses"]) == ["1", "12 networks"]
+    assert amounts(rows["addresses"]) == ["1", "12 ports"]
     assert amounts(rows["db_connections"]) == ["unknown", "unknown"] and "Can&#x27;t connect" in rows["db_connections"]
     assert "exhausted" not in rows["db_connections"]
     assert reverse("admin:sites_site_changelist") in page, "the apps are still listed"

@@ -181,6 +181,7 @@ def test_php_ini_carries_the_sites_values_and_nginx_takes_bodies_up_to_post_max_
 
     block = nginx_server_block(SiteNames("alpha"), body_max="24M")
     assert "client_max_body_size 24M;" in block
-    assert "fastcgi_pass php_alpha:9000;" in block
-    switching = nginx_server_block(SiteNames("alpha"), php_host="php_alpha-next")
-    assert "fastcgi_pass php_alpha-next:9000;" in switching
+    assert "fastcgi_pass 127.0.0.1:9000;" in block
+    # A PHP switch's next PHP-FPM listens on the other loopback port of nginx's namespace.
+    switching = nginx_server_block(SiteNames("alpha"), php_port=9001)
+    assert "fastcgi_pass 127.0.0.1:9001;" in switching and ":9000;" not in switching

@@ -108,7 +108,7 @@ def test_mariadb_names_of_an_accepted_name_are_legal_and_grants_match_one_databa
 @given(good_names)
 def test_docker_names_of_an_accepted_name_are_legal(name):
     names = SiteNames(validate_site_name(name))
-    for docker_name in (names.php, names.nginx, names.volume, names.network):
+    for docker_name in (names.php, names.nginx, names.volume, names.legacy_network):
         assert DOCKER_NAME.fullmatch(docker_name), docker_name
         # Containers are reached by name through Docker's DNS (reverse_proxy
         # nginx_<site>:80), so they must also fit in one DNS label.

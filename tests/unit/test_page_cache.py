@@ -140,7 +140,7 @@ def test_the_cache_key_is_scheme_method_host_path_and_gzip_and_the_plugin_builds
 def test_without_the_cache_the_server_block_has_no_cache_directive():
     block = nginx_server_block(SiteNames("alpha"), page_cache=False)
     assert "fastcgi_cache" not in block and "X-Cache" not in block
-    assert "fastcgi_pass php_alpha:9000;" in block
+    assert "fastcgi_pass 127.0.0.1:9000;" in block
 
 
 def test_every_private_signal_both_bypasses_and_skips_storing():

@@ -105,9 +105,8 @@ def test_the_real_steps_follow_the_seed_order_with_the_install_before_the_route(
     assert real_steps.STEP_NAMES == (
         "database",
         "volume",
-        "network",
-        "php",
         "nginx",
+        "php",
         "nginx_config",
         "wordpress",
         "route",
@@ -119,7 +118,11 @@ def test_the_nginx_server_block_is_the_seeds():
     from sites.models.naming import SiteNames
 
     block = templates.nginx_server_block(SiteNames("mysite"))
-    assert "fastcgi_pass php_mysite:9000;" in block
+    # The seed passed to php_mysite:9000 on a shared network; PHP-FPM now
+    # shares nginx's network namespace and listens on its loopback only.
+    assert "fastcgi_pass 127.0.0.1:9000;" in block
+    assert "listen = 127.0.0.1:9000\n" in templates.php_pool_config()
+    assert "listen = 127.0.0.1:9001\n" in templates.php_pool_config(9001)
     assert "fastcgi_param HTTPS on;" in block
     # The seed fixed HTTP_HOST to the site's one hostname; with its own domains, WordPress sees the one asked for.
     assert "fastcgi_param HTTP_HOST $host;" in block
