@@ -28,13 +28,17 @@ trap 'rc=$?; if ((rc != 0)); then printf "lab: ERROR: up.sh failed during: %s (e
 HOST_PACKAGES=(docker.io debootstrap iptables iproute2 curl openssl chromium libnss3-tools
 	default-libmysqlclient-dev pkg-config restic mariadb-client openssh-client wrk btrfs-progs)
 DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
-# Docker's default pools allow only ~30 user networks (one per site here);
-# /28 networks from 10.200/16 allow 4096. docker0 gets a fixed, conventional
+# Docker's default pools allow only ~30 user networks; /28 networks from
+# 10.200/16 allow 4096. No site takes one (a site's nginx is on a backend
+# shard, its PHP-FPM in that nginx's network namespace): the pool remains the
+# engine's for other networks (the tests', an older wpfleet's per-site ones
+# until the reconciler moves those sites). docker0 gets a fixed, conventional
 # address so the sites' DB host (WPFLEET_SITE_DB_HOST) stays stable.
 # shellcheck disable=SC2054 # the commas belong to one argument
 DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1/16 --live-restore)
-# wp_backend joins Caddy and every site's nginx: it gets a /16 of its own,
-# outside the pool (a network from the pool is a /28: 13 containers).
+# wp_backend (backend shard 0) joins Caddy and the sites' nginx: it gets a
+# /16 of its own, outside the pool (a network from the pool is a /28: 13
+# containers); WPFLEET_DB_USER_HOST's default covers it.
 BACKEND_SUBNET=10.201.0.0/16
 ENGINE_TIMEOUT=60
 ENGINE_START_ATTEMPTS=5

@@ -281,6 +281,17 @@ class MariaDBAdmin:
             cur.execute(f"GRANT ALL PRIVILEGES ON {grant_pattern(database)}.* TO %s@%s", (user, host))
 
     def drop_site_database(self, site: str, database: str, user: str, host: str) -> str | None:
+        notes = [note] if (note := self.drop_site_user(site, user, host)) else []
+        comment = self.database_comment(database)
+        if comment is not None and comment != owner_comment(site):
+            notes.append(f"database {database} is not wpfleet's: left untouched")
+        elif comment is not None:
+            with self.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
+        return "; ".join(notes) or None
+
+    def drop_site_user(self, site: str, user: str, host: str) -> str | None:
+        """Drop the site's account at ``host`` if wpfleet recorded it as the site's; a note when one is left."""
         notes = []
         record = self.user_record(user, host)
         ours = record is not None and record[:2] == (settings.WPFLEET_OWNER, site)
@@ -295,12 +306,6 @@ class MariaDBAdmin:
                 # A claim whose CREATE USER never completed: nothing of ours to drop.
                 with self.cursor() as cur:
                     self._release_user(cur, site, user, host)
-        comment = self.database_comment(database)
-        if comment is not None and comment != owner_comment(site):
-            notes.append(f"database {database} is not wpfleet's: left untouched")
-        elif comment is not None:
-            with self.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
         return "; ".join(notes) or None
 
     def wordpress_siteurl(self, database: str) -> str | None:

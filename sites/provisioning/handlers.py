@@ -464,8 +464,13 @@ class Suspend(_SiteJob):
 
 
 def _serve(ctx: Context, record: registry.Recorder, *, phase: str) -> None:
-    """Start the site's containers (nginx loads its server block), route it unsuspended, check it live."""
-    names = ("nginx", "php", "nginx_config", "route", "live_check")
+    """Start the site's containers (nginx loads its server block), route it unsuspended, check it live.
+
+    Its database account first: the reconciler passes over ACTIVE sites only,
+    and a site suspended while WPFLEET_DB_USER_HOST changed has its account
+    at the former pattern until then.
+    """
+    names = ("database", "nginx", "php", "nginx_config", "route", "live_check")
     for step in map(step_named, names):
         handle = record(step.name, phase, "RUNNING", "")
         try:

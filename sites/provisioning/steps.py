@@ -325,10 +325,22 @@ class DatabaseStep:
             settings.WPFLEET_DB_MAX_USER_CONNECTIONS,
             settings.WPFLEET_DB_MAX_STATEMENT_SECONDS,
         )
+        # The account at a host pattern the setting no longer names (sites
+        # once connected from their own networks, now from their nginx's
+        # address on a shard): only the current one is of use.
+        self._drop_former_accounts(ctx)
+
+    @staticmethod
+    def _drop_former_accounts(ctx: Context) -> None:
+        n = ctx.names
+        for host in ctx.infra.db.user_hosts(n.db_user):
+            if host != settings.WPFLEET_DB_USER_HOST:
+                ctx.note(ctx.infra.db.drop_site_user(ctx.site, n.db_user, host))
 
     def undo(self, ctx: Context) -> None:
         n = ctx.names
         ctx.note(ctx.infra.db.drop_site_database(ctx.site, n.database, n.db_user, settings.WPFLEET_DB_USER_HOST))
+        self._drop_former_accounts(ctx)
         # A restore's copies beside the live database (sites.provisioning.restore).
         for extra in (f"{n.database}_restore", f"{n.database}_old"):
             ctx.note(ctx.infra.db.drop_database(ctx.site, extra))
@@ -616,6 +628,16 @@ def started_before(php: Any, nginx: Any) -> bool:
     )
 
 
+def php_fingerprint(php: Any, nginx: Any, backend: str) -> str:
+    """The PHP container and the endpoint its nginx had on the backend when PHP was last seen in its namespace.
+
+    nginx started again has a new endpoint (a new namespace), which the
+    engine's listing shows: a bulk pass then looks which started last.
+    """
+    networks = (nginx.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return fingerprint(php.id, nginx.id, (networks.get(backend) or {}).get("EndpointID") or "")
+
+
 def drop_legacy_network(ctx: Context) -> None:
     """Remove the site's own network of an older wpfleet, nginx first detached from it (nothing when there is none)."""
     n = ctx.names
@@ -661,6 +683,7 @@ class PhpStep:
             # nginx started again since (an engine's restart, a resume): PHP
             # joins its namespace as it is now.
             docker.restart(container)
+        ctx.record_applied(self.name, php_fingerprint(container, nginx, ctx.recorded_backend()))
         # The next container of a PHP switch that failed for good (no job
         # holds the site when this runs outside one): the recorded PHP serves.
         ctx.note(docker.remove_container(n.php_next, n.labels("php")))
@@ -726,6 +749,12 @@ class PhpStep:
         # The next one of a PHP switch that never finished.
         ctx.note(ctx.infra.docker.remove_container(ctx.names.php_next, ctx.names.labels("php")))
 
+    @staticmethod
+    def _seen_in_namespace(ctx: Context, view: View, php: Any, nginx: Any) -> bool:
+        """A bulk pass: nginx has the endpoint it had when PHP was last seen in its namespace."""
+        recorded = (ctx.applied or {}).get(PhpStep.name)
+        return view.trusts_fingerprints(ctx.site) and recorded == php_fingerprint(php, nginx, ctx.recorded_backend())
+
     def observe(self, ctx: Context, view: View) -> list[Resource]:
         n = ctx.names
         state = _container_state("PHP-FPM container", n.php, view, n)
@@ -734,13 +763,17 @@ class PhpStep:
         if state.state == OK and nginx is not None and _labelled_ours(nginx.labels, n):
             if not joins(php, nginx):
                 found = [Resource("PHP-FPM container", n.php, DRIFTED, f"not in {n.nginx}'s network namespace")]
-            elif nginx.status == "running" and not view.trusts_fingerprints(ctx.site):
-                # Which started last is only known inspected: a bulk pass
-                # asks for it at its deep checks only.
+            elif nginx.status == "running" and not self._seen_in_namespace(ctx, view, php, nginx):
+                # Which started last is only known inspected: a bulk pass asks
+                # when nginx's endpoint changed since PHP was last seen in its
+                # namespace, and at its deep checks.
                 if view.bulk:
                     php, nginx = view.inspected(n.php), view.inspected(n.nginx)
-                if php is not None and nginx is not None and started_before(php, nginx):
-                    found = [Resource("PHP-FPM container", n.php, DRIFTED, f"started before {n.nginx} last did")]
+                if php is not None and nginx is not None:
+                    if started_before(php, nginx):
+                        found = [Resource("PHP-FPM container", n.php, DRIFTED, f"started before {n.nginx} last did")]
+                    elif view.bulk:
+                        ctx.record_applied(self.name, php_fingerprint(php, nginx, ctx.recorded_backend()))
         if view.container(n.php_next) is not None:
             found.append(Resource("PHP-FPM container", n.php_next, DRIFTED, "left by a PHP switch"))
         if view.network_labels(n.legacy_network) is not None:

@@ -1,0 +1,123 @@
+"""A site's PHP-FPM lives in its nginx's network namespace: what keeps it there, and what moves older sites in."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from sites.models import Site
+from sites.ops.reconcile import reconcile_all
+from sites.provisioning.handlers import site_context
+from sites.provisioning.steps import DB_PASSWORD_FILE, PHP_TMPFS, WWW_DATA, php_mounts, quota_dir
+from sites.provisioning.templates import php_ini, php_pool_config
+from tests.integration.conftest import fetch
+
+pytestmark = pytest.mark.integration
+
+# The host pattern of the sites' accounts before PHP shared nginx's address:
+# the engine's default pool, where each site's own network was.
+FORMER_ACCOUNT_HOST = "10.200.0.0/255.255.0.0"
+
+
+def serves(site: Site) -> bool:
+    answer = fetch(site.name, "/", timeout=10)
+    return answer.status_code == 200 and "WordPress" in answer.text
+
+
+def make_it_the_older_shape(infra, site: Site) -> None:
+    """Rebuild the site as wpfleet made sites before: PHP-FPM on a network of the
+    site's own (listening on every address there), nginx on it and on the shard,
+    passing to PHP by name, and the database account at the engine's pool."""
+    n, docker = site.names, infra.docker
+    ctx = site_context(site, infra)
+    docker.ensure_network(n.legacy_network, n.labels("network"))
+    nginx = docker.container(n.nginx)
+    docker.client.networks.get(n.legacy_network).connect(nginx)
+    docker.remove_container(n.php, n.labels("php"))
+    php = docker.client.containers.create(
+        ctx.php_image,
+        name=n.php,
+        labels=n.labels("php"),
+        environment={
+            "WORDPRESS_DB_HOST": settings.WPFLEET_SITE_DB_HOST,
+            "WORDPRESS_DB_USER": n.db_user,
+            "WORDPRESS_DB_PASSWORD_FILE": DB_PASSWORD_FILE,
+            "WORDPRESS_DB_NAME": n.database,
+        },
+        mounts=php_mounts(n, quota_dir(ctx, "tmp")),
+        tmpfs=dict(PHP_TMPFS),
+        network=n.legacy_network,
+        hostname=n.php,
+        cap_drop=["ALL"],
+        cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"],
+        restart_policy={"Name": "unless-stopped"},
+    )
+    older_pool = "".join(line + "\n" for line in php_pool_config().splitlines() if not line.startswith("listen"))
+    docker.put_files(
+        php,
+        "/usr/local/etc",
+        {
+            "php-fpm.d/zz-wpfleet.conf": (older_pool.encode(), 0o644, 0, 0),
+            "php/conf.d/zz-wpfleet.ini": (php_ini(values=ctx.php_values).encode(), 0o644, 0, 0),
+        },
+    )
+    docker.put_files(
+        php, "/run", {"secrets/wordpress_db_password": (site.db_password.encode(), 0o400, WWW_DATA, WWW_DATA)}
+    )
+    php.start()
+    block = docker.read_file(n.nginx, n.nginx_config)
+    docker.put_files(
+        nginx,
+        "/etc/nginx/conf.d",
+        {"default.conf": (block.replace("127.0.0.1:9000", f"{n.php}:9000").encode(), 0o644, 0, 0)},
+    )
+    assert docker.exec(nginx, ["nginx", "-s", "reload"])[0] == 0
+    # Its account as it was: at the engine's pool only, recorded as the site's.
+    infra.db.ensure_site_database(
+        site.name,
+        n.database,
+        n.db_user,
+        FORMER_ACCOUNT_HOST,
+        site.db_password,
+        settings.WPFLEET_DB_MAX_USER_CONNECTIONS,
+    )
+    assert infra.db.drop_site_user(site.name, n.db_user, settings.WPFLEET_DB_USER_HOST) is None
+
+
+def test_a_site_of_the_older_shape_is_moved_into_its_nginxs_namespace_by_a_reconcile_pass(make_site, infra, settings):
+    settings.WPFLEET_RECONCILE_DEEP_CHECKS = 0
+    site, bystander = make_site(), make_site()
+    reconcile_all(infra)
+    make_it_the_older_shape(infra, site)
+    assert serves(site), "the older shape serves before the pass"
+    n = site.names
+
+    repaired = reconcile_all(infra)
+
+    assert set(repaired) == {site.name}
+    assert any(f"not in {n.nginx}'s network namespace" in line for line in repaired[site.name]), repaired
+    assert serves(site) and serves(bystander)
+    nginx, php = infra.docker.container(n.nginx), infra.docker.container(n.php)
+    assert php.attrs["HostConfig"]["NetworkMode"] == f"container:{nginx.id}"
+    assert set(nginx.attrs["NetworkSettings"]["Networks"]) == {Site.objects.get(pk=site.pk).backend_network}
+    assert infra.docker.network(n.legacy_network) is None
+    # Its account follows the setting: made at the current pattern, the former one dropped.
+    assert infra.db.user_hosts(n.db_user) == [settings.WPFLEET_DB_USER_HOST]
+    assert reconcile_all(infra) == {}, "nothing left to repair"
+
+
+def test_php_rejoins_its_nginx_after_nginx_alone_restarted(make_site, infra, settings):
+    settings.WPFLEET_RECONCILE_DEEP_CHECKS = 0  # no site read for real: the listing must show it
+    site = make_site()
+    reconcile_all(infra)
+    infra.docker.restart(infra.docker.container(site.names.nginx))
+    # nginx has a new network namespace; PHP-FPM is still in the one nginx left
+    # (a query string: past the page cache, to PHP).
+    answer = fetch(site.name, "/?s=anything", timeout=10)
+    assert answer.status_code == 502, answer.status_code
+
+    repaired = reconcile_all(infra)
+
+    assert any(f"started before {site.names.nginx} last did" in line for line in repaired[site.name]), repaired
+    assert fetch(site.name, "/?s=anything", timeout=10).status_code == 200
+    assert reconcile_all(infra) == {}, "nothing left to repair"
