@@ -162,7 +162,8 @@ class Deprovision(_SiteJob):
             # Nothing is removed before the site's data is safe.
             with backup_ops.recorded(record, "final_backup"):
                 if job.params.get("suspended"):
-                    # A suspended site's PHP container is stopped: the backup reads through it.
+                    # A suspended site's containers are stopped: the backup reads through
+                    # PHP (which starts its nginx first: it joins nginx's network namespace).
                     step_named("php").apply(site_context(site, Infra()))
                 backup_ops.take_backup(site, Backup.Kind.BEFORE_DELETE, job)
         _provisioner(site, job, record).deprovision()

@@ -32,7 +32,7 @@ from docker.types import Mount
 from hosting.env import Limits
 from sites.infra.caddy import UPSTREAM_SUFFIX, Caddy, upstream_alias
 from sites.infra.docker_host import DockerHost
-from sites.infra.errors import InfraError
+from sites.infra.errors import ForeignResource, InfraError
 from sites.infra.mariadb import MariaDBAdmin, owner_comment
 from sites.infra.restic import BackupRepository
 from sites.models.naming import SiteNames
@@ -642,10 +642,21 @@ def drop_legacy_network(ctx: Context) -> None:
     """Remove the site's own network of an older wpfleet, nginx first detached from it (nothing when there is none)."""
     n = ctx.names
     docker = ctx.infra.docker
-    if docker.network(n.legacy_network) is None:
+    network = docker.network(n.legacy_network)
+    if network is None:
         return
-    docker.disconnect(n.legacy_network, n.nginx)
-    ctx.note(docker.remove_network(n.legacy_network, n.labels("network")))
+    if not _labelled_ours(network.attrs.get("Labels"), n):
+        ctx.note(f"network {n.legacy_network} is not wpfleet's: left untouched")
+        return
+    try:
+        attached = {c.get("Name") for c in (network.attrs.get("Containers") or {}).values()}
+        if n.nginx in attached:
+            docker.disconnect(n.legacy_network, n.nginx)
+        ctx.note(docker.remove_network(n.legacy_network, n.labels("network")))
+    except InfraError as error:
+        # Unused by the site now: a leftover to report, not a reason to stop
+        # the repair (the next pass tries again).
+        ctx.note(f"network {n.legacy_network} not removed: {error}")
 
 
 class PhpStep:
@@ -667,9 +678,7 @@ class PhpStep:
     def apply(self, ctx: Context) -> None:
         n = ctx.names
         docker = ctx.infra.docker
-        nginx = docker.container(n.nginx)
-        if nginx is None:
-            raise InfraError("php", f"container {n.nginx} is missing: {n.php} joins its network")
+        nginx = self.running_nginx(ctx, n.php)
         port = FPM_PORTS[0]
         current = docker.container(n.php)
         if current is not None and _labelled_ours(current.labels, n) and not joins(current, nginx):
@@ -679,6 +688,7 @@ class PhpStep:
             ctx.note(docker.remove_container(n.php, n.labels("php")))
             current = None
         container = self.create(ctx, n.php, port if current is None else fpm_port(current))
+        nginx = docker.container(n.nginx) or nginx  # as started now
         if started_before(container, nginx):
             # nginx started again since (an engine's restart, a resume): PHP
             # joins its namespace as it is now.
@@ -690,6 +700,24 @@ class PhpStep:
         drop_legacy_network(ctx)
 
     @staticmethod
+    def running_nginx(ctx: Context, php: str) -> Any:
+        """The site's nginx, started if stopped (a suspended site's, for a backup; a switch's rollback after a crash).
+
+        PHP-FPM joins its network namespace: the engine refuses a stopped
+        one's, and wpfleet never puts a site's PHP in a container not its own.
+        """
+        n = ctx.names
+        docker = ctx.infra.docker
+        nginx = docker.container(n.nginx)
+        if nginx is None:
+            raise InfraError("php", f"container {n.nginx} is missing: {php} joins its network")
+        if not _labelled_ours(nginx.labels, n):
+            raise ForeignResource("docker", f"container {n.nginx} is not wpfleet's: {php} does not join its network")
+        if nginx.status != "running":
+            docker.start(nginx)
+        return nginx
+
+    @staticmethod
     def create(ctx: Context, name: str, port: int = FPM_PORTS[0]) -> Any:
         """The site's PHP-FPM container under ``name``, created if missing, configured and started.
 
@@ -699,9 +727,7 @@ class PhpStep:
         """
         n = ctx.names
         docker = ctx.infra.docker
-        nginx = docker.container(n.nginx)
-        if nginx is None:
-            raise InfraError("php", f"container {n.nginx} is missing: {name} joins its network")
+        nginx = PhpStep.running_nginx(ctx, name)
         container, created = docker.ensure_container(
             name,
             n.labels("php"),

@@ -264,10 +264,10 @@ def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
         expect(page.locator("#wpfleet-live")).to_have_count(0)
         resources = page.locator("table.wpf-resources")
         expect(resources).to_be_visible()
-        # database, account, volume, page cache volume, network, two containers,
-        # server block, WordPress install, Caddy route, and the quota directory
-        # on a host with quotas: all present and ours.
-        expected = 11 if settings.WPFLEET_QUOTA_ROOT else 10
+        # database, account, volume, page cache volume, two containers, server
+        # block, WordPress install, Caddy route, and the quota directory on a
+        # host with quotas: all present and ours.
+        expected = 10 if settings.WPFLEET_QUOTA_ROOT else 9
         assert resources.locator("tr.wpf-health-ok").count() == expected, resources.inner_text()
         assert resources.locator("tbody tr").count() == expected, resources.inner_text()
         job = Job.objects.get(subject_name=name, type=Site.JobType.PROVISION)

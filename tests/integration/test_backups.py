@@ -19,8 +19,9 @@ from hosting import env as envmod
 from jobs.models import Job
 from sites.models import Backup, Site
 from sites.provisioning.restore import Restorer
+from sites.services import suspend_site
 from tests.conftest import unique_name
-from tests.integration.conftest import fetch, run_to_end
+from tests.integration.conftest import fetch, leftovers, run_to_end
 
 pytestmark = [pytest.mark.integration]
 
@@ -191,6 +192,25 @@ def test_a_deleted_site_comes_back_from_its_final_backup(backups_api, make_site,
     job = run_latest_job(site.name)
     assert job.status == Job.Status.DONE, job.error
     assert post_title(site.name, post) == "A post to keep"
+
+
+def test_a_suspended_site_is_deleted_after_its_final_backup_with_nothing_left(backups_api, make_site, infra):
+    api = backups_api
+    site = make_site()
+    write_post_and_upload(infra, site, b"suspended, then deleted")
+    assert run_to_end(suspend_site(site).pk).status == Job.Status.DONE
+    # Both containers are stopped: the backup reads through PHP, which joins a running nginx only.
+    assert {infra.docker.container(n).status for n in (site.names.php, site.names.nginx)} == {"exited"}
+
+    assert api.delete(f"/api/sites/{site.name}").status_code == 202
+    job = run_latest_job(site.name)
+
+    assert job.status == Job.Status.DONE, job.error
+    assert [step.name for step in job.steps.all()][:1] == ["final_backup"]
+    assert not Site.objects.filter(name=site.name).exists()
+    assert leftovers(infra, site.name) == []
+    listed = api.get(f"/api/sites/{site.name}/backups").json()
+    assert [entry["kind"] for entry in listed] == ["before-delete"]
 
 
 def test_backups_of_one_site_are_not_reachable_through_another(backups_api, make_site):
