@@ -209,6 +209,8 @@ def roll_back(previous: Context, wanted: Context, record: Recorder) -> None:
         current, nxt = docker.container(n.php), docker.container(n.php_next)
         if current is not None and runs_as(previous, current):
             if current.status != "running":
+                # (In its nginx's network namespace: nginx runs first, after an engine's crash too.)
+                PhpStep.running_nginx(previous, n.php)
                 docker.start(current)
                 check_answers(previous, n.php)
             NginxConfigStep().apply(previous)
