@@ -416,6 +416,12 @@ class DockerHost:
                 container.remove(force=True)
         return code, output
 
+    def set_restart_policy(self, container: Container, policy: dict[str, object]) -> None:
+        """Give an existing container another restart policy (no restart of it)."""
+        with docker_errors(f"update {container.name}"):
+            container.update(restart_policy=policy)
+            container.reload()
+
     def restart(self, container: Container, timeout: int = 10) -> None:
         """Stop (gracefully, as ``stop``) and start a container again."""
         with docker_errors(f"restart {container.name}"):

@@ -659,6 +659,17 @@ def drop_legacy_network(ctx: Context) -> None:
         ctx.note(f"network {n.legacy_network} not removed: {error}")
 
 
+# The engine never starts a site's PHP container by itself: only wpfleet
+# does, its nginx first (PhpStep.running_nginx; the reconciler within a
+# minute after a crash: sites.ops.reconcile). At its own start after a
+# crash (a power cut), Docker 20.10 starts containers in no order; a PHP
+# container that comes before its nginx fails ("cannot join network of a
+# non running container"), and that failed start leaves its volumes
+# counted as mounted until the engine restarts: the site's volumes cannot
+# be removed (measured: 102 of 210 sites, docs/performance.md).
+PHP_RESTART_POLICY = {"Name": "no", "MaximumRetryCount": 0}
+
+
 class PhpStep:
     """The site's PHP-FPM, in its nginx's network namespace.
 
@@ -747,8 +758,11 @@ class PhpStep:
             # www-data; php-fpm then drops to www-data, and its master (root)
             # signals those children: KILL, or ondemand never reaps idle ones.
             cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"],
-            **_limits(settings.WPFLEET_PHP_LIMITS),
+            **{**_limits(settings.WPFLEET_PHP_LIMITS), "restart_policy": PHP_RESTART_POLICY},
         )
+        if (container.attrs.get("HostConfig") or {}).get("RestartPolicy") != PHP_RESTART_POLICY:
+            # Made with the engine's restart policy before it was known to leak (below).
+            docker.set_restart_policy(container, PHP_RESTART_POLICY)
         if created or container.status != "running":
             # The official image reads php-fpm.d/*.conf and php/conf.d/*.ini:
             # files sorting last override its own.

@@ -4,16 +4,30 @@ took the containers too, the worker cluster, up all along, starts them."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import subprocess
 
 import pytest
 from django.utils import timezone
 
+from jobs.models import Job
 from sites.infra.errors import InfraError
 from sites.models import Site
 from sites.ops.reconcile import reconcile_all
 from sites.provisioning.steps import OK, observe_site
-from tests.integration.conftest import WORKER_LOG, fetch, lab_up, start_cluster, stop_cluster, wait_for
+from sites.services import delete_site
+from tests.integration.conftest import (
+    WORKER_LOG,
+    fetch,
+    lab_up,
+    leftovers,
+    run_to_end,
+    start_cluster,
+    stop_cluster,
+    wait_for,
+)
 from tests.reliability.conftest import injected, stop_engine
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(400)]
@@ -115,3 +129,57 @@ def test_sites_whose_containers_all_stopped_serve_again_with_the_worker_running(
             assert f"nginx container nginx_{site.name} exited: started" in site.drift, site.drift
     finally:
         stop_cluster(cluster)
+
+
+def site_processes(infra, site: Site) -> list[int]:
+    """The pids of the site's containers' first processes and of their containerd shims."""
+    containers = [infra.docker.container(name) for name in (site.names.nginx, site.names.php)]
+    pids = [c.attrs["State"]["Pid"] for c in containers if c.attrs["State"]["Pid"]]
+    ids = {c.id for c in containers}
+    shims = subprocess.run(["pgrep", "-af", "containerd-shim-runc-v2"], capture_output=True, text=True).stdout
+    for line in shims.splitlines():
+        pid, _, command = line.partition(" ")
+        arguments = command.split()
+        if "-id" in arguments and arguments[arguments.index("-id") + 1] in ids:
+            pids.append(int(pid))
+    return pids
+
+
+def test_after_a_power_cut_the_worker_brings_sites_back_and_one_can_be_deleted_leaving_nothing(make_site, infra):
+    """A power cut for the sites: the engine and every process of their containers die
+    together. Nothing of them survives for live-restore; the engine's start must not
+    start a PHP container before its nginx (a failed start there leaves its volumes
+    counted as mounted for good), and the worker's reconciler brings the sites back."""
+    sites = [make_site(), make_site()]
+    victims = [pid for site in sites for pid in site_processes(infra, site)]
+    assert len(victims) == 8, victims
+    offset = WORKER_LOG.stat().st_size if WORKER_LOG.exists() else 0
+    engine_log = WORKER_LOG.parent / "dockerd.log"  # lab/up.sh's
+    engine_offset = engine_log.stat().st_size
+    cluster = start_cluster()
+    try:
+        wait_for(
+            lambda: "housekeeping at start" in worker_log_since(offset), timeout=60, message="the cluster to start"
+        )
+        stop_engine(signal.SIGKILL)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        injected("power cut", "dockerd and the sites' container processes SIGKILLed")
+        lab_up()
+
+        for site in sites:
+            wait_for(
+                lambda name=site.name: serves(name), timeout=180, interval=1, message=f"{site.name} to serve again"
+            )
+    finally:
+        stop_cluster(cluster)
+        lab_up()
+    with open(engine_log, "rb") as log:
+        log.seek(engine_offset)
+        assert b"cannot join network of a non running container" not in log.read(), "the engine started a PHP itself"
+    gone = sites[0]
+    job = delete_site(gone)
+    assert run_to_end(job.pk).status == Job.Status.DONE, Job.objects.get(pk=job.pk).error
+    assert leftovers(infra, gone.name) == []
+    assert serves(sites[1].name)
