@@ -761,7 +761,7 @@ class PhpStep:
             **{**_limits(settings.WPFLEET_PHP_LIMITS), "restart_policy": PHP_RESTART_POLICY},
         )
         if (container.attrs.get("HostConfig") or {}).get("RestartPolicy") != PHP_RESTART_POLICY:
-            # Made with the engine's restart policy before it was known to leak (below).
+            # Made before PHP_RESTART_POLICY: the engine would start it on its own.
             docker.set_restart_policy(container, PHP_RESTART_POLICY)
         if created or container.status != "running":
             # The official image reads php-fpm.d/*.conf and php/conf.d/*.ini:
