@@ -1022,8 +1022,9 @@ def set_opcache(docker, endpoint: Endpoint, php: str, nginx: str, mode: str, tim
             break
         waited = time.monotonic() - started
         if waited > 10 and "nginx_reloaded_after_s" not in record:
-            # nginx resolved php_<site> when it started: a PHP container that came back
-            # with another address is not found again until nginx reloads (recorded).
+            # When a site's PHP had an address of its own, nginx resolved php_<site> when
+            # it started: a PHP container that came back with another address was not
+            # found again until nginx reloaded (recorded; PHP now shares nginx's namespace).
             code, output = docker.exec(nginx, ["nginx", "-s", "reload"])
             record["nginx_reloaded_after_s"] = round(waited, 3)
             record["nginx_reload"] = f"exit {code}: {output[-200:]}"
