@@ -561,6 +561,16 @@ def _limits(limits: Limits) -> dict[str, Any]:
     }
 
 
+def php_environment(names: SiteNames) -> dict[str, str]:
+    """The PHP container's environment: where its database is, never the password (a file)."""
+    return {
+        "WORDPRESS_DB_HOST": settings.WPFLEET_SITE_DB_HOST,
+        "WORDPRESS_DB_USER": names.db_user,
+        "WORDPRESS_DB_PASSWORD_FILE": DB_PASSWORD_FILE,
+        "WORDPRESS_DB_NAME": names.database,
+    }
+
+
 def php_mounts(names: SiteNames, tmp: str | None = None) -> list[Mount]:
     """The PHP container's mounts; ``tmp``: the site's quota directory for /tmp (none: the image's)."""
     volume = names.volume
@@ -698,7 +708,7 @@ class PhpStep:
             port = fpm_port(current) if DockerHost.network_mode(current).startswith("container:") else port
             ctx.note(docker.remove_container(n.php, n.labels("php")))
             current = None
-        container = self.create(ctx, n.php, port if current is None else fpm_port(current))
+        container = self.create(ctx, n.php, port if current is None else fpm_port(current), nginx=nginx)
         nginx = docker.container(n.nginx) or nginx  # as started now
         if started_before(container, nginx):
             # nginx started again since (an engine's restart, a resume): PHP
@@ -729,27 +739,23 @@ class PhpStep:
         return nginx
 
     @staticmethod
-    def create(ctx: Context, name: str, port: int = FPM_PORTS[0]) -> Any:
+    def create(ctx: Context, name: str, port: int = FPM_PORTS[0], nginx: Any = None) -> Any:
         """The site's PHP-FPM container under ``name``, created if missing, configured and started.
 
         Its image and php.ini follow the context (the PHP switch makes the
         next one under another name, on the other port: sites.provisioning.php_switch).
-        It joins the network namespace of the site's nginx, which must run.
+        It joins the network namespace of the site's nginx, which must run
+        (``nginx``: as ``running_nginx`` gave it; none: asked here).
         """
         n = ctx.names
         docker = ctx.infra.docker
-        nginx = PhpStep.running_nginx(ctx, name)
+        nginx = nginx or PhpStep.running_nginx(ctx, name)
         container, created = docker.ensure_container(
             name,
             n.labels("php"),
             extra_labels={FPM_PORT_LABEL: str(port)},
             image=ctx.php_image,
-            environment={
-                "WORDPRESS_DB_HOST": settings.WPFLEET_SITE_DB_HOST,
-                "WORDPRESS_DB_USER": n.db_user,
-                "WORDPRESS_DB_PASSWORD_FILE": DB_PASSWORD_FILE,
-                "WORDPRESS_DB_NAME": n.database,
-            },
+            environment=php_environment(n),
             mounts=php_mounts(n, quota_dir(ctx, "tmp")),
             tmpfs=dict(PHP_TMPFS),
             # By id: the engine records it so, and a re-created nginx is another namespace.

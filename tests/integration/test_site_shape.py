@@ -8,7 +8,7 @@ from django.conf import settings
 from sites.models import Site
 from sites.ops.reconcile import reconcile_all
 from sites.provisioning.handlers import site_context
-from sites.provisioning.steps import DB_PASSWORD_FILE, PHP_TMPFS, WWW_DATA, php_mounts, quota_dir
+from sites.provisioning.steps import PHP_TMPFS, WWW_DATA, php_environment, php_mounts, quota_dir
 from sites.provisioning.templates import php_ini, php_pool_config
 from tests.integration.conftest import fetch
 
@@ -38,12 +38,7 @@ def make_it_the_older_shape(infra, site: Site) -> None:
         ctx.php_image,
         name=n.php,
         labels=n.labels("php"),
-        environment={
-            "WORDPRESS_DB_HOST": settings.WPFLEET_SITE_DB_HOST,
-            "WORDPRESS_DB_USER": n.db_user,
-            "WORDPRESS_DB_PASSWORD_FILE": DB_PASSWORD_FILE,
-            "WORDPRESS_DB_NAME": n.database,
-        },
+        environment=php_environment(n),
         mounts=php_mounts(n, quota_dir(ctx, "tmp")),
         tmpfs=dict(PHP_TMPFS),
         network=n.legacy_network,
