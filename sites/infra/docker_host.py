@@ -17,7 +17,7 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from docker.types import IPAMConfig, IPAMPool
 
-from sites.infra.errors import ForeignResource, InfraError, InvalidConfiguration
+from sites.infra.errors import ForeignResource, InfraError, InvalidConfiguration, VolumeHeldByEngine
 
 
 def _invalid_request(exc: APIError) -> bool:
@@ -205,7 +205,21 @@ class DockerHost:
                 existing.remove(force=True)
             except NotFound:
                 pass
+            except APIError as exc:
+                if "active mounts" in str(exc.explanation or exc) and not self.containers_using(name):
+                    raise VolumeHeldByEngine(
+                        "docker",
+                        f"remove volume {name}: the engine counts a mount of it that no container has "
+                        "(a live restore, moby#44422): it can be removed once dockerd has restarted",
+                    ) from exc
+                raise
         return None
+
+    def containers_using(self, volume: str) -> list[str]:
+        """Names of the containers, of any owner, running or not, that mount ``volume``."""
+        with docker_errors(f"list containers using volume {volume}"):
+            listed = self.client.api.containers(all=True, filters={"volume": volume})
+        return [(c.get("Names") or ["?"])[0].lstrip("/") for c in listed]
 
     # --- networks ---------------------------------------------------------------
 

@@ -30,3 +30,17 @@ class InvalidConfiguration(InfraError):
     """
 
     permanent = True
+
+
+class VolumeHeldByEngine(InfraError):
+    """The engine refuses to remove a volume that no container mounts any more.
+
+    An engine without moby#45754 (June 2023; Debian bookworm's docker.io
+    20.10.24 is one) forgets, when it live-restores a running container, that
+    the container mounts its volumes (moby#44422): once the container is
+    gone, the mount count of a volume with driver options (a bind of a quota
+    directory) has wrapped below zero, and the engine answers "volume has
+    active mounts" until it restarts. Nothing a job does changes that sooner.
+    """
+
+    permanent = True

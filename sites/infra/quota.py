@@ -114,6 +114,10 @@ class DiskQuotas:
     def path(self, site: str) -> str:
         return os.path.join(self.root, _site(site))
 
+    def check(self) -> None:
+        """Raise unless the root is the quota filesystem, mounted: before anything takes a missing directory for a removed site."""
+        self._check_root()
+
     def driver_opts(self, site: str) -> dict[str, str]:
         """For ``docker volume create --driver local``: bind the site's directory."""
         return {"type": "none", "o": "bind", "device": self.path(site)}

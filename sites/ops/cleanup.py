@@ -6,19 +6,29 @@ failed undo left (every step's undo, ours only), and then the rows. Orphans
 are resources of this owner whose site has no row: found by label, database
 comment, account record and route marker. Last, this owner's backend
 shards that no site is on any more are removed (sites.provisioning.shards).
+
+remove_emptied_volumes, run by every reconciler pass, removes the volumes a
+delete had to leave to the engine (VolumeHeldByEngine) once it lets go.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db.models import QuerySet
 
+from sites.infra.errors import InfraError, VolumeHeldByEngine
 from sites.models import Site
 from sites.models.validation import is_valid_name
 from sites.provisioning.orchestrator import Provisioner
 from sites.provisioning.shards import retire_empty_shards
-from sites.provisioning.steps import Infra
+from sites.provisioning.steps import QUOTA_DIRS, Infra
+
+log = logging.getLogger("wpfleet.cleanup")
 
 
 @dataclass
@@ -95,3 +105,55 @@ def cleanup(*, dry_run: bool = False, sites: list[Site] | None = None, include_o
     if not report.actions:
         report.actions.append("nothing to clean up")
     return report
+
+
+def remove_emptied_volumes(infra: Infra, volumes: Iterable | None = None) -> list[str]:
+    """Remove this owner's volumes that a deleted site left bound to its removed quota directory; returns their names.
+
+    A delete removes a site's volumes, then its quota directory. An engine that
+    still counts a mount of a volume after a live restore (VolumeHeldByEngine)
+    refuses the first until it restarts: the delete goes on, and what stays
+    is a name bound to a directory that no longer exists. Only such a volume
+    qualifies here: ours, of a site without a row, a bind of one of that
+    site's quota directories (QUOTA_DIRS) that is gone from the mounted quota
+    filesystem. Nothing with data in it can match. One the engine still
+    refuses is left for the next pass. ``volumes``: this owner's, as listed
+    (a reconciler pass has them); none: listed here.
+    """
+    quotas = infra.quotas
+    if quotas is None:
+        return []
+    listed = infra.docker.list_owned("volume") if volumes is None else volumes
+    emptied: dict[str, list[str]] = {}
+    for volume in listed:
+        attrs = getattr(volume, "attrs", None) or {}
+        options = attrs.get("Options") or {}
+        site = (attrs.get("Labels") or {}).get("wpfleet.site") or ""
+        if not is_valid_name(site) or options.get("o") != "bind":
+            continue
+        directory, _, part = (options.get("device") or "").rpartition("/")
+        if part in QUOTA_DIRS and directory == quotas.path(site) and not os.path.lexists(f"{directory}/{part}"):
+            emptied.setdefault(site, []).append(volume.name)
+    if not emptied:
+        return []
+    try:
+        quotas.check()  # an unmounted quota filesystem would make every directory look gone
+    except InfraError as exc:
+        log.warning("volumes of deleted sites left for now: %s", exc)
+        return []
+    living = set(Site.objects.filter(name__in=list(emptied)).values_list("name", flat=True))
+    removed: list[str] = []
+    for site, names in sorted(emptied.items()):
+        if site in living:
+            continue
+        for name in sorted(names):
+            try:
+                note = infra.docker.remove_volume(name, {"wpfleet.owner": settings.WPFLEET_OWNER, "wpfleet.site": site})
+            except VolumeHeldByEngine:
+                continue  # the engine has not restarted yet
+            except InfraError as exc:
+                log.warning("volume %s of deleted site %s: %s", name, site, exc)
+                continue
+            if note is None:
+                removed.append(name)
+    return removed

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from jobs.redaction import redact
 from sites.models import Site
+from sites.ops.cleanup import remove_emptied_volumes
 from sites.provisioning.handlers import site_context
 from sites.provisioning.shards import attach_caddy, is_shard
 from sites.provisioning.steps import PROVISION_STEPS, STOPPED, Infra, Resource, View, step_named
@@ -145,6 +146,15 @@ def _repair(site: Site, view: View, infra: Infra, now, in_thread: bool) -> list[
             connection.close()
 
 
+def _emptied_volumes(infra: Infra, volumes: list | None) -> dict[str, list[str]]:
+    removed = remove_emptied_volumes(infra, volumes)
+    return (
+        {"(volumes)": [f"volume {name} of a deleted site: removed (the engine had held it)" for name in removed]}
+        if removed
+        else {}
+    )
+
+
 def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
     """Check every ACTIVE site that no job holds; returns {site: drift} for those repaired."""
     infra = infra or Infra()
@@ -154,13 +164,14 @@ def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
         .order_by("name")
     )
     if not sites:
-        return {}
+        return _emptied_volumes(infra, None)
     repaired: dict[str, list[str]] = {}
     if infra.caddy.ensure_running():
         repaired["(caddy)"] = [f"container {infra.caddy.container_name} was stopped: started"]
     view = View(
         infra, bulk=True, deep=deep_sample([site.name for site in sites], settings.WPFLEET_RECONCILE_DEEP_CHECKS)
     )
+    repaired.update(_emptied_volumes(infra, view.volumes()))
     attached = attach_caddy_to_shards(infra, view)
     if attached:
         repaired.setdefault("(caddy)", []).extend(attached)

@@ -32,7 +32,7 @@ from docker.types import Mount
 from hosting.env import Limits
 from sites.infra.caddy import UPSTREAM_SUFFIX, Caddy, upstream_alias
 from sites.infra.docker_host import DockerHost
-from sites.infra.errors import ForeignResource, InfraError
+from sites.infra.errors import ForeignResource, InfraError, VolumeHeldByEngine
 from sites.infra.mariadb import MariaDBAdmin, owner_comment
 from sites.infra.restic import BackupRepository
 from sites.models.naming import SiteNames
@@ -253,6 +253,10 @@ class View:
     def inspected(self, name: str):
         """The container inspected (a listing does not show its aliases)."""
         return self.infra.docker.container(name)
+
+    def volumes(self) -> list:
+        """This owner's volumes, as listed (a bulk view only)."""
+        return list(self._volumes.values()) if self.bulk else []
 
     def volume_labels(self, name: str) -> dict | None:
         volume = self._volumes.get(name) if self.bulk else self.infra.docker.volume(name)
@@ -503,9 +507,19 @@ class VolumeStep:
 
     def undo(self, ctx: Context) -> None:
         n = ctx.names
-        ctx.note(ctx.infra.docker.remove_volume(n.cache_volume, n.labels("cache")))
-        ctx.note(ctx.infra.docker.remove_volume(n.volume, n.labels("volume")))
         quotas = ctx.infra.quotas
+        for volume, role in ((n.cache_volume, "cache"), (n.volume, "volume")):
+            try:
+                ctx.note(ctx.infra.docker.remove_volume(volume, n.labels(role)))
+            except VolumeHeldByEngine as exc:
+                # Only a volume with driver options is counted, here a bind
+                # of the quota directory: its data goes with the directory
+                # below, and what the engine keeps is a name bound to a path
+                # that no longer exists, removed by the reconciler once the
+                # engine lets it (sites.ops.cleanup.remove_emptied_volumes).
+                if quotas is None:
+                    raise
+                ctx.note(f"{exc}; its data is deleted with the quota directory")
         if quotas is not None:
             ctx.note(quotas.remove(ctx.site))
 

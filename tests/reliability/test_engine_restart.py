@@ -183,3 +183,39 @@ def test_after_a_power_cut_the_worker_brings_sites_back_and_one_can_be_deleted_l
     assert run_to_end(job.pk).status == Job.Status.DONE, Job.objects.get(pk=job.pk).error
     assert leftovers(infra, gone.name) == []
     assert serves(sites[1].name)
+
+
+def test_a_site_deleted_after_a_live_restore_leaves_nothing_once_the_engine_has_restarted(make_site, infra):
+    """An engine that live-restored a site's running containers forgets that they mount the
+    site's volumes (moby#44422; the lab's docker.io 20.10.24 has no fix): once the containers
+    are gone it refuses the volumes as "in use" until it restarts. The delete still ends DONE
+    and the site's data goes with its quota directory; what stays is two volume names bound to
+    a directory that no longer exists, which a reconciler pass removes after the restart."""
+    site = make_site()
+    try:
+        stop_engine(signal.SIGKILL)
+        injected("engine restart", "SIGKILL, the site's containers live on")
+        lab_up()
+        wait_for(lambda: serves(site.name), timeout=180, interval=1, message=f"{site.name} to serve again")
+
+        job = delete_site(site)
+        finished = run_to_end(job.pk)
+        assert finished.status == Job.Status.DONE, finished.error
+        held = sorted(r.name for r in observe_site(site.name, infra) if r.exists)
+        # On an engine with moby#45754 nothing would stay: then this test has nothing left to prove.
+        assert held == [site.names.volume, site.names.cache_volume], "the engine let go of the volumes at once"
+        assert infra.quotas is not None, "the lab has disk quotas: volumes bind quota directories"
+        assert not os.path.lexists(infra.quotas.path(site.name)), "the site's data outlived its delete"
+        assert reconcile_all() == {}, "the engine has not restarted: a pass can remove nothing yet"
+
+        stop_engine(signal.SIGTERM)
+        lab_up()
+        assert reconcile_all() == {
+            "(volumes)": [
+                f"volume {name} of a deleted site: removed (the engine had held it)"
+                for name in (site.names.volume, site.names.cache_volume)
+            ]
+        }
+        assert leftovers(infra, site.name) == []
+    finally:
+        lab_up()
