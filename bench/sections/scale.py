@@ -623,14 +623,9 @@ def _site_processes() -> list[int]:
             timeout=120,
         ).stdout.split()
         pids.extend(int(pid) for pid in inspected if pid.isdigit() and int(pid) > 0)
-    wanted = set(ids)
-    shims = subprocess.run(["pgrep", "-af", "containerd-shim-runc-v2"], capture_output=True, text=True).stdout
-    for line in shims.splitlines():
-        pid, _, command = line.partition(" ")
-        arguments = command.split()
-        if "-id" in arguments and arguments[arguments.index("-id") + 1] in wanted:
-            pids.append(int(pid))
-    return pids
+    from tests.reliability.conftest import shim_pids
+
+    return pids + shim_pids(set(ids))
 
 
 def restart_engine(hosts: list[str], plan, kill_sites: bool = False) -> dict:

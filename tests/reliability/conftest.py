@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +35,19 @@ DOCKER_PID_FILE = Path("/var/run/docker.pid")
 
 def dockerd_pid() -> int:
     return int(DOCKER_PID_FILE.read_text().strip())
+
+
+def shim_pids(container_ids: set[str]) -> list[int]:
+    """The pids of the containerd shims of these containers (full ids): a power cut kills them with the engine."""
+    shims = subprocess.run(["pgrep", "-af", "containerd-shim-runc-v2"], capture_output=True, text=True).stdout
+    pids = []
+    for line in shims.splitlines():
+        pid, _, command = line.partition(" ")
+        arguments = command.split()
+        if "-id" in arguments and arguments.index("-id") + 1 < len(arguments):
+            if arguments[arguments.index("-id") + 1] in container_ids:
+                pids.append(int(pid))
+    return pids
 
 
 def stop_engine(sig: int, timeout: float = 60) -> int:

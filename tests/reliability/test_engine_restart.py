@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 
 import pytest
 from django.utils import timezone
@@ -28,7 +27,7 @@ from tests.integration.conftest import (
     stop_cluster,
     wait_for,
 )
-from tests.reliability.conftest import injected, stop_engine
+from tests.reliability.conftest import injected, shim_pids, stop_engine
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(400)]
 
@@ -135,14 +134,7 @@ def site_processes(infra, site: Site) -> list[int]:
     """The pids of the site's containers' first processes and of their containerd shims."""
     containers = [infra.docker.container(name) for name in (site.names.nginx, site.names.php)]
     pids = [c.attrs["State"]["Pid"] for c in containers if c.attrs["State"]["Pid"]]
-    ids = {c.id for c in containers}
-    shims = subprocess.run(["pgrep", "-af", "containerd-shim-runc-v2"], capture_output=True, text=True).stdout
-    for line in shims.splitlines():
-        pid, _, command = line.partition(" ")
-        arguments = command.split()
-        if "-id" in arguments and arguments[arguments.index("-id") + 1] in ids:
-            pids.append(int(pid))
-    return pids
+    return pids + shim_pids({c.id for c in containers})
 
 
 def test_after_a_power_cut_the_worker_brings_sites_back_and_one_can_be_deleted_leaving_nothing(make_site, infra):
