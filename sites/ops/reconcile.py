@@ -146,13 +146,12 @@ def _repair(site: Site, view: View, infra: Infra, now, in_thread: bool) -> list[
             connection.close()
 
 
-def _emptied_volumes(infra: Infra, volumes: list | None) -> dict[str, list[str]]:
-    removed = remove_emptied_volumes(infra, volumes)
-    return (
-        {"(volumes)": [f"volume {name} of a deleted site: removed (the engine had held it)" for name in removed]}
-        if removed
-        else {}
-    )
+def _emptied_volumes(infra: Infra, view: View | None) -> dict[str, list[str]]:
+    """The volumes deleted sites left to the engine, removed once it lets go (sites.ops.cleanup)."""
+    removed = remove_emptied_volumes(infra, None if view is None else view.volumes())
+    if not removed:
+        return {}
+    return {"(volumes)": [f"volume {name} of a deleted site: removed (the engine had held it)" for name in removed]}
 
 
 def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
@@ -171,7 +170,7 @@ def reconcile_all(infra: Infra | None = None) -> dict[str, list[str]]:
     view = View(
         infra, bulk=True, deep=deep_sample([site.name for site in sites], settings.WPFLEET_RECONCILE_DEEP_CHECKS)
     )
-    repaired.update(_emptied_volumes(infra, view.volumes()))
+    repaired.update(_emptied_volumes(infra, view))
     attached = attach_caddy_to_shards(infra, view)
     if attached:
         repaired.setdefault("(caddy)", []).extend(attached)

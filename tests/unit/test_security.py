@@ -495,6 +495,7 @@ def test_drift_recorded_by_the_reconciler_is_redacted(a_site, monkeypatch):
 
     monkeypatch.setattr(reconcile, "View", lambda infra, **options: object())
     monkeypatch.setattr(reconcile, "attach_caddy_to_shards", lambda infra, view: [])
+    monkeypatch.setattr(reconcile, "_emptied_volumes", lambda infra, view: {})
     monkeypatch.setattr(reconcile, "reconcile_site", failing_repair)
     repaired = reconcile.reconcile_all(Infra())  # type: ignore[arg-type]  # a fake with only Caddy
     drift = Site.objects.get(pk=a_site.pk).drift
