@@ -95,7 +95,9 @@ def test_the_admin_lists_sites_whose_last_check_found_drift(make_site, infra, ad
     assert site.name in reconcile_all()
     listed = admin_client.get("/admin/sites/site/?drifted=yes").content.decode()
     assert site.name in listed
-    assert fetch(site.name).status_code == 200
+    # The repair restarts PHP-FPM in the new nginx's network namespace; until
+    # it listens (its entrypoint runs first) nginx answers 502, so wait.
+    wait_for(lambda: serves(site.name), timeout=30, interval=0.2, message=f"{site.name} to serve again")
     assert site.name not in reconcile_all()
     assert site.name not in admin_client.get("/admin/sites/site/?drifted=yes").content.decode()
 
