@@ -139,13 +139,28 @@ enable_simple_quota() {
 # default pid_max (32,768) runs out near a thousand sites, and then forks
 # fail anywhere on the host. 4,194,304 is the most a 64-bit kernel allows.
 PID_MAX=4194304
+# Every site takes three entries of the kernel's IPv4 neighbour (ARP) table,
+# one table for all network namespaces: Caddy's entry for the site's nginx,
+# and nginx's (PHP-FPM's too) for Caddy and for its shard's gateway. At the
+# default gc_thresh3 (1,024) the table fills near 340 busy sites; then
+# addresses go unresolved and Caddy's connections to some sites time out
+# (502). The panel counts this limit among its addresses
+# (sites.ops.capacity); these values leave room for about 5,400 sites.
+NEIGH_THRESH=(4096 8192 16384)
 ensure_kernel_limits() {
-	local current
+	local current i
 	current=$(</proc/sys/kernel/pid_max)
 	if ((current < PID_MAX)); then
 		log "kernel.pid_max $current -> $PID_MAX"
 		echo "$PID_MAX" >/proc/sys/kernel/pid_max
 	fi
+	for i in 3 2 1; do # the hard limit first: never below the soft ones
+		current=$(<"/proc/sys/net/ipv4/neigh/default/gc_thresh$i")
+		if ((current < NEIGH_THRESH[i - 1])); then
+			log "net.ipv4.neigh.default.gc_thresh$i $current -> ${NEIGH_THRESH[i - 1]}"
+			echo "${NEIGH_THRESH[i - 1]}" >"/proc/sys/net/ipv4/neigh/default/gc_thresh$i"
+		fi
+	done
 }
 
 ensure_quota_fs() {

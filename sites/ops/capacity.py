@@ -17,7 +17,13 @@ message) when it would exhaust one of:
   WPFLEET_CAPACITY_DISK_HEADROOM;
 * ``addresses``: each site takes one port on a backend shard (its PHP-FPM
   shares its nginx's network namespace: no network of its own); the shards
-  hold so many, minus a reserve;
+  hold so many, minus a reserve. And each site takes three entries of the
+  kernel's IPv4 neighbour (ARP) table, which is one table for every network
+  namespace: Caddy's for the site's nginx, and nginx's for Caddy and for its
+  shard's gateway. Past the table's hard limit (``gc_thresh3``, 1,024 by
+  default: about 320 sites) the kernel cannot resolve some addresses, and
+  Caddy's connections to those sites time out (502: seen at 470 sites in
+  the bench). The room is the smaller of the two;
 * ``db_connections``: MariaDB's free connections (max_connections minus
   Threads_connected) must stay at WPFLEET_CAPACITY_DB_CONNECTIONS_FREE or more.
 
@@ -64,7 +70,7 @@ class Reading:
     name: str
     used: int | None
     limit: int | None
-    unit: str  # "sites", "bytes", "ports" or "connections"
+    unit: str  # "sites", "bytes" or "connections"
     ok: bool
     detail: str
 
@@ -98,6 +104,15 @@ class Probe(Protocol):
     def disk_total(self, path: str) -> int: ...
     def disk_free(self, path: str) -> int: ...
     def db_connections(self) -> tuple[int, int]: ...
+    def neighbour_limit(self) -> int: ...
+
+
+# Neighbour table entries a site takes (see the module's docstring), and the
+# entries kept for everything else: the host's own, MariaDB's, Caddy's
+# gateway, other containers.
+NEIGHBOUR_ENTRIES_PER_SITE = 3
+NEIGHBOUR_RESERVE = 64
+GC_THRESH3 = "/proc/sys/net/ipv4/neigh/default/gc_thresh3"
 
 
 class HostProbe:
@@ -105,8 +120,9 @@ class HostProbe:
     /proc/meminfo and its filesystems are the sites'. Each method raises
     OSError (or InfraError for MariaDB) when it cannot read."""
 
-    def __init__(self, meminfo: str = "/proc/meminfo") -> None:
+    def __init__(self, meminfo: str = "/proc/meminfo", gc_thresh3: str = GC_THRESH3) -> None:
         self._meminfo = meminfo
+        self._gc_thresh3 = gc_thresh3
 
     def _meminfo_bytes(self, field: str) -> int:
         with open(self._meminfo, encoding="ascii") as lines:
@@ -138,6 +154,11 @@ class HostProbe:
         from sites.infra.mariadb import MariaDBAdmin
 
         return MariaDBAdmin().connection_counts()
+
+    def neighbour_limit(self) -> int:
+        """The IPv4 neighbour table's hard limit, for every network namespace together (net.ipv4.neigh.default.gc_thresh3)."""
+        with open(self._gc_thresh3, encoding="ascii") as value:
+            return int(value.read().strip())
 
 
 def disk_path() -> str:
@@ -211,19 +232,33 @@ def _disk(probe: Probe) -> Reading:
     )
 
 
-def _addresses(count: int) -> Reading:
+def neighbour_room(limit: int) -> int:
+    """Sites whose neighbour entries a table of ``limit`` entries holds, the reserve kept."""
+    return max(0, (limit - NEIGHBOUR_RESERVE) // NEIGHBOUR_ENTRIES_PER_SITE)
+
+
+def _addresses(probe: Probe, count: int) -> Reading:
     room, ports = address_room()
     size = settings.WPFLEET_BACKEND_SHARD_SIZE
-    return Reading(
-        "addresses",
-        count,
-        room,
-        "ports",
-        count < room,
+    detail = (
         f"{count:,} sites hold a port on a backend shard each; the shards have room for {room:,} "
         f"({ports:,} ports: {ports // size:,} backend shards of {size:,} sites, WPFLEET_BACKEND_SHARD_SIZE; "
-        f"{settings.WPFLEET_CAPACITY_ADDRESS_RESERVE:,} kept free: WPFLEET_CAPACITY_ADDRESS_RESERVE)",
+        f"{settings.WPFLEET_CAPACITY_ADDRESS_RESERVE:,} kept free: WPFLEET_CAPACITY_ADDRESS_RESERVE)"
     )
+    try:
+        limit = probe.neighbour_limit()
+    except (OSError, ValueError) as error:
+        # The ports still count; the table's room is only not known.
+        detail += f"; the kernel's neighbour table: unknown ({error})"
+    else:
+        neighbours = neighbour_room(limit)
+        detail += (
+            f"; the kernel's neighbour table has room for {neighbours:,} "
+            f"(net.ipv4.neigh.default.gc_thresh3={limit:,} entries, {NEIGHBOUR_ENTRIES_PER_SITE} a site, "
+            f"{NEIGHBOUR_RESERVE} kept for the host)"
+        )
+        room = min(room, neighbours)
+    return Reading("addresses", count, room, "sites", count < room, detail)
 
 
 def _db_connections(probe: Probe) -> Reading:
@@ -251,7 +286,7 @@ def _readings(probe: Probe | None) -> Iterator[Reading]:
         lambda: _sites(count),
         lambda: _memory(probe, count),
         lambda: _disk(probe),
-        lambda: _addresses(count),
+        lambda: _addresses(probe, count),
         lambda: _db_connections(probe),
     )
     for read in readers:

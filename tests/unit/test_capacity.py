@@ -38,6 +38,7 @@ class FakeHost:
         self.memory = (64 * GiB, 32 * GiB)  # total, available
         self.disk = (500 * GiB, 400 * GiB)  # total, free
         self.db: tuple[int, int] | Exception = (10, 1000)  # Threads_connected, max_connections
+        self.neighbours: int | Exception = 16384  # net.ipv4.neigh.default.gc_thresh3
         self.disk_paths: list[str] = []
 
     def mem_total(self) -> int:
@@ -57,6 +58,11 @@ class FakeHost:
         if isinstance(self.db, Exception):
             raise self.db
         return self.db
+
+    def neighbour_limit(self) -> int:
+        if isinstance(self.neighbours, Exception):
+            raise self.neighbours
+        return self.neighbours
 
 
 @pytest.fixture(autouse=True)
@@ -209,8 +215,11 @@ def test_a_mariadb_that_cannot_be_asked_refuses_nothing_and_reads_unknown(api, h
 def test_the_real_probe_reads_meminfo_and_the_filesystem(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       16384000 kB\nMemFree:          100 kB\nMemAvailable:    8192000 kB\n")
-    probe = HostProbe(meminfo=str(meminfo))
+    gc_thresh3 = tmp_path / "gc_thresh3"
+    gc_thresh3.write_text("16384\n")
+    probe = HostProbe(meminfo=str(meminfo), gc_thresh3=str(gc_thresh3))
     assert (probe.mem_total(), probe.mem_available()) == (16384000 * 1024, 8192000 * 1024)
+    assert probe.neighbour_limit() == 16384
     assert 0 < probe.disk_free(str(tmp_path)) <= probe.disk_total(str(tmp_path))
 
 
@@ -256,10 +265,44 @@ def test_the_addresses_reading_counts_sites_against_the_shard_ports_and_names_th
     small_backend_shards(settings, room=12)
     create_site("one")
     addresses = next(reading for reading in host_capacity() if reading.name == "addresses")
-    assert (addresses.used, addresses.limit, addresses.unit, addresses.ok) == (1, 12, "ports", True)
+    assert (addresses.used, addresses.limit, addresses.unit, addresses.ok) == (1, 12, "sites", True)
     assert addresses.detail == (
         "1 sites hold a port on a backend shard each; the shards have room for 12 (16 ports: 2 backend shards "
-        "of 8 sites, WPFLEET_BACKEND_SHARD_SIZE; 4 kept free: WPFLEET_CAPACITY_ADDRESS_RESERVE)"
+        "of 8 sites, WPFLEET_BACKEND_SHARD_SIZE; 4 kept free: WPFLEET_CAPACITY_ADDRESS_RESERVE); "
+        "the kernel's neighbour table has room for 5,440 (net.ipv4.neigh.default.gc_thresh3=16,384 entries, "
+        "3 a site, 64 kept for the host)"
+    )
+
+
+def test_a_kernel_neighbour_table_at_its_default_limits_the_addresses_to_about_320_sites(host, settings):
+    # The default shards have ports for 32,484 sites; 1,024 entries (the
+    # kernel's default), 64 kept, 3 a site: 320 sites.
+    settings.WPFLEET_BACKEND_SHARD_POOL = ipaddress.IPv4Network("10.202.0.0/16")
+    settings.WPFLEET_BACKEND_SHARD_SIZE = 500
+    settings.WPFLEET_CAPACITY_ADDRESS_RESERVE = 16
+    host.neighbours = 1024
+    addresses = next(reading for reading in host_capacity() if reading.name == "addresses")
+    assert (addresses.limit, addresses.ok) == (320, True)
+    assert "gc_thresh3=1,024" in addresses.detail
+
+
+def test_a_full_neighbour_table_refuses_the_site_naming_addresses_and_the_sysctl(api, host):
+    host.neighbours = 64 + 3  # room for one site
+    create_site("first")
+    response = api.post("/api/sites", {"site": "second"})
+    assert (response.status_code, response.json()["resource"]) == (507, "addresses")
+    assert "net.ipv4.neigh.default.gc_thresh3=67" in response.json()["detail"]
+    assert list(Site.objects.values_list("name", flat=True)) == ["first"]
+
+
+def test_an_unreadable_neighbour_table_leaves_the_ports_as_the_room_and_says_so(host, settings):
+    small_backend_shards(settings, room=12)
+    host.neighbours = OSError("[Errno 2] No such file or directory: '/proc/sys/net/ipv4/neigh/default/gc_thresh3'")
+    addresses = next(reading for reading in host_capacity() if reading.name == "addresses")
+    assert (addresses.limit, addresses.ok) == (12, True)
+    assert addresses.detail.endswith(
+        "the kernel's neighbour table: unknown ([Errno 2] No such file or directory: "
+        "'/proc/sys/net/ipv4/neigh/default/gc_thresh3')"
     )
 
 
@@ -312,7 +355,7 @@ def test_the_admin_home_shows_each_resource_used_against_its_limit(admin_client,
     # Memory and disk: used, against the total less the headroom kept free.
     assert amounts(rows["memory"]) == ["6.0 GiB", "15.0 GiB"] and "room" in rows["memory"]
     assert amounts(rows["disk"]) == ["96.0 GiB", "95.0 GiB"] and "exhausted" in rows["disk"]
-    assert amounts(rows["addresses"]) == ["1", "12 ports"]
+    assert amounts(rows["addresses"]) == ["1", "12 sites"]
     assert amounts(rows["db_connections"]) == ["unknown", "unknown"] and "Can&#x27;t connect" in rows["db_connections"]
     assert "exhausted" not in rows["db_connections"]
     assert reverse("admin:sites_site_changelist") in page, "the apps are still listed"
