@@ -118,6 +118,9 @@ class Plan:
     scale_probe_threads: int = 32
     # Seconds after drop_caches before MemAvailable is read.
     scale_memory_settle_s: float = 10.0
+    # After the settle, the host's CPU is read over this long with no site being built:
+    # what existing sites and housekeeping take from the POST→ACTIVE samples.
+    scale_idle_cpu_s: float = 30.0
     # After a fill, at most this long waiting for every new site's first cron
     # run (a one-off burst: each new site's install-time events fall due
     # within WPFLEET_CRON_INTERVAL_SECONDS) and for the panel's open jobs
@@ -168,4 +171,5 @@ QUICK_PLAN = Plan(
     operations_sites=3,
     scale_fill=20,
     scale_samples=3,
+    scale_idle_cpu_s=10.0,
 )

@@ -1257,6 +1257,57 @@ def _operations_markdown(section: dict) -> list[str]:
     return md
 
 
+def _scale_memory_lines(levels: list[dict]) -> list[str]:
+    """Where each level's memory per site went (meminfo fields' growth per site), and the VM's balloon."""
+    rows = []
+    for lv in levels:
+        parts = lv.get("memory_breakdown_per_site_mb")
+        if not parts:
+            continue
+        mem = lv.get("memory", {})
+        rows.append(
+            f"{lv.get('memory_sites', lv['existing']):,} sites: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+            + (
+                f" (balloon {_fmt(mem.get('balloon_mb'), ' MB', 1)}, grown {_fmt(lv.get('memory_balloon_growth_mb'), ' MB', 1)};"
+                if lv.get("memory_balloon_growth_mb") is not None
+                else " (balloon not read;"
+            )
+            + f" drop in MemAvailable per site {_fmt(lv.get('memory_per_site_raw_mb'), ' MB', 2)};"
+            + f" memory cgroups {mem.get('memory_cgroups', '–')})"
+        )
+    if not rows:
+        return []
+    return [
+        "Memory per site, by /proc/meminfo field (MB a site, each field's growth since level 0; `other`: what "
+        "MemFree lost beyond these fields and the balloon; the per-site figure above is the drop in MemAvailable "
+        "less the balloon's growth, pages the hypervisor took): " + "; ".join(rows) + ".",
+        "",
+    ]
+
+
+def _scale_idle_cpu_lines(levels: list[dict]) -> list[str]:
+    """Each level's CPU with no site being built, by who used it."""
+    rows = []
+    for lv in levels:
+        cpu = lv.get("idle_cpu")
+        if not cpu or "by" not in cpu:
+            continue
+        window = cpu.get("window_s") or 0
+        share = (cpu.get("busy_s", 0) / window / (cpu.get("cores") or 1) * 100) if window else 0
+        rows.append(
+            f"{lv['existing']:,} sites: {cpu.get('busy_s')} s busy in {window} s ({share:.0f} % of "
+            f"{cpu.get('cores')} cores): " + ", ".join(f"{k} {v}" for k, v in cpu["by"].items() if v)
+        )
+    if not rows:
+        return []
+    return [
+        "CPU seconds with no site being built (after the settle, housekeeping running; `rest`: the kernel's own "
+        "threads and interrupts, and processes not named): " + "; ".join(rows) + ".",
+        "",
+    ]
+
+
 def _scale_markdown(section: dict) -> list[str]:
     levels = section.get("levels", [])
     if not levels:
@@ -1269,11 +1320,12 @@ def _scale_markdown(section: dict) -> list[str]:
         f"({_workers(section.get('workers', 0))}, {settings.get('in_flight')} unfinished at a time; the "
         "cluster's housekeeping running every minute), measured at each level in this order: a settle (at most "
         f"{settings.get('cron_settle_s')} s until every site had its first cron run and no job of the panel's "
-        "was open; at level 0, the empty host's memory, then one warm-up site, not counted); "
+        f"was open); the host's CPU over {settings.get('idle_cpu_s', '–')} s with no site being built; at level "
+        "0, the empty host's memory, then one warm-up site, not counted; "
         f"{settings.get('samples_per_level')} new sites one at a time (POST→ACTIVE; they stay); every site asked "
         "for `/` through Caddy; host memory (`sync`, `drop_caches`, "
-        f"{settings.get('memory_settle_s')} s, `MemAvailable`; per site = the drop since level 0 / the sites "
-        f"then, the samples' included); {settings.get('reload_samples')} Caddy reloads (`docker exec`); "
+        f"{settings.get('memory_settle_s')} s, `MemAvailable`; per site = the drop since level 0, less the VM "
+        "balloon's growth, / the sites then, the samples' included); {settings.get('reload_samples')} Caddy reloads (`docker exec`); "
         f"{settings.get('reconcile_samples')} reconciler passes (`manage.py reconcile --json`: the pass's own "
         f"wall and CPU); {settings.get('api_requests')} × GET /api/sites and GET /api/sites/<name>. The panel's "
         f"WPFLEET_MAX_SITES: {section.get('max_sites', '?')}. Seconds unless said:",
@@ -1331,6 +1383,7 @@ def _scale_markdown(section: dict) -> list[str]:
         + ".",
         "",
     ]
+    md += _scale_memory_lines(levels) + _scale_idle_cpu_lines(levels)
     if section.get("levels_skipped"):
         md += [f"Levels not reached: {', '.join(str(x) for x in section['levels_skipped'])}.", ""]
     stopped = section.get("stopped")

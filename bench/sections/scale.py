@@ -13,15 +13,19 @@ at 0, N/4, N/2 and N existing sites (``Plan.scale_levels``), measures:
   site has had its first cron run, the one-off burst a fill leaves, and no
   job of the panel's is open (a backup, the repository's maintenance); the
   wait, what was still pending and the load average are recorded;
+- the host's CPU over 30 s (QUICK: 10) with no site being built, by who
+  used it: the sites' containers, Caddy, MariaDB, dockerd, containerd, the
+  shims, the panel, the rest (``idle_cpu``): what the samples compete with;
 - POST→ACTIVE of a new site, 10 (QUICK: 3) one at a time
   (``measure.provision_sequential``); they stay and count toward the fill;
   at level 0, one warm-up site first, not counted;
 - page views: every site asked for ``/`` through Caddy (HTTPS, the lab's
   CA checked), 16 at a time;
 - host memory: then ``sync``, ``echo 3 > /proc/sys/vm/drop_caches``, 10 s,
-  ``/proc/meminfo``; per site = (MemAvailable at level 0 − at the level) /
-  the sites there, the level's samples included (``memory_sites``); at
-  level 0, before its samples;
+  ``/proc/meminfo`` and the VM's balloon; per site = (MemAvailable at level
+  0 − at the level − the balloon's growth) / the sites there, the level's
+  samples included (``memory_sites``), with each meminfo field's growth per
+  site beside it; at level 0, before its samples;
 - a Caddy reload: ``docker exec <caddy> caddy reload --config
   /etc/caddy/Caddyfile --force``, timed from this process (3 samples);
 - a reconciler pass: ``python manage.py reconcile --json`` in the bench
@@ -80,8 +84,13 @@ TARGETS = {
 # Where lab/up.sh mounts lab/caddy/Caddyfile in the Caddy container.
 CADDYFILE = "/etc/caddy/Caddyfile"
 MEMINFO = Path("/proc/meminfo")
+VMSTAT = Path("/proc/vmstat")
+CGROUPS = Path("/proc/cgroups")
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+# cgroup v1, the cgroupfs driver: one directory per container, named by its id.
+CPUACCT_DOCKER = Path("/sys/fs/cgroup/cpuacct/docker")
 MB_KB = 1024
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 POLL_SECONDS = 0.2
 PROGRESS_SECONDS = 30.0
 # A probe of the restart: nginx behind Caddy waits lb_try_duration (5 s) for a down upstream.
@@ -223,8 +232,32 @@ def page_views(hosts: list[str], threads: int) -> dict:
     }
 
 
+def _vmstat(*keys: str) -> dict[str, int]:
+    out = {}
+    for line in VMSTAT.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key in keys:
+            out[key] = int(value)
+    return out
+
+
+def _memory_cgroups() -> int | None:
+    """How many memory cgroups the kernel holds, the dying ones (removed, still charged) included."""
+    for line in CGROUPS.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "memory":
+            return int(fields[2])
+    return None
+
+
 def host_memory(settle_s: float) -> dict:
-    """sync, drop the page cache, dentries and inodes, wait, then /proc/meminfo (raw readings kept)."""
+    """sync, drop the page cache, dentries and inodes, wait, then /proc/meminfo (raw readings kept).
+
+    Also the virtio balloon's pages: this machine is a VM whose hypervisor can
+    inflate a balloon in it, and a balloon's pages are memory the guest lost
+    without any process or kernel object of its own using it: MemAvailable
+    drops by them while MemTotal stays (see ``_derive``).
+    """
     out: dict = {}
     subprocess.run(["sync"], check=False, timeout=300)
     try:
@@ -233,17 +266,110 @@ def host_memory(settle_s: float) -> dict:
         out["drop_caches_error"] = str(exc)
     time.sleep(settle_s)
     info = meminfo()
-    keys = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "Shmem", "AnonPages", "Slab") + (
-        "SReclaimable",
-        "SUnreclaim",
-        "KernelStack",
-        "PageTables",
-        "Committed_AS",
-    )
     out.update({"settle_s": settle_s, "read_at": round(time.time(), 3)})
-    out["meminfo_kb"] = {k: info[k] for k in keys if k in info}
+    out["meminfo_kb"] = info
     out["mem_available_mb"] = round(info["MemAvailable"] / MB_KB, 1)
+    out["vmstat"] = _vmstat("nr_balloon_pages", "balloon_inflate", "balloon_deflate")
+    out["balloon_mb"] = round(out["vmstat"].get("nr_balloon_pages", 0) * PAGE_KB / MB_KB, 1)
+    out["memory_cgroups"] = _memory_cgroups()
     return out
+
+
+def _cpu_ticks_by_process() -> dict[str, int]:
+    """User + system ticks of the host's own processes, by who: dockerd, containerd, shims, panel, bench.
+
+    Processes in a container's cgroup are left out (their CPU is the
+    container's, read from cpuacct); each process's waited-for children
+    (cutime, cstime) count with it.
+    """
+    me = os.getpid()
+    out: Counter[str] = Counter()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if "/docker/" in Path(f"/proc/{pid}/cgroup").read_text():
+                continue
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        # Fields after the comm: state is the 1st, utime the 12th ... cstime the 15th.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks = sum(int(x) for x in fields[11:15])
+        if comm == "dockerd":
+            who = "dockerd"
+        elif comm == "containerd":
+            who = "containerd"
+        elif comm.startswith("containerd-shim"):
+            who = "shims"
+        elif pid == me:
+            who = "bench"
+        elif "manage.py" in cmdline or "gunicorn" in cmdline:
+            who = "panel"
+        else:
+            continue
+        out[who] += ticks
+    return dict(out)
+
+
+def _cpu_ns_by_container(names: dict[str, str]) -> dict[str, int]:
+    """cpuacct usage (ns) of every container's cgroup: the named ones by name, the rest as "site containers"."""
+    out: Counter[str] = Counter()
+    for entry in os.scandir(CPUACCT_DOCKER):
+        if not entry.is_dir():
+            continue
+        try:
+            usage = int(Path(entry.path, "cpuacct.usage").read_text())
+        except (OSError, ValueError):
+            continue
+        out[names.get(entry.name, "site containers")] += usage
+    return dict(out)
+
+
+def _busy_ticks() -> int:
+    """The host's non-idle CPU ticks since boot (/proc/stat: all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4]
+
+
+def idle_cpu(window_s: float) -> dict:
+    """CPU seconds used over ``window_s`` with no site being built, by who used them.
+
+    What the host spends on existing sites and the panel's housekeeping,
+    which POST→ACTIVE's steps compete with. ``rest`` is the busy time no
+    named group accounts for: the kernel's own threads and interrupts, and
+    every other process.
+    """
+    from django.conf import settings
+
+    names = {}
+    for name in (settings.WPFLEET_CADDY_CONTAINER, "wpfleet-mariadb", "wpfleet-sftp"):
+        ident = subprocess.run(
+            ["docker", "inspect", "-f", "{{.Id}}", name], capture_output=True, text=True, timeout=60, check=False
+        ).stdout.strip()
+        if ident:
+            names[ident] = name
+    hz = os.sysconf("SC_CLK_TCK")
+    before = (_busy_ticks(), _cpu_ticks_by_process(), _cpu_ns_by_container(names), time.monotonic())
+    time.sleep(window_s)
+    after = (_busy_ticks(), _cpu_ticks_by_process(), _cpu_ns_by_container(names), time.monotonic())
+    by: dict[str, float] = {}
+    for who, ticks in after[1].items():
+        by[who] = round(max(0, ticks - before[1].get(who, 0)) / hz, 2)
+    for who, ns in after[2].items():
+        by[who] = round(max(0, ns - before[2].get(who, 0)) / 1e9, 2)
+    busy = (after[0] - before[0]) / hz
+    by["rest"] = round(max(0.0, busy - sum(by.values())), 2)
+    return {
+        "window_s": round(after[3] - before[3], 1),
+        "busy_s": round(busy, 2),
+        "cores": os.cpu_count(),
+        "by": dict(sorted(by.items(), key=lambda kv: -kv[1])),
+        "loadavg": [round(value, 2) for value in os.getloadavg()],
+    }
 
 
 def caddy_reload(samples: int) -> dict:
@@ -363,7 +489,7 @@ class Scale:
         self.stopped: dict | None = None
         self.capacity: dict | None = None
         self.errors: list[str] = []
-        self.base_mem_mb: float | None = None  # MemAvailable at level 0
+        self.base_memory: dict | None = None  # host_memory() at level 0
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -562,12 +688,10 @@ class Scale:
         hosts = [domain(name) for name in self.sites]
         out["page_views"] = self.attempt("page views", page_views, hosts, self.plan.scale_view_threads)
         out["memory"] = self.attempt("memory", host_memory, self.plan.scale_memory_settle_s)
-        mem = out["memory"].get("mem_available_mb")
         if out["level"] == 0 and out["memory_sites"] == 0:
-            self.base_mem_mb = mem
-        elif mem is not None and self.base_mem_mb is not None:
-            out["memory_used_mb"] = round(self.base_mem_mb - mem, 1)
-            out["memory_per_site_mb"] = round((self.base_mem_mb - mem) / out["memory_sites"], 2)
+            self.base_memory = out["memory"]
+        elif self.base_memory is not None:
+            out.update(memory_per_site(self.base_memory, out["memory"], out["memory_sites"]))
 
     def level(self, level: int) -> dict:
         plan, panel = self.plan, self.ctx.panel
@@ -578,6 +702,7 @@ class Scale:
         if out["existing"] < level:
             out["partial"] = True  # filling stopped before the level: measured at the count reached
         out["settle"] = self.settle()
+        out["idle_cpu"] = self.attempt("idle CPU", idle_cpu, plan.scale_idle_cpu_s)
         if out["existing"] == 0:
             # The empty host's memory, the base of every level's, before its samples add sites.
             self.read_memory(out)
@@ -767,10 +892,46 @@ def level_line(lv: dict) -> str:
         f"{lv['existing']} existing: POST→ACTIVE p50/p95 {p2a.get('p50')}/{p2a.get('p95')} s (n={p2a.get('n', 0)}), "
         f"reload p50 {lv.get('caddy_reload', {}).get('seconds', {}).get('p50')} s, "
         f"reconcile CPU max {rec.get('cpu_s', {}).get('max')} s, "
-        f"MemAvailable {mem.get('mem_available_mb')} MB, per site {lv.get('memory_per_site_mb')} MB, "
+        f"MemAvailable {mem.get('mem_available_mb')} MB (balloon {mem.get('balloon_mb')} MB), "
+        f"per site {lv.get('memory_per_site_mb')} MB, "
+        f"idle CPU {lv.get('idle_cpu', {}).get('busy_s')} s in {lv.get('idle_cpu', {}).get('window_s')} s, "
         f"pages {views.get('ok')}/{views.get('n')} ok, "
         f"GET list p50 {lv.get('api', {}).get('list', {}).get('latency_s', {}).get('p50')} s"
     )
+
+
+# /proc/meminfo's fields that a site's processes and kernel objects show up in, for the breakdown.
+BREAKDOWN_KB = ("AnonPages", "Slab", "KernelStack", "PageTables", "Cached", "Percpu")
+
+
+def memory_per_site(base: dict, now: dict, sites: int) -> dict:
+    """Host memory per site against the empty host, with where it went.
+
+    ``memory_per_site_mb``: the drop in MemAvailable less the balloon's
+    growth (pages the hypervisor took: no site uses them), per site; the
+    drop alone is ``memory_per_site_raw_mb``. The breakdown is each meminfo
+    field's growth per site; ``other`` is what MemFree lost beyond them and
+    the balloon (memory the kernel hands out uncounted in those fields).
+    """
+    if sites <= 0 or base.get("mem_available_mb") is None or now.get("mem_available_mb") is None:
+        return {}
+    # Results from before the balloon was read: the drop alone.
+    read = "balloon_mb" in now and "balloon_mb" in base
+    balloon = now["balloon_mb"] - base["balloon_mb"] if read else 0.0
+    used = base["mem_available_mb"] - now["mem_available_mb"]
+    out = {
+        "memory_used_mb": round(used, 1),
+        "memory_balloon_growth_mb": round(balloon, 1) if read else None,
+        "memory_per_site_raw_mb": round(used / sites, 2),
+        "memory_per_site_mb": round((used - balloon) / sites, 2),
+    }
+    was, kb = base.get("meminfo_kb", {}), now.get("meminfo_kb", {})
+    if all(k in was and k in kb for k in ("MemFree", *BREAKDOWN_KB[:4])):
+        grown = {k: (kb.get(k, 0) - was.get(k, 0)) / MB_KB for k in BREAKDOWN_KB}
+        free_lost = (was["MemFree"] - kb["MemFree"]) / MB_KB
+        grown["other"] = free_lost - sum(grown.values()) - balloon
+        out["memory_breakdown_per_site_mb"] = {k: round(v / sites, 2) for k, v in grown.items()}
+    return out
 
 
 def _derive(levels: list[dict]) -> None:
@@ -778,15 +939,11 @@ def _derive(levels: list[dict]) -> None:
     base = next((lv for lv in levels if lv["existing"] == 0 and lv["level"] == 0), None)
     if base is None:
         return
-    base_mem = base.get("memory", {}).get("mem_available_mb")
     base_p50 = base.get("post_to_active", {}).get("p50")
     for lv in levels:
-        mem = lv.get("memory", {}).get("mem_available_mb")
         # Read with the level's samples' sites there too (memory_sites); older results: existing.
         sites = lv.get("memory_sites", lv["existing"])
-        if sites > 0 and base_mem is not None and mem is not None:
-            lv["memory_used_mb"] = round(base_mem - mem, 1)
-            lv["memory_per_site_mb"] = round((base_mem - mem) / sites, 2)
+        lv.update(memory_per_site(base.get("memory", {}), lv.get("memory", {}), sites))
         p50 = lv.get("post_to_active", {}).get("p50")
         if base_p50 is not None and p50 is not None:
             lv["added_post_to_active_p50_s"] = round(p50 - base_p50, 3)
@@ -831,6 +988,7 @@ def run(ctx: Context) -> dict:
             "view_threads": plan.scale_view_threads,
             "probe_threads": plan.scale_probe_threads,
             "memory_settle_s": plan.scale_memory_settle_s,
+            "idle_cpu_s": plan.scale_idle_cpu_s,
             "cron_settle_s": plan.scale_cron_settle_s,
             "min_available_mb": plan.scale_min_available_mb,
             "max_failed": plan.scale_max_failed,
@@ -919,7 +1077,7 @@ def judge(section: dict) -> list[dict]:
         per_site = top["memory_per_site_mb"]
         rows.append(
             {
-                "what": "host memory per site (MemAvailable drop / sites)",
+                "what": "host memory per site (MemAvailable drop less the balloon's growth / sites)",
                 "target": f"≤ {TARGETS['memory_per_site_mb']:g} MB",
                 "measured": f"{per_site:.1f} MB",
                 "pass": per_site <= TARGETS["memory_per_site_mb"],
@@ -929,6 +1087,9 @@ def judge(section: dict) -> list[dict]:
                         [
                             indicative(top),
                             f"{top.get('memory_used_mb')} MB for {top.get('memory_sites', top['existing']):,} sites",
+                            f"balloon grew {top['memory_balloon_growth_mb']} MB"
+                            if top.get("memory_balloon_growth_mb")
+                            else "",
                         ],
                     )
                 ),
