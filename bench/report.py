@@ -1274,7 +1274,7 @@ def _scale_memory_lines(levels: list[dict]) -> list[str]:
                 else " (balloon not read;"
             )
             + f" drop in MemAvailable per site {_fmt(lv.get('memory_per_site_raw_mb'), ' MB', 2)};"
-            + f" memory cgroups {mem.get('memory_cgroups', '–')})"
+            + f" memory cgroups {mem.get('memory_cgroups', '–')}; per-CPU free lists {_fmt(mem.get('pcp_free_mb'), ' MB', 0)})"
         )
     if not rows:
         return []
@@ -1302,8 +1302,9 @@ def _scale_idle_cpu_lines(levels: list[dict]) -> list[str]:
     if not rows:
         return []
     return [
-        "CPU seconds with no site being built (after the settle, housekeeping running; `rest`: the kernel's own "
-        "threads and interrupts, and processes not named): " + "; ".join(rows) + ".",
+        "CPU seconds with no site being built (after the settle, housekeeping running; `kdamond`: the kernel's "
+        "DAMON thread, which the VM's platform runs; `rest`: interrupts outside the kernel's threads, and "
+        "processes not named): " + "; ".join(rows) + ".",
         "",
     ]
 

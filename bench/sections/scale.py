@@ -15,7 +15,8 @@ at 0, N/4, N/2 and N existing sites (``Plan.scale_levels``), measures:
   wait, what was still pending and the load average are recorded;
 - the host's CPU over 30 s (QUICK: 10) with no site being built, by who
   used it: the sites' containers, Caddy, MariaDB, dockerd, containerd, the
-  shims, the panel, the rest (``idle_cpu``): what the samples compete with;
+  shims, the panel, the kernel's threads (DAMON's apart), the rest
+  (``idle_cpu``): what the samples compete with;
 - POST→ACTIVE of a new site, 10 (QUICK: 3) one at a time
   (``measure.provision_sequential``); they stay and count toward the fill;
   at level 0, one warm-up site first, not counted;
@@ -86,6 +87,8 @@ CADDYFILE = "/etc/caddy/Caddyfile"
 MEMINFO = Path("/proc/meminfo")
 VMSTAT = Path("/proc/vmstat")
 CGROUPS = Path("/proc/cgroups")
+ZONEINFO = Path("/proc/zoneinfo")
+SOCKSTAT = Path("/proc/net/sockstat")
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 # cgroup v1, the cgroupfs driver: one directory per container, named by its id.
 CPUACCT_DOCKER = Path("/sys/fs/cgroup/cpuacct/docker")
@@ -272,11 +275,21 @@ def host_memory(settle_s: float) -> dict:
     out["vmstat"] = _vmstat("nr_balloon_pages", "balloon_inflate", "balloon_deflate")
     out["balloon_mb"] = round(out["vmstat"].get("nr_balloon_pages", 0) * PAGE_KB / MB_KB, 1)
     out["memory_cgroups"] = _memory_cgroups()
+    # Free pages on the per-CPU lists are not in MemFree (the kernel tunes
+    # those lists' size up to an eighth of a zone), and the TCP stack's
+    # buffers are in no meminfo field: both go into the breakdown's "other".
+    out["pcp_free_mb"] = round(_pcp_pages() * PAGE_KB / MB_KB, 1)
+    out["sockstat"] = SOCKSTAT.read_text().strip().splitlines()
     return out
 
 
+def _pcp_pages() -> int:
+    """Pages on the per-CPU free lists of every zone (/proc/zoneinfo's ``count:`` lines)."""
+    return sum(int(line.split()[1]) for line in ZONEINFO.read_text().splitlines() if line.strip().startswith("count:"))
+
+
 def _cpu_ticks_by_process() -> dict[str, int]:
-    """User + system ticks of the host's own processes, by who: dockerd, containerd, shims, panel, bench.
+    """User + system ticks of the host's own processes, by who: dockerd, containerd, shims, panel, bench, kernel threads.
 
     Processes in a container's cgroup are left out (their CPU is the
     container's, read from cpuacct); each process's waited-for children
@@ -299,7 +312,12 @@ def _cpu_ticks_by_process() -> dict[str, int]:
         # Fields after the comm: state is the 1st, utime the 12th ... cstime the 15th.
         fields = stat[stat.rindex(")") + 2 :].split()
         ticks = sum(int(x) for x in fields[11:15])
-        if comm == "dockerd":
+        if not cmdline:
+            # A kernel thread. DAMON's (kdamond) apart: the VM's platform runs
+            # it here (a pageout scheme), not wpfleet, and its access checks
+            # walk every mapping of a shared page, so it grows with the sites.
+            who = "kdamond" if comm.startswith("kdamond") else "kernel threads"
+        elif comm == "dockerd":
             who = "dockerd"
         elif comm == "containerd":
             who = "containerd"
@@ -340,8 +358,8 @@ def idle_cpu(window_s: float) -> dict:
 
     What the host spends on existing sites and the panel's housekeeping,
     which POST→ACTIVE's steps compete with. ``rest`` is the busy time no
-    named group accounts for: the kernel's own threads and interrupts, and
-    every other process.
+    named group accounts for: interrupts and softirqs outside the kernel's
+    threads, and every other process.
     """
     from django.conf import settings
 
