@@ -14,7 +14,7 @@ from django.conf import settings
 from jobs.models import Job
 from sites.infra.mariadb import MariaDBAdmin
 from sites.models import Site
-from sites.ops.capacity import host_capacity
+from sites.ops.capacity import GC_THRESH3, host_capacity
 from tests.conftest import unique_name
 
 pytestmark = [pytest.mark.integration]
@@ -49,7 +49,7 @@ def test_the_real_host_reports_mariadbs_connections_memory_disk_and_its_neighbou
     for name in ("memory", "disk", "db_connections"):
         assert before[name].known and before[name].ok, before[name].detail
     # The kernel's neighbour table, raised by the lab's set-up past its default's 320 sites.
-    with open("/proc/sys/net/ipv4/neigh/default/gc_thresh3") as value:
+    with open(GC_THRESH3) as value:
         gc_thresh3 = int(value.read())
     assert gc_thresh3 >= 16384 and f"gc_thresh3={gc_thresh3:,}" in before["addresses"].detail
     with MariaDBAdmin().cursor() as cur:
