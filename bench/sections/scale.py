@@ -259,7 +259,7 @@ def host_memory(settle_s: float) -> dict:
     Also the virtio balloon's pages: this machine is a VM whose hypervisor can
     inflate a balloon in it, and a balloon's pages are memory the guest lost
     without any process or kernel object of its own using it: MemAvailable
-    drops by them while MemTotal stays (see ``_derive``).
+    drops by them while MemTotal stays (see ``memory_per_site``).
     """
     out: dict = {}
     subprocess.run(["sync"], check=False, timeout=300)
