@@ -1274,7 +1274,9 @@ def _scale_memory_lines(levels: list[dict]) -> list[str]:
                 else " (balloon not read;"
             )
             + f" drop in MemAvailable per site {_fmt(lv.get('memory_per_site_raw_mb'), ' MB', 2)};"
-            + f" memory cgroups {mem.get('memory_cgroups', '–')}; per-CPU free lists {_fmt(mem.get('pcp_free_mb'), ' MB', 0)})"
+            + f" memory cgroups {mem.get('memory_cgroups', '–')}"
+            # (not read before 228a2d4)
+            + (f"; per-CPU free lists {_fmt(mem['pcp_free_mb'], ' MB', 0)})" if "pcp_free_mb" in mem else ")")
         )
     if not rows:
         return []
@@ -1301,10 +1303,18 @@ def _scale_idle_cpu_lines(levels: list[dict]) -> list[str]:
         )
     if not rows:
         return []
+    # Runs before the kernel's threads were named (00bca99) count them in `rest`.
+    named = any("kernel threads" in (lv.get("idle_cpu") or {}).get("by", {}) for lv in levels)
+    legend = (
+        "`kdamond`: the kernel's DAMON thread, which the VM's platform runs; `rest`: interrupts outside the "
+        "kernel's threads, and processes not named"
+        if named
+        else "`rest`: the kernel's own threads and interrupts, and processes not named"
+    )
     return [
-        "CPU seconds with no site being built (after the settle, housekeeping running; `kdamond`: the kernel's "
-        "DAMON thread, which the VM's platform runs; `rest`: interrupts outside the kernel's threads, and "
-        "processes not named): " + "; ".join(rows) + ".",
+        f"CPU seconds with no site being built (after the settle, housekeeping running; {legend}): "
+        + "; ".join(rows)
+        + ".",
         "",
     ]
 
@@ -1326,7 +1336,8 @@ def _scale_markdown(section: dict) -> list[str]:
         f"{settings.get('samples_per_level')} new sites one at a time (POST→ACTIVE; they stay); every site asked "
         "for `/` through Caddy; host memory (`sync`, `drop_caches`, "
         f"{settings.get('memory_settle_s')} s, `MemAvailable`; per site = the drop since level 0, less the VM "
-        "balloon's growth, / the sites then, the samples' included); {settings.get('reload_samples')} Caddy reloads (`docker exec`); "
+        f"balloon's growth, / the sites then, the samples' included); {settings.get('reload_samples')} Caddy reloads "
+        "(`docker exec`); "
         f"{settings.get('reconcile_samples')} reconciler passes (`manage.py reconcile --json`: the pass's own "
         f"wall and CPU); {settings.get('api_requests')} × GET /api/sites and GET /api/sites/<name>. The panel's "
         f"WPFLEET_MAX_SITES: {section.get('max_sites', '?')}. Seconds unless said:",

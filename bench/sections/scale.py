@@ -347,12 +347,6 @@ def _cpu_ns_by_container(names: dict[str, str]) -> dict[str, int]:
     return dict(out)
 
 
-def _busy_ticks() -> int:
-    """The host's non-idle CPU ticks since boot (/proc/stat: all but idle and iowait)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return sum(fields) - fields[3] - fields[4]
-
-
 def idle_cpu(window_s: float) -> dict:
     """CPU seconds used over ``window_s`` with no site being built, by who used them.
 
@@ -370,16 +364,19 @@ def idle_cpu(window_s: float) -> dict:
         ).stdout.strip()
         if ident:
             names[ident] = name
+    from bench.sections.serving import HostCpuReader
+
+    host = HostCpuReader()
     hz = os.sysconf("SC_CLK_TCK")
-    before = (_busy_ticks(), _cpu_ticks_by_process(), _cpu_ns_by_container(names), time.monotonic())
+    before = (host.read()[0], _cpu_ticks_by_process(), _cpu_ns_by_container(names), time.monotonic())
     time.sleep(window_s)
-    after = (_busy_ticks(), _cpu_ticks_by_process(), _cpu_ns_by_container(names), time.monotonic())
+    after = (host.read()[0], _cpu_ticks_by_process(), _cpu_ns_by_container(names), time.monotonic())
     by: dict[str, float] = {}
     for who, ticks in after[1].items():
         by[who] = round(max(0, ticks - before[1].get(who, 0)) / hz, 2)
     for who, ns in after[2].items():
         by[who] = round(max(0, ns - before[2].get(who, 0)) / 1e9, 2)
-    busy = (after[0] - before[0]) / hz
+    busy = after[0] - before[0]
     by["rest"] = round(max(0.0, busy - sum(by.values())), 2)
     return {
         "window_s": round(after[3] - before[3], 1),
