@@ -1280,10 +1280,21 @@ def _scale_memory_lines(levels: list[dict]) -> list[str]:
         )
     if not rows:
         return []
+    # Runs before the per-CPU free lists were taken out of the figure (806123b and earlier) count them in it.
+    pcp = any(lv.get("memory_pcp_growth_mb") is not None for lv in levels)
     return [
-        "Memory per site, by /proc/meminfo field (MB a site, each field's growth since level 0; `other`: what "
-        "MemFree lost beyond these fields and the balloon; the per-site figure above is the drop in MemAvailable "
-        "less the balloon's growth, pages the hypervisor took): " + "; ".join(rows) + ".",
+        "Memory per site, by /proc/meminfo field (MB a site, each field's growth since level 0"
+        + (
+            "; `pcp_free`: the growth of the free pages held on the per-CPU lists, which MemFree does not count"
+            if pcp
+            else ""
+        )
+        + "; `other`: what MemFree lost beyond these and the balloon; the per-site figure above is the drop in "
+        "MemAvailable less the balloon's growth, pages the hypervisor took"
+        + (", and less the per-CPU lists' growth" if pcp else ", the per-CPU lists' growth included (not read then)")
+        + "): "
+        + "; ".join(rows)
+        + ".",
         "",
     ]
 
@@ -1336,7 +1347,7 @@ def _scale_markdown(section: dict) -> list[str]:
         f"{settings.get('samples_per_level')} new sites one at a time (POST→ACTIVE; they stay); every site asked "
         "for `/` through Caddy; host memory (`sync`, `drop_caches`, "
         f"{settings.get('memory_settle_s')} s, `MemAvailable`; per site = the drop since level 0, less the VM "
-        f"balloon's growth, / the sites then, the samples' included); {settings.get('reload_samples')} Caddy reloads "
+        f"balloon's growth and (where read) the per-CPU free lists', / the sites then, the samples' included); {settings.get('reload_samples')} Caddy reloads "
         "(`docker exec`); "
         f"{settings.get('reconcile_samples')} reconciler passes (`manage.py reconcile --json`: the pass's own "
         f"wall and CPU); {settings.get('api_requests')} × GET /api/sites and GET /api/sites/<name>. The panel's "
