@@ -41,6 +41,11 @@ DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1
 # containers); WPFLEET_DB_USER_HOST's default covers it.
 BACKEND_SUBNET=10.201.0.0/16
 ENGINE_TIMEOUT=60
+# containerd finds its runc shim on its PATH, which is dockerd's: the lab's
+# wrapper (lab/shim/) is first there, and puts a site's PHP-FPM container
+# under its nginx's shim (one shim a site instead of two).
+SHIM_SRC="$LAB_DIR/shim"
+SHIM_DIR=/usr/local/lib/wpfleet/shim
 ENGINE_START_ATTEMPTS=5
 DB_TIMEOUT=120
 CADDY_TIMEOUT=30
@@ -268,7 +273,7 @@ ensure_engine() {
 			log "starting dockerd (log: $DOCKERD_LOG)"
 			# setsid: the engine must outlive this script and its terminal
 			# 9>&-: the daemon (and its container shims) must not inherit the lock.
-			setsid /usr/sbin/dockerd "${DOCKERD_ARGS[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
+			PATH="$SHIM_DIR:$PATH" setsid /usr/sbin/dockerd "${DOCKERD_ARGS[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
 			launched=$!
 			starts=$((starts + 1))
 			i=0
@@ -282,15 +287,42 @@ ensure_engine() {
 	die "the Docker engine did not answer within ${ENGINE_TIMEOUT}s (see $DOCKERD_LOG)"
 }
 
+# The shim wrapper, where containerd will find it. A fixed path outside the
+# checkout: containerd records it in every container's bundle and calls it
+# again for that container's clean-up, whatever happens to this checkout.
+install_shim() {
+	local file
+	for file in containerd-shim-runc-v2 group.py; do
+		if ! cmp -s "$SHIM_SRC/$file" "$SHIM_DIR/$file"; then
+			log "installing $SHIM_DIR/$file"
+			install -D -m 0755 "$SHIM_SRC/$file" "$SHIM_DIR/$file.new"
+			mv -f "$SHIM_DIR/$file.new" "$SHIM_DIR/$file"
+		fi
+	done
+}
+
+# Does the running containerd find the wrapper first? (An engine started by
+# an older lab/up.sh, or by hand, does not.)
+engine_uses_shim() {
+	local pid
+	pid=$(cat /var/run/docker/containerd/containerd.pid 2>/dev/null) || return 1
+	tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "PATH=$SHIM_DIR:.*"
+}
+
 # With --live-restore the sites' containers outlive the engine: a dockerd
 # that crashed or was stopped comes back to them still running, instead of
 # every one of them Exited for the reconciler to start (docs/performance.md).
 # An engine started without it (by an older lab/up.sh) is restarted once,
 # cleanly: its containers stop, and come back with the panel's reconciler.
+# An engine without the shim wrapper on its PATH is restarted the same way
+# (its containers keep running, under their own shims, until they restart).
 ensure_live_restore() {
-	[[ $(dk info -f '{{.LiveRestoreEnabled}}' 2>/dev/null) == true ]] && return 0
-	pid_alive /var/run/docker.pid dockerd || die "the engine answers without live-restore and not as /var/run/docker.pid: restart it with --live-restore"
-	log "restarting dockerd with --live-restore (it ran without)"
+	local why=''
+	[[ $(dk info -f '{{.LiveRestoreEnabled}}' 2>/dev/null) == true ]] || why='without --live-restore'
+	engine_uses_shim || why="${why:+$why and }without $SHIM_DIR on its PATH"
+	[[ -z $why ]] && return 0
+	pid_alive /var/run/docker.pid dockerd || die "the engine answers $why and not as /var/run/docker.pid: stop it, then run lab/up.sh again"
+	log "restarting dockerd (it ran $why)"
 	local pid i
 	pid=$(</var/run/docker.pid)
 	kill -TERM "$pid"
@@ -1058,6 +1090,7 @@ main() {
 	# before the engine: no site container may start on the bare mount point
 	step "quota filesystem ready" ensure_quota_fs
 	step "kernel limits ready" ensure_kernel_limits
+	step "shim wrapper installed" install_shim
 	step "engine ready" ensure_engine
 	gw=$(bridge_gateway)
 	[[ -n $gw ]] || die "cannot determine the docker0 gateway address"

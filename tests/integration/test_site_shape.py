@@ -1,6 +1,14 @@
-"""A site's PHP-FPM lives in its nginx's network namespace: what keeps it there, and what moves older sites in."""
+"""A site's PHP-FPM lives in its nginx's network namespace: what keeps it there, and what moves older sites in.
+
+And under its nginx's containerd shim: the lab's engine finds the shim wrapper
+of lab/shim/ first (lab/up.sh), which groups a container with the one whose
+network namespace it joins when both are the same site's.
+"""
 
 from __future__ import annotations
+
+import uuid
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -10,7 +18,9 @@ from sites.ops.reconcile import reconcile_all
 from sites.provisioning.handlers import site_context
 from sites.provisioning.steps import PHP_TMPFS, WWW_DATA, php_environment, php_mounts, quota_dir
 from sites.provisioning.templates import php_ini, php_pool_config
+from sites.services import change_settings, resume_site, suspend_site
 from tests.integration.conftest import fetch
+from tests.integration.test_day_two import run
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +126,59 @@ def test_php_rejoins_its_nginx_after_nginx_alone_restarted(make_site, infra, set
     assert any(f"started before {site.names.nginx} last did" in line for line in repaired[site.name]), repaired
     assert fetch(site.name, "/?s=anything", timeout=10).status_code == 200
     assert reconcile_all(infra) == {}, "nothing left to repair"
+
+
+def shim_of(container) -> int:
+    """The pid of the containerd shim that runs this container (the parent of its first process)."""
+    container.reload()
+    pid = container.attrs["State"]["Pid"]
+    assert pid, f"{container.name} is not running"
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_sites_php_runs_under_its_nginxs_shim_after_a_php_switch_a_resume_and_a_repair(make_site, infra, settings):
+    settings.WPFLEET_RECONCILE_DEEP_CHECKS = 0
+    site = make_site()
+    n, docker = site.names, infra.docker
+    assert shim_of(docker.container(n.php)) == shim_of(docker.container(n.nginx))
+
+    run(change_settings(site, {"php_version": "8.4"}))  # a new PHP container, then renamed
+    assert shim_of(docker.container(n.php)) == shim_of(docker.container(n.nginx))
+    run(suspend_site(Site.objects.get(pk=site.pk)))
+    run(resume_site(Site.objects.get(pk=site.pk)))
+    nginx = docker.container(n.nginx)
+    assert shim_of(docker.container(n.php)) == shim_of(nginx)
+
+    # nginx restarted alone: the repair starts PHP into its new namespace, under its shim again.
+    docker.restart(nginx)
+    reconcile_all(infra)
+    assert shim_of(docker.container(n.php)) == shim_of(docker.container(n.nginx))
+    assert serves(site)
+
+
+def test_a_container_of_another_site_or_no_owner_joining_a_sites_namespace_keeps_its_own_shim(make_site, infra):
+    site = make_site()
+    n, docker = site.names, infra.docker
+    nginx = docker.container(n.nginx)
+    others = {
+        "another site's": {"wpfleet.owner": settings.WPFLEET_OWNER, "wpfleet.site": "someone-else"},
+        "no owner's": {},
+    }
+    made = []
+    try:
+        for whose, labels in others.items():
+            guest = docker.client.containers.run(
+                settings.WPFLEET_NGINX_IMAGE,
+                ["sleep", "300"],
+                name=f"wpfleet-test-guest-{uuid.uuid4().hex[:8]}",
+                labels=labels,
+                network_mode=f"container:{nginx.id}",
+                entrypoint=[],
+                detach=True,
+            )
+            made.append(guest)
+            assert shim_of(guest) != shim_of(nginx), f"a container of {whose} joined the site's shim"
+    finally:
+        for guest in made:
+            guest.remove(force=True)
+    assert shim_of(docker.container(n.php)) == shim_of(nginx)
