@@ -7,7 +7,8 @@
 # backup targets for restic (a local repository and an SFTP host).
 # Every step checks first and only does what is missing:
 #   1. host packages (apt), 1b. the sites' quota filesystem, 1c. kernel
-#   limits (pid_max), 2. dockerd (--live-restore),
+#   limits (pid_max), 1d. the containerd shim wrapper (lab/shim/),
+#   2. dockerd (--live-restore, the wrapper first on its PATH),
 #   3. .env (and the backup secrets it names), 4. images, 5. network
 #   wp_backend, 6. wpfleet-mariadb, 7. caddy, 8. backups (wpfleet-sftp,
 #   restic repositories).
