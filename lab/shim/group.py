@@ -15,7 +15,10 @@ half the shims' idle CPU (docs/performance.md).
 
 Anything else (no such namespace, another owner's container, an unreadable
 record) leaves the spec alone: the container gets its own shim, as without
-this. It never fails a start.
+this. It never fails a start, and prints nothing: containerd reads the
+start's output, stdout and stderr together, as the shim's address. What it
+decided is left in the bundle, the file ``wpfleet-shim-group`` (gone with the
+container's task).
 """
 
 import json
@@ -47,31 +50,38 @@ def leader(spec: dict) -> str | None:
     return None
 
 
-def group(own_id: str) -> None:
+def group(own_id: str) -> str:
+    """Annotate the bundle's spec when the container belongs under another's shim; says what was done."""
     with open("config.json") as f:
         spec = json.load(f)
     if (spec.get("annotations") or {}).get(GROUP):
-        return
+        return f"grouped by its spec: {spec['annotations'][GROUP]}"
     other = leader(spec)
     if other is None or other == own_id:
-        return
+        return "own shim: it joins no other container's network namespace"
     mine, theirs = labels(own_id), labels(other)
     keys = ("wpfleet.owner", "wpfleet.site")
     if not all(mine.get(k) and mine.get(k) == theirs.get(k) for k in keys):
-        return
-    spec.setdefault("annotations", {})
-    spec["annotations"] = {**(spec["annotations"] or {}), GROUP: other}
+        return f"own shim: {other} is not the same wpfleet site's"
+    spec["annotations"] = {**(spec.get("annotations") or {}), GROUP: other}
     with open("config.json.wpfleet", "w") as f:
         json.dump(spec, f)
     os.replace("config.json.wpfleet", "config.json")
+    return f"grouped with {other}"
 
 
 def main() -> None:
     real, args = sys.argv[1], sys.argv[2:]
     try:
-        group(args[args.index("-id") + 1])
-    except Exception as exc:  # noqa: BLE001: never fail a container's start over its grouping
-        print(f"wpfleet shim grouping skipped: {exc!r}", file=sys.stderr)
+        decided = group(args[args.index("-id") + 1])
+    # Never fail a container's start over its grouping.
+    except Exception as exc:  # noqa: BLE001
+        decided = f"own shim: {type(exc).__name__}: {exc}"
+    try:
+        with open("wpfleet-shim-group", "w") as f:
+            f.write(decided + "\n")
+    except OSError:
+        pass
     os.execv(real, [real, *args])
 
 
