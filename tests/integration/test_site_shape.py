@@ -151,7 +151,7 @@ def test_a_sites_php_runs_under_its_nginxs_shim_after_a_php_switch_a_resume_and_
 
     # nginx restarted alone: the repair starts PHP into its new namespace, under its shim again.
     docker.restart(nginx)
-    reconcile_all(infra)
+    assert site.name in reconcile_all(infra)
     assert shim_of(docker.container(n.php)) == shim_of(docker.container(n.nginx))
     assert serves(site)
 
