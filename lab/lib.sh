@@ -52,6 +52,17 @@ dk() { "$DOCKER" "$@"; }
 
 engine_up() { dk info >/dev/null 2>&1; }
 
+# Where lab/up.sh installs the containerd shim wrapper (lab/shim/).
+SHIM_DIR=/usr/local/lib/wpfleet/shim
+
+# Does the running containerd find the wrapper first? (An engine started by
+# an older lab/up.sh, or by hand, does not.)
+engine_uses_shim() {
+	local pid
+	pid=$(cat /var/run/docker/containerd/containerd.pid 2>/dev/null) || return 1
+	tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "PATH=$SHIM_DIR:.*"
+}
+
 # Run "$@" and report how long it took as "lab: <label> (12.3s)".
 timed() {
 	local label=$1 start end

@@ -12,6 +12,10 @@ main() {
 		return 0
 	fi
 	echo "engine:     Docker $(dk version -f '{{.Server.Version}}'), docker0 gateway $(bridge_gateway)"
+	local wrapper='not in use (a shim a container)' shims
+	if engine_uses_shim; then wrapper="$SHIM_DIR in use (a site's two containers share one)"; fi
+	shims=$(pgrep -c -f '^/usr/bin/containerd-shim-runc-v2 ' || true)
+	echo "shims:      $shims containerd shims for $(dk ps -q | wc -l) running containers; wrapper $wrapper"
 
 	local img
 	for img in "$IMG_BASE" "$IMG_WORDPRESS" "$IMG_NGINX" "$IMG_CADDY" "$IMG_MARIADB" "$IMG_SFTP"; do

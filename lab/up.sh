@@ -43,10 +43,9 @@ DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1
 BACKEND_SUBNET=10.201.0.0/16
 ENGINE_TIMEOUT=60
 # containerd finds its runc shim on its PATH, which is dockerd's: the lab's
-# wrapper (lab/shim/) is first there, and puts a site's PHP-FPM container
-# under its nginx's shim (one shim a site instead of two).
+# wrapper (lab/shim/, installed in SHIM_DIR: lib.sh) is first there, and puts
+# a site's PHP-FPM container under its nginx's shim (one shim a site, not two).
 SHIM_SRC="$LAB_DIR/shim"
-SHIM_DIR=/usr/local/lib/wpfleet/shim
 ENGINE_START_ATTEMPTS=5
 DB_TIMEOUT=120
 CADDY_TIMEOUT=30
@@ -300,14 +299,6 @@ install_shim() {
 			mv -f "$SHIM_DIR/$file.new" "$SHIM_DIR/$file"
 		fi
 	done
-}
-
-# Does the running containerd find the wrapper first? (An engine started by
-# an older lab/up.sh, or by hand, does not.)
-engine_uses_shim() {
-	local pid
-	pid=$(cat /var/run/docker/containerd/containerd.pid 2>/dev/null) || return 1
-	tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "PATH=$SHIM_DIR:.*"
 }
 
 # With --live-restore the sites' containers outlive the engine: a dockerd
