@@ -15,11 +15,16 @@ half the shims' idle CPU (docs/performance.md).
 
 Anything else (no such namespace, another owner's container, an unreadable
 record) leaves the spec alone: the container gets its own shim, as without
-this. It never fails a start, and prints nothing: containerd reads the
-start's output, stdout and stderr together, as the shim's address. What it
+this. The wrapper runs this with its output discarded and its exit status
+ignored, then the real shim (containerd reads the start's output, stdout and
+stderr together, as the shim's address): it cannot fail a start. What it
 decided is left in the bundle, the file ``wpfleet-shim-group`` (gone with the
 container's task).
+
+Usage (by containerd-shim-runc-v2 here, in the bundle): group.py <the shim's arguments>
 """
+
+from __future__ import annotations
 
 import json
 import os
@@ -71,10 +76,10 @@ def group(own_id: str) -> str:
 
 
 def main() -> None:
-    real, args = sys.argv[1], sys.argv[2:]
+    args = sys.argv[1:]
     try:
         decided = group(args[args.index("-id") + 1])
-    # Never fail a container's start over its grouping.
+    # Recorded, not raised: the container gets its own shim.
     except Exception as exc:  # noqa: BLE001
         decided = f"own shim: {type(exc).__name__}: {exc}"
     try:
@@ -82,7 +87,6 @@ def main() -> None:
             f.write(decided + "\n")
     except OSError:
         pass
-    os.execv(real, [real, *args])
 
 
 main()
