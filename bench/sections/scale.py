@@ -72,6 +72,7 @@ from pathlib import Path
 from bench import cleanup, config, measure
 from bench.api import Api, Call
 from bench.sections import Context, timed
+from bench.sections.serving import HostCpuReader
 from bench.stats import dist
 
 # What the issue asks (#14).
@@ -365,8 +366,6 @@ def idle_cpu(window_s: float) -> dict:
         ).stdout.strip()
         if ident:
             names[ident] = name
-    from bench.sections.serving import HostCpuReader
-
     host = HostCpuReader()
     hz = os.sysconf("SC_CLK_TCK")
     before = (host.read()[0], _cpu_ticks_by_process(), _cpu_ns_by_container(names), time.monotonic())
