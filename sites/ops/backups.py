@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -40,6 +40,9 @@ from sites.provisioning.steps import (
     install_plugins,
     purge_page_cache,
 )
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 log = logging.getLogger("wpfleet.backups")
 
@@ -156,12 +159,20 @@ def _crash_now() -> None:
 FINGERPRINT = "find /var/www/html -printf '%P\\0%s\\0%T@\\0%C@\\0%y\\0%m\\0%U\\0%G\\n' | LC_ALL=C sort | sha256sum"
 
 
-def fingerprint(infra: Infra, site: str) -> str:
-    """A digest of the site's files as they are now (a listing, not their content)."""
-    code, output = infra.docker.exec(SiteNames(site).php, ["sh", "-c", FINGERPRINT])
+def fingerprint(infra: Infra, php: Container) -> str:
+    """A digest of the site's files as they are now (a listing, not their content).
+
+    Empty when the site's PHP is not running (stopped, or not yet started
+    again after the engine restarted): the listing needs an exec, while the
+    archive API reads a stopped container's files, so the backup reads them
+    all rather than fail. A site is worth backing up most when it is down.
+    """
+    if php.status != "running":
+        return ""
+    code, output = infra.docker.exec(php, ["sh", "-c", FINGERPRINT])
     digest = output.split()[0] if code == 0 and output else ""
     if len(digest) != 64:
-        raise InfraError("backup", f"listing the files of {site} failed: {output[-300:] or code}")
+        raise InfraError("backup", f"listing the files of {php.name} failed: {output[-300:] or code}")
     return digest
 
 
@@ -183,10 +194,11 @@ def store(
     names = SiteNames(site)
     repository = infra.repository
     tags = _tags(site, key, kind)
-    if infra.docker.container(names.php) is None:
+    php = infra.docker.container(names.php)
+    if php is None:
         raise InfraError("backup", f"{names.php} is missing: the site's files cannot be read")
-    digest = fingerprint(infra, site)
-    unchanged = previous is not None and previous.fingerprint == digest and previous.files_snapshot
+    digest = fingerprint(infra, php)
+    unchanged = bool(digest) and previous is not None and previous.fingerprint == digest and previous.files_snapshot
 
     dump = infra.db.dump_process(names.database)
     assert dump.stdout is not None

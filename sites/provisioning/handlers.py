@@ -161,10 +161,7 @@ class Deprovision(_SiteJob):
         if job.params.get("final_backup") and not self._backed_up(job):
             # Nothing is removed before the site's data is safe.
             with backup_ops.recorded(record, "final_backup"):
-                if job.params.get("suspended"):
-                    # A suspended site's containers are stopped: the backup reads through
-                    # PHP (which starts its nginx first: it joins nginx's network namespace).
-                    step_named("php").apply(site_context(site, Infra()))
+                # (a suspended site's files are read from its stopped PHP: nothing starts)
                 backup_ops.take_backup(site, Backup.Kind.BEFORE_DELETE, job)
         _provisioner(site, job, record).deprovision()
 
@@ -181,12 +178,6 @@ class Deprovision(_SiteJob):
             return
         if job.params.get("final_backup") and not self._backed_up(job) and not job.steps.filter(phase="undo").exists():
             # The final backup failed, so nothing was removed: the site serves on (or stays suspended).
-            if job.params.get("suspended"):
-                ctx = site_context(site, Infra())
-                try:
-                    stop_site_containers(ctx)
-                except InfraError as exc:
-                    log.warning("job %s: %s not stopped again: %s", job.pk, site.name, exc)
             site.cancel_deprovision(suspended=bool(job.params.get("suspended")))
         site.release(job)
 

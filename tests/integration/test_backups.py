@@ -7,8 +7,10 @@ read back through Caddy over HTTPS, as a visitor would.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from django.core.cache import cache
 from hosting import env as envmod
 from jobs.models import Job
 from sites.models import Backup, Site
-from sites.provisioning.restore import Restorer
+from sites.provisioning.restore import Restorer, files_path
 from sites.services import suspend_site
 from tests.conftest import unique_name
 from tests.integration.conftest import fetch, leftovers, run_to_end
@@ -72,6 +74,18 @@ def write_post_and_upload(infra, site: Site, data: bytes) -> tuple[int, str]:
 def post_title(site_name: str, post: int) -> str | None:
     answer = fetch(site_name, f"/?rest_route=/wp/v2/posts/{post}")
     return answer.json()["title"]["rendered"] if answer.status_code == 200 else None
+
+
+def stored_file(infra, backup: Backup, path: str) -> bytes | None:
+    """A file of the webroot (``path`` from its top) as the backup's files snapshot holds it."""
+    dump = infra.repository.dump(backup.files_snapshot, files_path(backup.site_name))
+    archive, _ = dump.communicate()
+    assert dump.returncode == 0, f"restic dump of {backup.key}: {dump.returncode}"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        names = {member.name.split("/", 1)[-1]: member for member in tar.getmembers()}
+        member = names.get(path.lstrip("/"))
+        extracted = tar.extractfile(member) if member is not None else None
+        return extracted.read() if extracted is not None else None
 
 
 @pytest.fixture
@@ -197,9 +211,10 @@ def test_a_deleted_site_comes_back_from_its_final_backup(backups_api, make_site,
 def test_a_suspended_site_is_deleted_after_its_final_backup_with_nothing_left(backups_api, make_site, infra):
     api = backups_api
     site = make_site()
-    write_post_and_upload(infra, site, b"suspended, then deleted")
+    _, upload = write_post_and_upload(infra, site, b"suspended, then deleted")
     assert run_to_end(suspend_site(site).pk).status == Job.Status.DONE
-    # Both containers are stopped: the backup reads through PHP, which joins a running nginx only.
+    # Both containers are stopped, and nothing starts them: the final backup
+    # reads the files of the stopped PHP.
     assert {infra.docker.container(n).status for n in (site.names.php, site.names.nginx)} == {"exited"}
 
     assert api.delete(f"/api/sites/{site.name}").status_code == 202
@@ -211,6 +226,7 @@ def test_a_suspended_site_is_deleted_after_its_final_backup_with_nothing_left(ba
     assert leftovers(infra, site.name) == []
     listed = api.get(f"/api/sites/{site.name}/backups").json()
     assert [entry["kind"] for entry in listed] == ["before-delete"]
+    assert stored_file(infra, Backup.objects.get(key=listed[0]["id"]), upload) == b"suspended, then deleted"
 
 
 def test_backups_of_one_site_are_not_reachable_through_another(backups_api, make_site):
@@ -355,6 +371,32 @@ def test_an_unchanged_sites_next_backup_reuses_its_files_snapshot_which_outlives
     maintain(no_record)
     assert list(Backup.objects.filter(site=site)) == [third]
     assert infra.repository.snapshots({"backup": first.key, "site": site.name}) == []
+
+
+def test_a_site_whose_php_is_stopped_is_backed_up_whole_and_restores_from_that_backup(backups_api, make_site, infra):
+    api = backups_api
+    site = make_site()
+    post, upload = write_post_and_upload(infra, site, b"backed up while PHP was down")
+    assert run_to_end(api.post(f"/api/sites/{site.name}/backups").json()["id"]).status == Job.Status.DONE
+    # What a crashed PHP, or an engine still starting its sites again, leaves:
+    # the site ACTIVE, its PHP stopped, a backup due.
+    infra.docker.stop(infra.docker.container(site.names.php))
+
+    job = run_to_end(api.post(f"/api/sites/{site.name}/backups").json()["id"])
+
+    assert job.status == Job.Status.DONE, job.error
+    assert infra.docker.container(site.names.php).status == "exited"  # the backup started nothing
+    newest, first = Backup.objects.filter(site=site).order_by("-created_at")
+    # Without a listing (it needs a running PHP) the files are read again, not taken as unchanged.
+    assert newest.fingerprint == "" and newest.files_snapshot != first.files_snapshot
+    assert stored_file(infra, newest, upload) == b"backed up while PHP was down"
+
+    infra.docker.start(infra.docker.container(site.names.php))
+    wordpress(infra, site, "wp_delete_post($in['post'], true); return true;", post=post)
+    job = run_to_end(api.post(f"/api/sites/{site.name}/restore", {"backup": newest.key}, format="json").json()["id"])
+    assert job.status == Job.Status.DONE, job.error
+    assert post_title(site.name, post) == "A post to keep"
+    assert fetch(site.name, upload).content == b"backed up while PHP was down"
 
 
 def test_a_switch_cut_short_before_all_live_files_were_moved_aside_is_undone_without_losing_any(make_site, infra):
