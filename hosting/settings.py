@@ -297,9 +297,10 @@ WPFLEET_CAPACITY_ADDRESS_RESERVE = env.integer("WPFLEET_CAPACITY_ADDRESS_RESERVE
 # which are ceilings: for a new site's room, and every site's budget. The
 # bench measured 21-22 MB per idle site with the caches dropped (containers,
 # shims, engine, kernel) with a shim a container, 17-19 MB with the lab's one
-# shim a site, and a 24 GB host thrashing at about 930 sites of 21 MB once
-# their hot files are counted: about 26 MB each. Whether a host of 17 MB
-# sites holds more before it thrashes is not measured (docs/performance.md).
+# shim a site (16.7 at 1,010 sites), and a 24 GB host thrashing at about 930
+# sites of 21 MB once their hot files are counted: about 26 MB each. With
+# one shim a site that host held 1,010 sites (at 22m), but short of page
+# cache from about 900 on, new sites twice as slow (docs/performance.md).
 WPFLEET_CAPACITY_SITE_MEMORY = env.size("WPFLEET_CAPACITY_SITE_MEMORY", "26m")
 # Memory the kernel must still have available (MemAvailable) once the new site
 # took its share: the other sites' peaks, the panel, MariaDB. The sites'
