@@ -267,7 +267,7 @@ ensure_engine() {
 			# docker.service does: after a power cut for the sites, containerd
 			# first cleans up every dead shim, one after another, and dockerd
 			# waits 15 s for it ("timeout waiting for containerd to start"):
-			# about 290 shims a start here, 2,020 after a power cut of 1,010
+			# about 270 shims a start here, 2,020 after a power cut of 1,010
 			# sites. Each start gets further through them, so only a start
 			# that cleaned up none counts against ENGINE_START_ATTEMPTS.
 			if ((starts > 0)); then
