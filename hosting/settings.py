@@ -445,6 +445,10 @@ WPFLEET_BACKUP_S3_SECRET_ACCESS_KEY = env.text("WPFLEET_BACKUP_S3_SECRET_ACCESS_
 # backups), each at its own time of day; the panel's control database too.
 WPFLEET_BACKUP_EVERY_HOURS = env.integer("WPFLEET_BACKUP_EVERY_HOURS", 24, min=0, max=24 * 31)
 WPFLEET_PANEL_BACKUP_EVERY_HOURS = env.integer("WPFLEET_PANEL_BACKUP_EVERY_HOURS", 24, min=0, max=24 * 31)
+# A site's scheduled backup that failed for good (its attempts spent within
+# minutes: an engine or a repository down for longer) is due again this many
+# minutes later, not at the site's next slot a whole period away.
+WPFLEET_BACKUP_RETRY_MINUTES = env.integer("WPFLEET_BACKUP_RETRY_MINUTES", 60, min=1, max=24 * 60)
 # The repository's maintenance (retention, forget, prune) every this many hours (0: never).
 WPFLEET_BACKUP_MAINTENANCE_EVERY_HOURS = env.integer("WPFLEET_BACKUP_MAINTENANCE_EVERY_HOURS", 24, min=0, max=24 * 31)
 # Retention (restic's keep-daily/weekly/monthly, applied per site by the

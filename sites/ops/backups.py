@@ -408,6 +408,12 @@ def next_slot(site: str, after: dt.datetime) -> dt.datetime:
     return dt.datetime.fromtimestamp(slot, tz=dt.UTC)
 
 
+def retry_scheduled(site: Site) -> None:
+    """A failed scheduled backup is due again in WPFLEET_BACKUP_RETRY_MINUTES (unless due sooner)."""
+    due = timezone.now() + dt.timedelta(minutes=settings.WPFLEET_BACKUP_RETRY_MINUTES)
+    Site.objects.filter(pk=site.pk, backup_due_at__gt=due).update(backup_due_at=due)
+
+
 def open_backup_queue_jobs() -> int:
     return Job.objects.filter(type__in=BACKUP_QUEUE_TYPES, status__in=Job.OPEN).count()
 

@@ -265,6 +265,14 @@ class BackUp(_SiteJob):
         with backup_ops.recorded(record, "backup"):
             backup_ops.take_backup(site, job.params.get("kind", Backup.Kind.MANUAL), job)
 
+    def on_final_failure(self, job: Job) -> None:
+        site = _site(job)
+        if site is None:
+            return
+        if job.params.get("kind") == Backup.Kind.SCHEDULED:
+            backup_ops.retry_scheduled(site)
+        site.release(job)
+
     def abandon(self, job: Job, record: registry.Recorder) -> None:
         """A backup builds nothing in the site; its unfinished snapshots go with the maintenance."""
         Backup.objects.filter(job=job, status=Backup.Status.RUNNING).update(

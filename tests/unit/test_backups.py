@@ -220,6 +220,36 @@ def test_the_scheduler_starts_no_more_backups_than_the_backup_workers(settings):
     assert len(sites) == 5
 
 
+@pytest.mark.parametrize(("kind", "due_again"), [("scheduled", "within the hour"), ("manual", "at its slot")])
+def test_a_backup_that_fails_for_good_makes_a_scheduled_one_due_again_within_the_hour(
+    settings, monkeypatch, kind, due_again
+):
+    from jobs import runner
+    from sites.infra.errors import InfraError
+    from sites.ops import backups as backup_ops
+
+    def engine_down(*args, **kwargs):
+        raise InfraError("docker", "connect: engine unreachable")
+
+    monkeypatch.setattr(backup_ops, "take_backup", engine_down)
+    settings.WPFLEET_BACKUP_RETRY_MINUTES = 60
+    site = active_site("alpha")
+    slot = timezone.now() + dt.timedelta(hours=23)
+    Site.objects.filter(pk=site.pk).update(backup_due_at=slot)
+    job = site.open_job(Site.JobType.BACKUP, params={"kind": kind})
+    Job.objects.filter(pk=job.pk).update(attempts=job.max_attempts - 1)  # its last attempt
+
+    assert runner.run_job(job.pk) == "failed"
+
+    site.refresh_from_db()
+    assert Job.objects.get(pk=job.pk).status == Job.Status.FAILED and site.current_job_id is None
+    if due_again == "within the hour":
+        left = site.backup_due_at - timezone.now()
+        assert dt.timedelta(minutes=59) < left <= dt.timedelta(minutes=60)
+    else:
+        assert site.backup_due_at == slot
+
+
 def test_backups_and_restores_go_to_the_backups_cluster_and_provisioning_to_the_main_one(api):
     from django_q.models import OrmQ
 
