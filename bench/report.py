@@ -1330,6 +1330,28 @@ def _scale_idle_cpu_lines(levels: list[dict]) -> list[str]:
     ]
 
 
+def _scale_pressure_lines(levels: list[dict]) -> list[str]:
+    """Each level's memory pressure while its POST→ACTIVE samples ran (older runs did not read it)."""
+    rows = []
+    for lv in levels:
+        p = lv.get("samples_memory_pressure")
+        if not p:
+            continue
+        rows.append(
+            f"{lv['existing']:,} sites: some {p.get('some_share', 0) * 100:.1f} %, full "
+            f"{p.get('full_share', 0) * 100:.1f} % of {p.get('window_s')} s, {p.get('refaults_per_s')} "
+            f"refaults/s, {p.get('major_faults_per_s')} major faults/s"
+        )
+    if not rows:
+        return []
+    return [
+        "Memory pressure while the POST→ACTIVE samples ran (`/proc/pressure/memory`: the share of the time some "
+        "task, and every task, waited on memory; `workingset_refault_file`: evicted file pages read again; "
+        "`pgmajfault`): " + "; ".join(rows) + ".",
+        "",
+    ]
+
+
 def _scale_markdown(section: dict) -> list[str]:
     levels = section.get("levels", [])
     if not levels:
@@ -1406,7 +1428,7 @@ def _scale_markdown(section: dict) -> list[str]:
         + ".",
         "",
     ]
-    md += _scale_memory_lines(levels) + _scale_idle_cpu_lines(levels)
+    md += _scale_memory_lines(levels) + _scale_idle_cpu_lines(levels) + _scale_pressure_lines(levels)
     if section.get("levels_skipped"):
         md += [f"Levels not reached: {', '.join(str(x) for x in section['levels_skipped'])}.", ""]
     stopped = section.get("stopped")

@@ -19,7 +19,10 @@ at 0, N/4, N/2 and N existing sites (``Plan.scale_levels``), measures:
   (``idle_cpu``): what the samples compete with;
 - POST→ACTIVE of a new site, 10 (QUICK: 3) one at a time
   (``measure.provision_sequential``); they stay and count toward the fill;
-  at level 0, one warm-up site first, not counted;
+  at level 0, one warm-up site first, not counted; the host's memory
+  pressure meanwhile (``samples_memory_pressure``: the share of the time
+  /proc/pressure/memory says some task and every task waited on memory,
+  evicted file pages read again and major faults a second);
 - page views: every site asked for ``/`` through Caddy (HTTPS, the lab's
   CA checked), 16 at a time;
 - host memory: then ``sync``, ``echo 3 > /proc/sys/vm/drop_caches``, 10 s,
@@ -92,6 +95,7 @@ CGROUPS = Path("/proc/cgroups")
 ZONEINFO = Path("/proc/zoneinfo")
 SOCKSTAT = Path("/proc/net/sockstat")
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+PRESSURE = Path("/proc/pressure/memory")
 # cgroup v1, the cgroupfs driver: one directory per container, named by its id.
 CPUACCT_DOCKER = Path("/sys/fs/cgroup/cpuacct/docker")
 MB_KB = 1024
@@ -244,6 +248,44 @@ def _vmstat(*keys: str) -> dict[str, int]:
         if key in keys:
             out[key] = int(value)
     return out
+
+
+def _pressure_stalls() -> dict[str, int]:
+    """/proc/pressure/memory's totals: µs some task (``some``) and every task (``full``) waited on memory."""
+    out = {}
+    for line in PRESSURE.read_text().splitlines():
+        kind, *fields = line.split()
+        out[kind] = int(dict(field.split("=") for field in fields)["total"])
+    return out
+
+
+def memory_pressure_since(before: dict) -> dict:
+    """What the host's memory made others wait since ``before`` (a reading of ``memory_pressure_now``)."""
+    now = memory_pressure_now()
+    window = now["at"] - before["at"]
+    if window <= 0:
+        return {}
+    out: dict = {"window_s": round(window, 1)}
+    for kind in ("some", "full"):
+        if kind in now["stalls"] and kind in before["stalls"]:
+            out[f"{kind}_share"] = round((now["stalls"][kind] - before["stalls"][kind]) / 1e6 / window, 4)
+    for key, name in (("workingset_refault_file", "refaults_per_s"), ("pgmajfault", "major_faults_per_s")):
+        if key in now["vmstat"] and key in before["vmstat"]:
+            out[name] = round((now["vmstat"][key] - before["vmstat"][key]) / window, 1)
+    return out
+
+
+def memory_pressure_now() -> dict:
+    """A reading to measure a window from: PSI's stall totals (none on a kernel without PSI), refaults."""
+    try:
+        stalls = _pressure_stalls()
+    except (OSError, ValueError, KeyError):
+        stalls = {}
+    return {
+        "at": time.monotonic(),
+        "stalls": stalls,
+        "vmstat": _vmstat("workingset_refault_file", "pgmajfault"),
+    }
 
 
 def _memory_cgroups() -> int | None:
@@ -727,7 +769,10 @@ class Scale:
             out["warmup"] = self.samples(level, n=1)
         # The samples before the page views and the memory reading (which drops
         # the page cache): otherwise those are what the samples compete with.
+        pressure = memory_pressure_now()
         samples = self.samples(level)
+        # Whether the samples waited on memory (the page cache their hot files need), not only on CPU.
+        out["samples_memory_pressure"] = memory_pressure_since(pressure)
         summary = measure.summarize(samples)
         out["post_to_active"] = summary["post_to_active_s"]
         out["summary"] = summary
@@ -911,6 +956,7 @@ def level_line(lv: dict) -> str:
         f"per site {lv.get('memory_per_site_mb')} MB, "
         f"idle CPU {lv.get('idle_cpu', {}).get('busy_s')} s in {lv.get('idle_cpu', {}).get('window_s')} s, "
         f"pages {views.get('ok')}/{views.get('n')} ok, "
+        f"memory pressure full {lv.get('samples_memory_pressure', {}).get('full_share')} of the samples' time, "
         f"GET list p50 {lv.get('api', {}).get('list', {}).get('latency_s', {}).get('p50')} s"
     )
 
