@@ -267,11 +267,9 @@ class BackUp(_SiteJob):
 
     def on_final_failure(self, job: Job) -> None:
         site = _site(job)
-        if site is None:
-            return
-        if job.params.get("kind") == Backup.Kind.SCHEDULED:
+        if site is not None and job.params.get("kind") == Backup.Kind.SCHEDULED:
             backup_ops.retry_scheduled(site)
-        site.release(job)
+        super().on_final_failure(job)
 
     def abandon(self, job: Job, record: registry.Recorder) -> None:
         """A backup builds nothing in the site; its unfinished snapshots go with the maintenance."""
