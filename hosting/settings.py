@@ -371,6 +371,8 @@ WPFLEET_PHP_EXECUTION_MAX_SECONDS = env.integer("WPFLEET_PHP_EXECUTION_MAX_SECON
 WPFLEET_QUOTA_ROOT = env.text("WPFLEET_QUOTA_ROOT", "", allow_empty=True)
 if WPFLEET_QUOTA_ROOT and not WPFLEET_QUOTA_ROOT.startswith("/"):
     raise ImproperlyConfigured(f"WPFLEET_QUOTA_ROOT={WPFLEET_QUOTA_ROOT!r} must be an absolute path or empty")
+if any(c in WPFLEET_QUOTA_ROOT for c in ",:="):  # a site's /tmp is an overlay: its mount options list these paths
+    raise ImproperlyConfigured(f"WPFLEET_QUOTA_ROOT={WPFLEET_QUOTA_ROOT!r} may not contain ',', ':' or '='")
 WPFLEET_DISK_QUOTA = env.size("WPFLEET_DISK_QUOTA", "2g")
 WPFLEET_DISK_QUOTA_MAX = env.size("WPFLEET_DISK_QUOTA_MAX", "200g")
 if WPFLEET_DISK_QUOTA > WPFLEET_DISK_QUOTA_MAX:

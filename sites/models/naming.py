@@ -34,6 +34,13 @@ class SiteNames:
         return f"wpcache_{self.site}"
 
     @property
+    def tmp_volume(self) -> str:
+        # The PHP container's /tmp on a host with disk quotas: the site's tmp/
+        # over the image's compiled WordPress, shared by every site
+        # (sites.provisioning.steps.VolumeStep).
+        return f"wptmp_{self.site}"
+
+    @property
     def legacy_network(self) -> str:
         # The network a site's PHP-FPM and nginx shared before PHP joined its
         # nginx's network namespace (sites.provisioning.steps.PhpStep): removed

@@ -107,6 +107,18 @@ def cleanup(*, dry_run: bool = False, sites: list[Site] | None = None, include_o
     return report
 
 
+def _quota_directory(options: dict) -> str:
+    """The directory a volume's local driver options put its data in: a bind's device, an overlay's upper layer; else ""."""
+    if options.get("o") == "bind":
+        return options.get("device") or ""
+    if options.get("type") == "overlay":
+        for option in (options.get("o") or "").split(","):
+            key, _, value = option.partition("=")
+            if key == "upperdir":
+                return value
+    return ""
+
+
 def remove_emptied_volumes(infra: Infra, volumes: Iterable | None = None) -> list[str]:
     """Remove this owner's volumes that a deleted site left bound to its removed quota directory; returns their names.
 
@@ -115,7 +127,8 @@ def remove_emptied_volumes(infra: Infra, volumes: Iterable | None = None) -> lis
     refuses the first until it restarts: the delete goes on, and what stays
     is a name bound to a directory that no longer exists. Only such a volume
     qualifies here: ours, of a site without a row, a bind of one of that
-    site's quota directories (QUOTA_DIRS) that is gone from the mounted quota
+    site's quota directories (QUOTA_DIRS; for an overlay, its upper
+    layer) that is gone from the mounted quota
     filesystem. Nothing with data in it can match. One the engine still
     refuses is left for the next pass. ``volumes``: this owner's, as listed
     (a reconciler pass has them); none: listed here.
@@ -129,9 +142,9 @@ def remove_emptied_volumes(infra: Infra, volumes: Iterable | None = None) -> lis
         attrs = getattr(volume, "attrs", None) or {}
         options = attrs.get("Options") or {}
         site = (attrs.get("Labels") or {}).get("wpfleet.site") or ""
-        if not is_valid_name(site) or options.get("o") != "bind":
+        if not is_valid_name(site):
             continue
-        directory, _, part = (options.get("device") or "").rpartition("/")
+        directory, _, part = _quota_directory(options).rpartition("/")
         if part in QUOTA_DIRS and directory == quotas.path(site) and not os.path.lexists(f"{directory}/{part}"):
             emptied.setdefault(site, []).append(volume.name)
     if not emptied:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -80,8 +82,12 @@ def test_site_resources_follow_the_seed(make_site, infra):
     }
     assert (names.volume, "/var/www/html", True) in mounts[names.php]
     if settings.WPFLEET_QUOTA_ROOT:
-        # PHP's /tmp is the site's, inside its quota, like its files and its page cache.
-        assert (f"{settings.WPFLEET_QUOTA_ROOT}/{site.name}/tmp", "/tmp", True) in mounts[names.php]
+        # PHP's /tmp is the site's, inside its quota, like its files and its page cache:
+        # its tmp/, the upper layer of an overlay over the image's compiled WordPress.
+        assert (names.tmp_volume, "/tmp", True) in mounts[names.php]
+        layers = dict(o.split("=", 1) for o in infra.docker.volume(names.tmp_volume).attrs["Options"]["o"].split(","))
+        assert layers["upperdir"] == f"{settings.WPFLEET_QUOTA_ROOT}/{site.name}/tmp"
+        assert layers["workdir"] == f"{settings.WPFLEET_QUOTA_ROOT}/{site.name}/work"
         for volume in (names.volume, names.cache_volume):
             options = infra.docker.volume(volume).attrs["Options"]
             assert options["device"].startswith(f"{settings.WPFLEET_QUOTA_ROOT}/{site.name}/"), options
@@ -108,6 +114,48 @@ def test_site_resources_follow_the_seed(make_site, infra):
     aliases = nginx.attrs["NetworkSettings"]["Networks"][backend]["Aliases"]
     assert f"{site.domain}.wpfleet.invalid" in aliases
     assert infra.caddy.routes()[site.domain] == site.name
+
+
+def lower_layer(infra, site: Site) -> str:
+    options = infra.docker.volume(site.names.tmp_volume).attrs["Options"]["o"]
+    return dict(o.split("=", 1) for o in options.split(","))["lowerdir"]
+
+
+def digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(
+    not (settings.WPFLEET_QUOTA_ROOT and settings.WPFLEET_PHP_SEED_FROM and settings.WPFLEET_PHP_OPCACHE == "file"),
+    reason="the compiled core is shared on a host with quotas and opcache's file cache",
+)
+def test_sites_read_one_shared_compiled_wordpress_that_none_of_them_can_change(make_site, infra):
+    first, second = make_site(), make_site()
+    for site in (first, second):
+        assert site.status == Site.Status.ACTIVE, site.last_job.error
+        assert fetch(site.name).status_code == 200
+    shared = lower_layer(infra, first)
+    assert lower_layer(infra, second) == shared
+    # WordPress's bootstrap, compiled: where PHP looks for it (/tmp/<system id>/<path>.bin).
+    code, found = infra.docker.exec(first.names.php, ["sh", "-c", "ls -d /tmp/*/var/www/html/wp-settings.php.bin"])
+    assert code == 0, found
+    compiled = found.strip().removeprefix("/tmp/")
+    before = digest(f"{shared}/{compiled}")
+    quota_root = settings.WPFLEET_QUOTA_ROOT
+    for site in (first, second):
+        # Served from the shared layer: no site holds a copy of its own.
+        assert not Path(f"{quota_root}/{site.name}/tmp/{compiled}").exists()
+
+    # The first site's PHP overwrites its compiled bootstrap: a copy of its own, in its own tmp/ (its quota).
+    code, output = infra.docker.exec(first.names.php, ["sh", "-c", f"echo tampered > /tmp/{compiled}"], user="www-data")
+    assert code == 0, output
+    assert Path(f"{quota_root}/{first.name}/tmp/{compiled}").read_text() == "tampered\n"
+    assert digest(f"{shared}/{compiled}") == before
+    assert not Path(f"{quota_root}/{second.name}/tmp/{compiled}").exists()
+    # Opcache refuses the damaged copy and compiles again; both sites' PHP serves (no page cache for the login).
+    for site in (first, second):
+        answer = fetch(site.name, "/wp-login.php")
+        assert answer.status_code == 200 and "user_login" in answer.text
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from django.conf import settings
 from sites.models import Site
 from sites.ops.reconcile import reconcile_all
 from sites.provisioning.handlers import site_context
-from sites.provisioning.steps import PHP_TMPFS, WWW_DATA, php_environment, php_mounts, quota_dir
+from sites.provisioning.steps import PHP_TMPFS, WWW_DATA, php_environment, php_mounts, php_tmp
 from sites.provisioning.templates import php_ini, php_pool_config
 from sites.services import change_settings, resume_site, suspend_site
 from tests.integration.conftest import fetch
@@ -49,7 +49,7 @@ def make_it_the_older_shape(infra, site: Site) -> None:
         name=n.php,
         labels=n.labels("php"),
         environment=php_environment(n),
-        mounts=php_mounts(n, quota_dir(ctx, "tmp")),
+        mounts=php_mounts(n, php_tmp(ctx)),
         tmpfs=dict(PHP_TMPFS),
         network=n.legacy_network,
         hostname=n.php,

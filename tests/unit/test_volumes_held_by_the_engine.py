@@ -134,6 +134,13 @@ def bound(site: str, part: str, quotas: FakeQuotas, owner: str, role: str = "vol
     return FakeVolume(name, labels, {"type": "none", "o": "bind", "device": f"{quotas.path(site)}/{part}"})
 
 
+def overlaid(site: str, quotas: FakeQuotas, owner: str) -> FakeVolume:
+    labels = {"wpfleet.owner": owner, "wpfleet.site": site, "wpfleet.role": "tmp"}
+    base = quotas.path(site)
+    layers = f"lowerdir={quotas.path('.wpfleet-templates')}/opcache-x,upperdir={base}/tmp,workdir={base}/work"
+    return FakeVolume("wptmp_" + site, labels, {"type": "overlay", "device": "overlay", "o": layers})
+
+
 def test_a_delete_whose_volumes_the_engine_holds_still_deletes_the_sites_data_and_says_what_stayed(tmp_path, settings):
     quotas = FakeQuotas(str(tmp_path))
     for part in ("files", "cache", "tmp"):
@@ -171,6 +178,7 @@ def test_the_reconciler_removes_only_volumes_of_deleted_sites_bound_to_a_quota_d
     volumes = [
         bound("gone", "files", quotas, owner),
         bound("gone", "cache", quotas, owner, "cache"),
+        overlaid("gone", quotas, owner),  # its PHP's /tmp: an overlay whose upper layer was its tmp/
         bound("alive", "files", quotas, owner),  # a row: a site being built has its directory made first
         bound("kept", "files", quotas, owner),
         FakeVolume("wp_plain", {"wpfleet.owner": owner, "wpfleet.site": "plain"}),  # data in the volume itself
@@ -182,7 +190,7 @@ def test_the_reconciler_removes_only_volumes_of_deleted_sites_bound_to_a_quota_d
     ]
     engine = FakeEngine(volumes)
 
-    assert remove_emptied_volumes(infra_with(engine, quotas)) == ["wp_gone", "wpcache_gone"]
+    assert remove_emptied_volumes(infra_with(engine, quotas)) == ["wp_gone", "wpcache_gone", "wptmp_gone"]
     assert sorted(engine.volumes) == ["wp_alive", "wp_kept", "wp_odd", "wp_plain"]
 
 
