@@ -34,7 +34,7 @@ from jobs.models import Job
 from sites.models import Site
 from sites.models.validation import NAME_RULE
 from tests.conftest import unique_name
-from tests.integration.conftest import force_remove, leftovers
+from tests.integration.conftest import SHARED_COMPILED_CORE, force_remove, leftovers
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -265,9 +265,10 @@ def test_an_operator_adds_a_site_watches_it_go_live_visits_it_and_deletes_it(
         resources = page.locator("table.wpf-resources")
         expect(resources).to_be_visible()
         # database, account, volume, page cache volume, two containers, server
-        # block, WordPress install, Caddy route, and the quota directory on a
-        # host with quotas: all present and ours.
-        expected = 10 if settings.WPFLEET_QUOTA_ROOT else 9
+        # block, WordPress install, Caddy route, and on a host with quotas the
+        # quota directory (and PHP's /tmp volume over the shared compiled
+        # WordPress): all present and ours.
+        expected = 9 + bool(settings.WPFLEET_QUOTA_ROOT) + SHARED_COMPILED_CORE
         assert resources.locator("tr.wpf-health-ok").count() == expected, resources.inner_text()
         assert resources.locator("tbody tr").count() == expected, resources.inner_text()
         job = Job.objects.get(subject_name=name, type=Site.JobType.PROVISION)

@@ -28,6 +28,11 @@ from sites.services import create_site
 from tests.conftest import unique_name
 
 REPO = Path(__file__).resolve().parents[2]
+# Whether a site's PHP /tmp is the overlay wptmp_<name> over the compiled WordPress every site
+# shares (sites.provisioning.steps.shares_compiled_core): one volume more a site.
+SHARED_COMPILED_CORE = bool(
+    settings.WPFLEET_QUOTA_ROOT and settings.WPFLEET_PHP_SEED_FROM and settings.WPFLEET_PHP_OPCACHE == "file"
+)
 
 
 @pytest.fixture(scope="session")

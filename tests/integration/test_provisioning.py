@@ -18,7 +18,7 @@ from sites.provisioning.steps import STEP_NAMES
 from sites.provisioning.templates import PAGE_CACHE_MOUNT
 from sites.services import delete_site
 from tests.conftest import unique_name
-from tests.integration.conftest import fetch, leftovers, wait_for
+from tests.integration.conftest import SHARED_COMPILED_CORE, fetch, leftovers, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -126,8 +126,7 @@ def digest(path: str) -> str:
 
 
 @pytest.mark.skipif(
-    not (settings.WPFLEET_QUOTA_ROOT and settings.WPFLEET_PHP_SEED_FROM and settings.WPFLEET_PHP_OPCACHE == "file"),
-    reason="the compiled core is shared on a host with quotas and opcache's file cache",
+    not SHARED_COMPILED_CORE, reason="the compiled core is shared on a host with quotas and opcache's file cache"
 )
 def test_sites_read_one_shared_compiled_wordpress_that_none_of_them_can_change(make_site, infra):
     first, second = make_site(), make_site()

@@ -25,6 +25,7 @@ from sites.provisioning.steps import OK, PROVISION_STEPS, STEP_NAMES, Context, V
 from sites.services import create_site, delete_site
 from tests.conftest import unique_name
 from tests.integration.conftest import (
+    SHARED_COMPILED_CORE,
     fetch,
     force_remove,
     leftovers,
@@ -105,7 +106,7 @@ def assert_one_set_of_resources(infra, name: str) -> None:
     }
     assert owned == {
         "container": sorted([n.nginx, n.php]),
-        "volume": sorted([n.cache_volume, n.volume]),
+        "volume": sorted([n.cache_volume, n.volume, *([n.tmp_volume] if SHARED_COMPILED_CORE else [])]),
         "network": [],
     }
     assert sorted(host for host, site in infra.caddy.routes().items() if site == name) == [n.domain]
