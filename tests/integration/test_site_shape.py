@@ -16,10 +16,10 @@ from django.conf import settings
 from sites.models import Site
 from sites.ops.reconcile import reconcile_all
 from sites.provisioning.handlers import site_context
-from sites.provisioning.steps import PHP_TMPFS, WWW_DATA, php_environment, php_mounts, php_tmp
+from sites.provisioning.steps import PHP_TMPFS, WWW_DATA, PhpStep, php_environment, php_mounts, php_tmp
 from sites.provisioning.templates import php_ini, php_pool_config
 from sites.services import change_settings, resume_site, suspend_site
-from tests.integration.conftest import fetch
+from tests.integration.conftest import SHARED_COMPILED_CORE, fetch, wait_for
 from tests.integration.test_day_two import run
 
 pytestmark = pytest.mark.integration
@@ -126,6 +126,48 @@ def test_php_rejoins_its_nginx_after_nginx_alone_restarted(make_site, infra, set
     assert any(f"started before {site.names.nginx} last did" in line for line in repaired[site.name]), repaired
     assert fetch(site.name, "/?s=anything", timeout=10).status_code == 200
     assert reconcile_all(infra) == {}, "nothing left to repair"
+
+
+def tmp_of(container) -> tuple[str, str]:
+    """How the container's /tmp is mounted: ("bind", the host's directory) or ("volume", its name)."""
+    container.reload()
+    mount = next(m for m in container.attrs["Mounts"] if m["Destination"] == "/tmp")
+    return mount["Type"], mount.get("Name") or mount["Source"]
+
+
+def php_serves(site: Site) -> bool:
+    answer = fetch(site.name, "/wp-login.php", timeout=10)  # never from the page cache: PHP answers
+    return answer.status_code == 200 and "user_login" in answer.text
+
+
+@pytest.mark.skipif(
+    not SHARED_COMPILED_CORE, reason="the compiled core is shared on a host with quotas and opcache's file cache"
+)
+def test_a_site_made_before_the_shared_compiled_core_gets_its_overlay_from_a_pass_and_uses_it_from_its_next_php(
+    make_site, infra, settings
+):
+    settings.WPFLEET_RECONCILE_DEEP_CHECKS = 0
+    site = make_site()
+    n, docker = site.names, infra.docker
+    reconcile_all(infra)
+    # As such a site was: no overlay volume, its PHP's /tmp the site's tmp/ itself.
+    docker.remove_container(n.php, n.labels("php"))
+    assert docker.remove_volume(n.tmp_volume, n.labels("tmp")) is None
+    PhpStep().apply(site_context(site, infra))
+    assert tmp_of(docker.container(n.php)) == ("bind", f"{settings.WPFLEET_QUOTA_ROOT}/{site.name}/tmp")
+    wait_for(lambda: php_serves(site), timeout=30, interval=1, message=f"{site.name}'s new PHP to answer")
+
+    repaired = reconcile_all(infra)
+
+    assert any(n.tmp_volume in line for line in repaired[site.name]), repaired
+    assert docker.volume(n.tmp_volume) is not None
+    assert tmp_of(docker.container(n.php))[0] == "bind", "a running PHP keeps its mounts"
+    assert php_serves(site)
+    assert reconcile_all(infra) == {}, "nothing left to repair"
+    # Its next PHP container (here a PHP switch) mounts the overlay.
+    run(change_settings(Site.objects.get(pk=site.pk), {"php_version": "8.4"}))
+    assert tmp_of(docker.container(n.php)) == ("volume", n.tmp_volume)
+    assert php_serves(site)
 
 
 def shim_of(container) -> int:
