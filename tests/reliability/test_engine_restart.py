@@ -200,7 +200,7 @@ def test_a_site_deleted_after_a_live_restore_leaves_nothing_once_the_engine_has_
         assert finished.status == Job.Status.DONE, finished.error
         held = sorted(r.name for r in observe_site(site.name, infra) if r.exists)
         # On an engine with moby#45754 nothing would stay: then this test has nothing left to prove.
-        # (The PHP's /tmp volume, an overlay the engine mounts itself, is let go: seen on 20.10.24.)
+        # (The PHP's /tmp volume, an overlay, is not among them: 20.10.24 let it go at once.)
         assert held == [site.names.volume, site.names.cache_volume], "the engine let go of the volumes at once"
         assert infra.quotas is not None, "the lab has disk quotas: volumes bind quota directories"
         assert not os.path.lexists(infra.quotas.path(site.name)), "the site's data outlived its delete"
