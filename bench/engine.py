@@ -25,11 +25,12 @@ At each level (pairs existing), with nothing else being created:
   volumes), an exec in the second, a put_archive of one small file into it,
   then remove the pair and its volumes; each call's wall time.
 
-With ``--stand-in-mounts N``, one more level follows the last: every pair
-removed, N bind mounts of the probe's own directory (lines as long on
-average as the pairs' were) stand in for the mount table alone, and the
-same samples are taken. It tells the mount table's share of the slowdown
-from that of the containers themselves (their shims, the engine's records).
+With ``--stand-in PAIRS``, one more level follows the last: every pair
+removed, the mount table of PAIRS pairs made without a container (per pair
+three overlays, two bind mounts and an nsfs mount, their paths and options
+as long as the engine's, on a private tmpfs: ``StandInMounts``), and the
+same samples taken. It tells the mount table's share of the slowdown from
+that of the containers themselves (their shims, the engine's records).
 
 Everything it makes is labelled ``wpfleet-engine-probe=1`` and removed at the
 end (and at the start, if a previous run was killed). It needs the engine
@@ -52,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import config
-from bench.environment import git_info, machine_info
+from bench.environment import git_info, machine_info, setup_django
 from bench.stats import dist
 
 LABEL = {"wpfleet-engine-probe": "1"}
@@ -211,27 +212,55 @@ class Probe:
 
 
 class StandInMounts:
-    """N bind mounts on a private tmpfs of the probe's: the host's mount table grown without a container."""
+    """The mount table of ``pairs`` pairs without a container: a private tmpfs of the probe's, under it per pair
+    three overlays (two as a container's root, one as the PHP ``/tmp`` volume), two bind mounts (the
+    files and page cache volumes) and one nsfs mount (a network namespace, as the engine keeps one per
+    sandbox), their paths and options as long as the engine's."""
 
-    def __init__(self, root: Path, count: int, line_bytes: int):
+    def __init__(self, root: Path, pairs: int):
         self.base = root / "mounts"
-        self.count = count
-        # A bind mount's line names its path twice (root and mount point).
-        self.pad = max(1, (line_bytes - 120) // 2 - len(str(self.base)) - 8)
+        self.pairs = pairs
+
+    def _overlay(self, pair: int, index: int, layers: int) -> None:
+        # As /var/lib/docker/overlay2/<64 hex>/merged over l/<26>:... (the engine's short layer links).
+        layer = self.base / f"{pair:08d}{index:02d}".ljust(64, "0")
+        links = [self.base / "l" / f"{pair:08d}{index:02d}{n:02d}".ljust(26, "L") for n in range(layers)]
+        for path in (layer / "diff", layer / "work", layer / "merged", *links):
+            path.mkdir(parents=True)
+        options = f"lowerdir={':'.join(map(str, links))},upperdir={layer / 'diff'},workdir={layer / 'work'}"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(layer / "merged")], check=True)
+
+    def _bind(self, pair: int, kind: str) -> None:
+        # As /var/lib/docker/volumes/<kind>_<site>/_data bound from the quota root's <site>/<kind>.
+        source = self.base / "quota" / f"{pair:08d}x" / kind
+        target = self.base / "volumes" / f"{kind}_{pair:08d}x" / "_data"
+        source.mkdir(parents=True)
+        target.mkdir(parents=True)
+        subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+
+    def _nsfs(self, pair: int) -> None:
+        # As /run/docker/netns/<12 hex>: this process's network namespace, bound to a file.
+        target = self.base / "netns" / f"{pair:012x}"
+        target.parent.mkdir(exist_ok=True)
+        target.touch()
+        subprocess.run(["mount", "--bind", "/proc/self/ns/net", str(target)], check=True)
 
     def __enter__(self) -> StandInMounts:
         self.base.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "engine-probe", str(self.base)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "engine-probe", str(self.base)], check=True)
         # Private: nothing mounted under it propagates anywhere.
         subprocess.run(["mount", "--make-private", str(self.base)], check=True)
-        for index in range(self.count):
-            path = self.base / f"{index:06d}{'x' * self.pad}"
-            path.mkdir()
-            subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+        for pair in range(self.pairs):
+            self._overlay(pair, 0, 2)  # the first container's root: the image's layer and the init layer
+            self._overlay(pair, 1, 2)  # the second's
+            self._overlay(pair, 2, 1)  # the PHP /tmp volume
+            self._bind(pair, "files")
+            self._bind(pair, "cache")
+            self._nsfs(pair)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # Lazily and recursively: the tmpfs and every bind under it.
+        # Lazily and recursively: the tmpfs and every mount under it.
         subprocess.run(["umount", "-R", "-l", str(self.base)], check=False)
 
 
@@ -311,13 +340,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--cpu-window", type=float, default=30.0)
     parser.add_argument(
-        "--stand-in-mounts", type=int, default=0, metavar="N", help="a last level: no pair, N bind mounts instead"
+        "--stand-in",
+        type=int,
+        default=0,
+        metavar="PAIRS",
+        help="a last level: no pair, the mount table of PAIRS pairs instead",
     )
     parser.add_argument("--out", type=Path, default=config.REPO / "bench" / "results" / "engine")
     args = parser.parse_args(argv)
     levels = sorted({int(x) for x in args.levels.split(",")})
     if levels[-1] > PER_NETWORK * (len(SUBNETS) - 1):
         parser.error(f"at most {PER_NETWORK * (len(SUBNETS) - 1)} pairs")
+    setup_django()  # (machine_info asks the engine through wpfleet's adapter)
     probe = Probe(Path(tempfile.gettempdir()) / "wpfleet-engine-probe")
     probe.clean()
     result: dict = {
@@ -352,16 +386,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"remove {t['remove_pair']['p50']}; pair total {row['pair_total_p50']} s",
                 flush=True,
             )
-        if args.stand_in_mounts:
-            last = result["levels"][-1]["mount_table"]
-            line_bytes = last["bytes"] // max(1, last["lines"])
+        if args.stand_in:
             probe.clean()
             probe.ensure_networks(0)
-            with StandInMounts(probe.root, args.stand_in_mounts, line_bytes):
+            with StandInMounts(probe.root, args.stand_in):
                 time.sleep(5)
                 row = {
                     "pairs": 0,
-                    "stand_in_mounts": args.stand_in_mounts,
+                    "stand_in_pairs": args.stand_in,
                     "mount_table": mount_table(),
                     "shims": shim_cpu(args.cpu_window),
                 }
@@ -369,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             result["levels"].append(row)
             t = row["timings"]
             print(
-                f"engine: 0 pairs, {args.stand_in_mounts} stand-in mounts: mountinfo {row['mount_table']['lines']} "
+                f"engine: 0 pairs, the mounts of {args.stand_in}: mountinfo {row['mount_table']['lines']} "
                 f"lines, {row['mount_table']['bytes'] // 1024} KiB, {row['mount_table']['read_ms']} ms a read; "
                 f"p50 start_a {t['start_a']['p50']}, start_b {t['start_b']['p50']}, exec {t['exec']['p50']}, "
                 f"put_archive {t['put_archive']['p50']}, remove {t['remove_pair']['p50']}; "
