@@ -211,15 +211,24 @@ class Probe:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+# A site's mounts on the host, as a pair has them: two container roots, the
+# PHP /tmp overlay volume, the files and page cache bind volumes, the sandbox's
+# network namespace. --stand-in-shape takes a subset: what another layout of
+# a site would leave on the host.
+SHAPE = ("root", "root", "tmp", "files", "cache", "netns")
+KINDS = {"root", "tmp", "files", "cache", "netns"}
+
+
 class StandInMounts:
     """The mount table of ``pairs`` pairs without a container: a private tmpfs of the probe's, under it per pair
     three overlays (two as a container's root, one as the PHP ``/tmp`` volume), two bind mounts (the
     files and page cache volumes) and one nsfs mount (a network namespace, as the engine keeps one per
     sandbox), their paths and options as long as the engine's."""
 
-    def __init__(self, root: Path, pairs: int):
+    def __init__(self, root: Path, pairs: int, shape: tuple[str, ...] = SHAPE):
         self.base = root / "mounts"
         self.pairs = pairs
+        self.shape = shape
 
     def _overlay(self, pair: int, index: int, layers: int) -> None:
         # As /var/lib/docker/overlay2/<64 hex>/merged over l/<26>:... (the engine's short layer links).
@@ -251,12 +260,15 @@ class StandInMounts:
         # Private: nothing mounted under it propagates anywhere.
         subprocess.run(["mount", "--make-private", str(self.base)], check=True)
         for pair in range(self.pairs):
-            self._overlay(pair, 0, 2)  # the first container's root: the image's layer and the init layer
-            self._overlay(pair, 1, 2)  # the second's
-            self._overlay(pair, 2, 1)  # the PHP /tmp volume
-            self._bind(pair, "files")
-            self._bind(pair, "cache")
-            self._nsfs(pair)
+            for index, kind in enumerate(self.shape):
+                if kind == "root":  # a container's root: the image's layer and the init layer
+                    self._overlay(pair, index, 2)
+                elif kind == "tmp":  # the PHP /tmp volume
+                    self._overlay(pair, index, 1)
+                elif kind == "netns":
+                    self._nsfs(pair)
+                else:
+                    self._bind(pair, kind)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -346,9 +358,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PAIRS",
         help="a last level: no pair, the mount table of PAIRS pairs instead",
     )
+    parser.add_argument(
+        "--stand-in-shape",
+        default=",".join(SHAPE),
+        help=f"the mounts a stand-in pair has on the host (default {','.join(SHAPE)}; each at most once but root)",
+    )
     parser.add_argument("--out", type=Path, default=config.REPO / "bench" / "results" / "engine")
     args = parser.parse_args(argv)
     levels = sorted({int(x) for x in args.levels.split(",")})
+    shape = tuple(kind.strip() for kind in args.stand_in_shape.split(",") if kind.strip())
+    if not shape or set(shape) - KINDS or any(shape.count(k) > 1 for k in shape if k != "root"):
+        parser.error(f"--stand-in-shape: kinds among {', '.join(sorted(KINDS))}, each at most once but root")
     if levels[-1] > PER_NETWORK * (len(SUBNETS) - 1):
         parser.error(f"at most {PER_NETWORK * (len(SUBNETS) - 1)} pairs")
     setup_django()  # (machine_info asks the engine through wpfleet's adapter)
@@ -389,11 +409,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.stand_in:
             probe.clean()
             probe.ensure_networks(0)
-            with StandInMounts(probe.root, args.stand_in):
+            with StandInMounts(probe.root, args.stand_in, shape):
                 time.sleep(5)
                 row = {
                     "pairs": 0,
                     "stand_in_pairs": args.stand_in,
+                    "stand_in_shape": list(shape),
                     "mount_table": mount_table(),
                     "shims": shim_cpu(args.cpu_window),
                 }
@@ -401,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             result["levels"].append(row)
             t = row["timings"]
             print(
-                f"engine: 0 pairs, the mounts of {args.stand_in}: mountinfo {row['mount_table']['lines']} "
+                f"engine: 0 pairs, the mounts of {args.stand_in} ({','.join(shape)}): mountinfo {row['mount_table']['lines']} "
                 f"lines, {row['mount_table']['bytes'] // 1024} KiB, {row['mount_table']['read_ms']} ms a read; "
                 f"p50 start_a {t['start_a']['p50']}, start_b {t['start_b']['p50']}, exec {t['exec']['p50']}, "
                 f"put_archive {t['put_archive']['p50']}, remove {t['remove_pair']['p50']}; "
