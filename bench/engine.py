@@ -31,6 +31,8 @@ three overlays, two bind mounts and an nsfs mount, their paths and options
 as long as the engine's, on a private tmpfs: ``StandInMounts``), and the
 same samples taken. It tells the mount table's share of the slowdown from
 that of the containers themselves (their shims, the engine's records).
+``--stand-in-shape`` picks which of those mounts a stand-in pair has: what
+another layout of a site would leave on the host.
 
 Everything it makes is labelled ``wpfleet-engine-probe=1`` and removed at the
 end (and at the start, if a previous run was killed). It needs the engine
