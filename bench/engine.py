@@ -43,12 +43,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import io
 import json
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +55,7 @@ from typing import Any
 from bench import config
 from bench.environment import git_info, machine_info, setup_django
 from bench.stats import dist
+from sites.infra.docker_host import tar_of
 
 LABEL = {"wpfleet-engine-probe": "1"}
 IMAGE = "wpfleet-lab/base:bookworm"
@@ -69,15 +68,6 @@ def _client():
     import docker
 
     return docker.from_env(timeout=600)
-
-
-def _tar_one(name: str, content: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(content)
-        tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
 
 
 class Probe:
@@ -118,29 +108,24 @@ class Probe:
             )
         return made
 
+    def _create(self, pair: str, suffix: str, network_mode: str, binds: list[str]) -> str:
+        api = self.client.api
+        host_config = api.create_host_config(network_mode=network_mode, binds=binds)
+        return api.create_container(
+            IMAGE, ["sleep", "infinity"], name=f"{pair}-{suffix}", labels=self.labels(pair), host_config=host_config
+        )["Id"]
+
     def make_pair(self, name: str, network: str, timings: dict | None = None) -> None:
         api = self.client.api
         started = time.monotonic()
         volumes = self._volumes(name)
         mounts = [f"{v.name}:/mnt/{v.name.rsplit('-', 1)[1]}" for v in volumes]
         lap = time.monotonic()
-        first = api.create_container(
-            IMAGE,
-            ["sleep", "infinity"],
-            name=f"{name}-a",
-            labels=self.labels(name),
-            host_config=api.create_host_config(network_mode=network, binds=mounts[:2]),
-        )["Id"]
+        first = self._create(name, "a", network, mounts[:2])
         created_a = time.monotonic()
         api.start(first)
         started_a = time.monotonic()
-        second = api.create_container(
-            IMAGE,
-            ["sleep", "infinity"],
-            name=f"{name}-b",
-            labels=self.labels(name),
-            host_config=api.create_host_config(network_mode=f"container:{first}", binds=mounts),
-        )["Id"]
+        second = self._create(name, "b", f"container:{first}", mounts)
         created_b = time.monotonic()
         api.start(second)
         started_b = time.monotonic()
@@ -155,7 +140,7 @@ class Probe:
             api.exec_start(exec_id)
             timings["exec"].append(time.monotonic() - lap)
             lap = time.monotonic()
-            api.put_archive(second, "/mnt/files", _tar_one("probe.txt", b"probe\n"))
+            api.put_archive(second, "/mnt/files", tar_of({"probe.txt": (b"probe\n", 0o644, 0, 0)}))
             timings["put_archive"].append(time.monotonic() - lap)
 
     def remove_pair(self, name: str, timings: dict | None = None) -> None:
@@ -307,7 +292,7 @@ def _shim_ticks() -> tuple[int, int]:
 
 
 def shim_cpu(window_s: float) -> dict:
-    ticks = _shim_ticks_per_second()
+    ticks = os.sysconf("SC_CLK_TCK")
     before, _ = _shim_ticks()
     time.sleep(window_s)
     after, count = _shim_ticks()
@@ -318,10 +303,6 @@ def shim_cpu(window_s: float) -> dict:
         "cpu_s": round(seconds, 2),
         "per_shim_us_per_s": round(seconds / window_s / count * 1e6, 1) if count else None,
     }
-
-
-def _shim_ticks_per_second() -> int:
-    return int(subprocess.run(["getconf", "CLK_TCK"], capture_output=True, text=True).stdout.strip() or 100)
 
 
 def measure(probe: Probe, samples: int, level: int) -> dict:
