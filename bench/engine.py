@@ -71,9 +71,11 @@ def _client():
 
 
 class Probe:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, runtime: str | None = None):
         self.client = _client()
         self.root = root
+        # The OCI runtime of the pairs made (None: the engine's default).
+        self.runtime = runtime
 
     # -- what a pair is made of -------------------------------------------
     def network(self, index: int) -> str:
@@ -110,7 +112,7 @@ class Probe:
 
     def _create(self, pair: str, suffix: str, network_mode: str, binds: list[str]) -> str:
         api = self.client.api
-        host_config = api.create_host_config(network_mode=network_mode, binds=binds)
+        host_config = api.create_host_config(network_mode=network_mode, binds=binds, runtime=self.runtime)
         return api.create_container(
             IMAGE, ["sleep", "infinity"], name=f"{pair}-{suffix}", labels=self.labels(pair), host_config=host_config
         )["Id"]
@@ -346,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(SHAPE),
         help=f"the mounts a stand-in pair has on the host (default {','.join(SHAPE)}; each at most once but root)",
     )
+    parser.add_argument(
+        "--runtime",
+        default=None,
+        help="the OCI runtime of every pair made, as the engine names it (default: its default)",
+    )
     parser.add_argument("--out", type=Path, default=config.REPO / "bench" / "results" / "engine")
     args = parser.parse_args(argv)
     levels = sorted({int(x) for x in args.levels.split(",")})
@@ -355,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if levels[-1] > PER_NETWORK * (len(SUBNETS) - 1):
         parser.error(f"at most {PER_NETWORK * (len(SUBNETS) - 1)} pairs")
     setup_django()  # (machine_info asks the engine through wpfleet's adapter)
-    probe = Probe(Path(tempfile.gettempdir()) / "wpfleet-engine-probe")
+    probe = Probe(Path(tempfile.gettempdir()) / "wpfleet-engine-probe", args.runtime)
     probe.clean()
     result: dict = {
         "meta": {
@@ -364,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(),
             "image": IMAGE,
             "samples": args.samples,
+            "runtime": args.runtime or probe.client.info().get("DefaultRuntime"),
         },
         "levels": [],
     }

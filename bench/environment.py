@@ -59,6 +59,18 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _runtime_version(docker_info: dict) -> str | None:
+    name = docker_info.get("DefaultRuntime")
+    path = ((docker_info.get("Runtimes") or {}).get(name) or {}).get("path") or name
+    if not path:
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0] if out else None
+
+
 def machine_info() -> dict:
     from sites.infra.docker_host import DockerHost
 
@@ -80,6 +92,10 @@ def machine_info() -> dict:
             "cgroup_version": docker_info.get("CgroupVersion"),
             "cgroup_driver": docker_info.get("CgroupDriver"),
             "storage_driver": docker_info.get("Driver"),
+            # What starts and execs the containers made during the run (those
+            # made before keep theirs): its cost grows with the host's mounts.
+            "default_runtime": docker_info.get("DefaultRuntime"),
+            "runtime_version": _runtime_version(docker_info),
             # Other containers share the engine and the CPUs: context for the numbers.
             "containers_running_at_start": docker_info.get("ContainersRunning"),
         }

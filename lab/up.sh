@@ -8,7 +8,8 @@
 # Every step checks first and only does what is missing:
 #   1. host packages (apt), 1b. the sites' quota filesystem, 1c. kernel
 #   limits (pid_max), 1d. the containerd shim wrapper (lab/shim/),
-#   2. dockerd (--live-restore, the wrapper first on its PATH),
+#   1e. cgroup controllers crun can use, 2. dockerd (--live-restore, the
+#   wrapper first on its PATH, crun its default runtime),
 #   3. .env (and the backup secrets it names), 4. images, 5. network
 #   wp_backend, 6. wpfleet-mariadb, 7. caddy, 8. backups (wpfleet-sftp,
 #   restic repositories).
@@ -26,8 +27,9 @@ trap 'rc=$?; if ((rc != 0)); then printf "lab: ERROR: up.sh failed during: %s (e
 # openssh-client: ssh-keygen here, and the ssh restic's sftp backend runs.
 # wrk: the bench's serving section (bench/sections/serving.py).
 # btrfs-progs: the sites' quota filesystem (1b, sites/infra/quota.py).
+# crun: the engine's default OCI runtime (2, see DOCKERD_ARGS).
 HOST_PACKAGES=(docker.io debootstrap iptables iproute2 curl openssl chromium libnss3-tools
-	default-libmysqlclient-dev pkg-config restic mariadb-client openssh-client wrk btrfs-progs)
+	default-libmysqlclient-dev pkg-config restic mariadb-client openssh-client wrk btrfs-progs crun)
 DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
 # Docker's default pools allow only ~30 user networks; /28 networks from
 # 10.200/16 allow 4096. No site takes one (a site's nginx is on a backend
@@ -36,7 +38,14 @@ DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
 # until the reconciler moves those sites). docker0 gets a fixed, conventional
 # address so the sites' DB host (WPFLEET_SITE_DB_HOST) stays stable.
 # shellcheck disable=SC2054 # the commas belong to one argument
-DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1/16 --live-restore)
+# crun, not runc, starts and execs the containers: runc (1.1) reads the
+# host's whole mount table about ten times a container start, and at a
+# thousand sites that table is 6,000 lines; starting a new site's two
+# containers then took 0.84 s more than on an empty host, crun about 0.1 s
+# (docs/performance.md, issue 14). Containers made before keep their runtime.
+RUNTIME=crun
+DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1/16 --live-restore
+	--add-runtime "$RUNTIME=/usr/bin/$RUNTIME" --default-runtime "$RUNTIME")
 # wp_backend (backend shard 0) joins Caddy and the sites' nginx: it gets a
 # /16 of its own, outside the pool (a network from the pool is a /28: 13
 # containers); WPFLEET_DB_USER_HOST's default covers it.
@@ -217,6 +226,27 @@ ensure_quota_fs() {
 	fi
 }
 
+# crun runs on cgroup v1 or v2 but refuses a hybrid host whose cgroup v2
+# hierarchy holds a controller ("cgroups in hybrid mode not supported"):
+# here hugetlb, which no v1 hierarchy was mounted for. A controller that the
+# v2 hierarchy holds but gives to no cgroup (cgroup.subtree_control empty)
+# can be mounted as a v1 hierarchy of its own, as its siblings are; then the
+# host is plain v1 to crun. One the v2 hierarchy uses stays: that host needs
+# its boot configuration changed, which this script does not do.
+ensure_cgroup_layout() {
+	local unified=/sys/fs/cgroup/unified controller
+	[[ $(stat -f -c %T /sys/fs/cgroup) == tmpfs ]] || return 0 # cgroup v2 only: crun's own
+	[[ -f $unified/cgroup.controllers ]] || return 0            # v1 only
+	[[ -z $(<"$unified/cgroup.controllers") ]] && return 0
+	[[ -z $(<"$unified/cgroup.subtree_control") ]] ||
+		die "cgroup v2 controllers $(<"$unified/cgroup.subtree_control") are in use at $unified: crun cannot run on this hybrid host (boot it with cgroup v2 only, or all controllers on v1)"
+	for controller in $(<"$unified/cgroup.controllers"); do
+		log "mounting the $controller controller as a cgroup v1 hierarchy (/sys/fs/cgroup/$controller), for crun"
+		mkdir -p "/sys/fs/cgroup/$controller"
+		mount -t cgroup -o "$controller" cgroup "/sys/fs/cgroup/$controller"
+	done
+}
+
 # --- 2. Docker engine -----------------------------------------------------------
 
 # Is the process named in pid file FILE alive and called NAME? A zombie
@@ -313,12 +343,14 @@ install_shim() {
 # every one of them Exited for the reconciler to start (docs/performance.md).
 # An engine started without it (by an older lab/up.sh) is restarted once,
 # cleanly: its containers stop, and come back with the panel's reconciler.
-# An engine without the shim wrapper on its PATH is restarted the same way
-# (its containers keep running, under their own shims, until they restart).
+# An engine without the shim wrapper on its PATH, or with another default
+# runtime, is restarted the same way (its containers keep running, under
+# their own shims and runtime, until they are made again).
 ensure_live_restore() {
 	local why=''
 	[[ $(dk info -f '{{.LiveRestoreEnabled}}' 2>/dev/null) == true ]] || why='without --live-restore'
 	engine_uses_shim || why="${why:+$why and }without $SHIM_DIR on its PATH"
+	[[ $(dk info -f '{{.DefaultRuntime}}' 2>/dev/null) == "$RUNTIME" ]] || why="${why:+$why and }without $RUNTIME as its runtime"
 	[[ -z $why ]] && return 0
 	pid_alive /var/run/docker.pid dockerd || die "the engine answers $why and not as /var/run/docker.pid: stop it, then run lab/up.sh again"
 	log "restarting dockerd (it ran $why)"
@@ -1090,6 +1122,7 @@ main() {
 	step "quota filesystem ready" ensure_quota_fs
 	step "kernel limits ready" ensure_kernel_limits
 	step "shim wrapper installed" install_shim
+	step "cgroup layout ready" ensure_cgroup_layout
 	step "engine ready" ensure_engine
 	gw=$(bridge_gateway)
 	[[ -n $gw ]] || die "cannot determine the docker0 gateway address"
