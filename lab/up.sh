@@ -40,9 +40,10 @@ DOCKERD_LOG="$VAR_DIR/log/dockerd.log"
 # shellcheck disable=SC2054 # the commas belong to one argument
 # crun, not runc, starts and execs the containers: runc (1.1) reads the
 # host's whole mount table about ten times a container start, and at a
-# thousand sites that table is 6,000 lines; starting a new site's two
-# containers then took 0.84 s more than on an empty host, crun about 0.1 s
-# (docs/performance.md, issue 14). Containers made before keep their runtime.
+# thousand sites that table is 6,000 lines; among 1,000 site-shaped pairs
+# of containers, starting a pair's two took 0.83 s more than on an empty
+# host with runc, 0.20 s with crun (python -m bench.engine;
+# docs/performance.md, issue 14). Containers made before keep their runtime.
 RUNTIME=crun
 DOCKERD_ARGS=(--default-address-pool base=10.200.0.0/16,size=28 --bip 172.17.0.1/16 --live-restore
 	--add-runtime "$RUNTIME=/usr/bin/$RUNTIME" --default-runtime "$RUNTIME")
