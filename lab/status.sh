@@ -11,7 +11,7 @@ main() {
 		echo "engine:     not answering (lab/up.sh starts it)"
 		return 0
 	fi
-	echo "engine:     Docker $(dk version -f '{{.Server.Version}}'), docker0 gateway $(bridge_gateway)"
+	echo "engine:     Docker $(dk version -f '{{.Server.Version}}'), default runtime $(dk info -f '{{.DefaultRuntime}}'), docker0 gateway $(bridge_gateway)"
 	local wrapper='not in use (a shim a container)' shims
 	if engine_uses_shim; then wrapper="$SHIM_DIR in use (a site's two containers share one)"; fi
 	shims=$(pgrep -c -f '^/usr/bin/containerd-shim-runc-v2 ' || true)
