@@ -364,14 +364,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_django()  # (machine_info asks the engine through wpfleet's adapter)
     probe = Probe(Path(tempfile.gettempdir()) / "wpfleet-engine-probe", args.runtime)
     probe.clean()
+    machine = machine_info()
     result: dict = {
         "meta": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "git": git_info(),
-            "machine": machine_info(),
+            "machine": machine,
             "image": IMAGE,
             "samples": args.samples,
-            "runtime": args.runtime or probe.client.info().get("DefaultRuntime"),
+            "runtime": args.runtime or (machine.get("docker") or {}).get("default_runtime"),
         },
         "levels": [],
     }
